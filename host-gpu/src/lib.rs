@@ -1,0 +1,32 @@
+//! `sovra-gpu`: the inference side of the sovra host.
+//!
+//! The runtime never touches model files or devices directly. It asks a
+//! [`ModelRegistry`] for a model by name on behalf of a tenant, and talks to
+//! the [`ModelService`] it finds there: start a streamed generation, embed
+//! texts, run a tensor model. Engines (CPU, CUDA) implement [`ModelService`];
+//! a node with no models has an empty registry and every call gets a typed
+//! [`InferenceError`].
+//!
+//! ```
+//! use sovra_gpu::{InferenceError, ModelRegistry};
+//!
+//! let registry = ModelRegistry::empty();
+//! assert!(registry.models_for_tenant("acme").is_empty());
+//! let err = registry.lookup("acme", "smollm2").unwrap_err();
+//! assert!(matches!(err, InferenceError::NotFound { .. }));
+//! ```
+
+mod error;
+mod model;
+mod registry;
+mod request;
+mod service;
+
+pub use error::InferenceError;
+pub use model::{ModelDescriptor, ModelKind};
+pub use registry::{ModelRegistry, TenantScope};
+pub use request::{
+    ChatMessage, Completion, FinishReason, GenerateRequest, NamedTensor, Prompt, Role, Sampling,
+    TensorType, Usage,
+};
+pub use service::{CancelToken, Generation, GenerationEvent, ModelService, RequestContext};

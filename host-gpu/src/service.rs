@@ -1,0 +1,124 @@
+//! The interface every inference engine implements, and the handle through
+//! which a streamed generation reaches its requester.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::{FinishReason, GenerateRequest, InferenceError, ModelDescriptor, NamedTensor, Usage};
+
+/// Who is asking, decided by the host (never by the guest).
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The tenant on whose behalf the call runs; engines share cached state
+    /// (prefix or KV cache reuse) only within one tenant.
+    pub tenant: String,
+    /// When the requester stops waiting; work past it is wasted.
+    pub deadline: Option<Instant>,
+}
+
+/// One step of a streamed generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenerationEvent {
+    /// Newly generated text.
+    Text(String),
+    /// The generation is over.
+    Finished { reason: FinishReason, usage: Usage },
+    /// The generation failed; nothing follows.
+    Failed(InferenceError),
+}
+
+/// Shared flag by which a requester tells the engine to stop a sequence.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// A generation in progress. Dropping it cancels the sequence.
+#[derive(Debug)]
+pub struct Generation {
+    events: mpsc::Receiver<GenerationEvent>,
+    cancel: CancelToken,
+}
+
+impl Generation {
+    /// Pairs an event stream with the token that stops its producer.
+    pub fn new(events: mpsc::Receiver<GenerationEvent>, cancel: CancelToken) -> Self {
+        Generation { events, cancel }
+    }
+
+    /// The next event; `None` once the producer has gone away without a
+    /// final event (treated by callers as an engine failure).
+    pub async fn next(&mut self) -> Option<GenerationEvent> {
+        self.events.recv().await
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// A loaded model that serves requests from every tenant allowed to use it.
+///
+/// Methods other than [`ModelService::descriptor`] may block for the length
+/// of a model call; the runtime calls them off its async workers.
+pub trait ModelService: Send + Sync + 'static {
+    fn descriptor(&self) -> &ModelDescriptor;
+
+    /// Starts a streamed generation.
+    fn start_generation(
+        &self,
+        context: &RequestContext,
+        request: GenerateRequest,
+    ) -> Result<Generation, InferenceError> {
+        let _ = (context, request);
+        Err(self.unsupported("text generation"))
+    }
+
+    /// One vector per text, in order.
+    fn embed(
+        &self,
+        context: &RequestContext,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+        let _ = (context, texts);
+        Err(self.unsupported("embeddings"))
+    }
+
+    fn run_tensor(
+        &self,
+        context: &RequestContext,
+        inputs: Vec<NamedTensor>,
+    ) -> Result<Vec<NamedTensor>, InferenceError> {
+        let _ = (context, inputs);
+        Err(self.unsupported("tensor inputs"))
+    }
+
+    /// The error for an operation this model does not support.
+    fn unsupported(&self, operation: &'static str) -> InferenceError {
+        InferenceError::Unsupported {
+            model: self.descriptor().name.clone(),
+            operation,
+        }
+    }
+}

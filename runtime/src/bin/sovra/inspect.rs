@@ -1,0 +1,136 @@
+//! `sovra inspect`: what a component is, without running it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use sovra_runtime::capability::{ImportNeed, classify_import};
+use sovra_runtime::limits::MAX_COMPONENT_BYTES;
+use sovra_runtime::{ComponentInfo, LoadError};
+
+use crate::exit::{Code, Failure, WithCode};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The component (.wasm).
+    component: PathBuf,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn inspect(args: InspectArgs) -> Result<ExitCode, Failure> {
+    let path = &args.component;
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .code(Code::Usage)?
+        .len();
+    if size > MAX_COMPONENT_BYTES {
+        return Err(LoadError::TooLarge {
+            size,
+            max: MAX_COMPONENT_BYTES,
+        })
+        .code(Code::Usage);
+    }
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read {}", path.display()))
+        .code(Code::Usage)?;
+    let info = ComponentInfo::read(&bytes)
+        .with_context(|| format!("cannot inspect {}", path.display()))
+        .code(Code::Usage)?;
+    let imports: Vec<(String, String)> = info
+        .imports
+        .iter()
+        .map(|name| {
+            let need = match classify_import(name) {
+                Ok(ImportNeed::Always) => "always available".to_owned(),
+                Ok(ImportNeed::Grant(capability)) => format!("needs grant `{capability}`"),
+                Err(_) => "NOT PROVIDED: the component cannot run on sovra".to_owned(),
+            };
+            (name.clone(), need)
+        })
+        .collect();
+    if args.json {
+        println!("{}", to_json(&info, &imports));
+    } else {
+        print_text(&info, &imports);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(info: &ComponentInfo, imports: &[(String, String)]) {
+    println!("digest:  {}", info.digest);
+    println!("size:    {} bytes", info.size);
+    println!("world:   sovra:agent/{}", info.world.as_str());
+    match &info.manifest {
+        Some(manifest) => {
+            println!("agent:   {} {}", manifest.name, manifest.version);
+            if !manifest.description.is_empty() {
+                println!("about:   {}", manifest.description);
+            }
+            let caps = &manifest.capabilities;
+            let mut requested = Vec::new();
+            if caps.kv {
+                requested.push("kv".to_owned());
+            }
+            if caps.sql {
+                requested.push("sql".to_owned());
+            }
+            for model in &caps.models {
+                requested.push(format!("model {model}"));
+            }
+            println!(
+                "requests: {}",
+                if requested.is_empty() {
+                    "nothing beyond logging".to_owned()
+                } else {
+                    requested.join(", ")
+                }
+            );
+            if let Some(timeout) = manifest.limits.timeout {
+                println!("limit:   timeout {timeout:?}");
+            }
+            if let Some(memory) = manifest.limits.max_memory {
+                println!("limit:   max memory {memory} bytes");
+            }
+        }
+        None => println!("agent:   (no embedded manifest)"),
+    }
+    println!("imports:");
+    for (name, need) in imports {
+        println!("  {name}  ({need})");
+    }
+    println!("exports:");
+    for name in &info.exports {
+        println!("  {name}");
+    }
+}
+
+fn to_json(info: &ComponentInfo, imports: &[(String, String)]) -> serde_json::Value {
+    let manifest = info.manifest.as_ref().map(|m| {
+        serde_json::json!({
+            "name": m.name,
+            "version": m.version.to_string(),
+            "world": m.world.as_str(),
+            "description": m.description,
+            "capabilities": {
+                "kv": m.capabilities.kv,
+                "sql": m.capabilities.sql,
+                "models": m.capabilities.models,
+            },
+            "limits": {
+                "timeout_ms": m.limits.timeout.map(|t| t.as_millis() as u64),
+                "max_memory": m.limits.max_memory,
+            },
+        })
+    });
+    serde_json::json!({
+        "digest": info.digest.to_string(),
+        "size": info.size,
+        "world": info.world.as_str(),
+        "manifest": manifest,
+        "imports": imports.iter().map(|(name, need)| serde_json::json!({"name": name, "need": need})).collect::<Vec<_>>(),
+        "exports": info.exports,
+    })
+}

@@ -1,0 +1,179 @@
+//! `sovra run`: run one invocation of an agent with explicit grants.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use sovra_runtime::units::{parse_bytes, parse_duration};
+use sovra_runtime::{
+    AgentManifest, Capability, Grants, Invocation, InvocationReport, Limits, Runtime,
+    RuntimeConfig, TenantId,
+};
+
+use crate::exit::{Code, Failure, WithCode};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The agent component (.wasm, built for wasm32-wasip2).
+    component: PathBuf,
+    /// Tenant to run as; its storage lives under the data directory.
+    #[arg(long, default_value = "dev")]
+    tenant: String,
+    /// Input text given to the agent.
+    #[arg(long, conflicts_with = "input_file")]
+    input: Option<String>,
+    /// Read the input from a file (`-` for stdin).
+    #[arg(long)]
+    input_file: Option<PathBuf>,
+    /// Request metadata, as key=value (repeatable).
+    #[arg(long = "meta", value_parser = parse_pair)]
+    metadata: Vec<(String, String)>,
+    /// Capabilities to grant, comma-separated: kv, sql.
+    #[arg(long, value_delimiter = ',')]
+    grant: Vec<String>,
+    /// A model the agent may use (repeatable).
+    #[arg(long = "allow-model")]
+    allow_model: Vec<String>,
+    /// Wall-clock limit, such as 500ms or 5s (default: the manifest's, else 5s).
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Memory limit, such as 64MiB (default: the manifest's, else 64MiB).
+    #[arg(long, value_parser = parse_bytes)]
+    max_memory: Option<u64>,
+    /// Where tenant data, the audit log and compiled code live
+    /// [env: SOVRA_DATA_DIR; default: .sovra]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Use this manifest instead of the one embedded in the component.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+}
+
+fn parse_pair(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not key=value"))
+}
+
+pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let tenant = TenantId::new(&args.tenant).code(Code::Usage)?;
+    let input = read_input(&args).code(Code::Usage)?;
+    let grants = grants(&args).code(Code::Usage)?;
+    let manifest = args
+        .manifest
+        .as_ref()
+        .map(|path| {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            AgentManifest::parse(&bytes).with_context(|| format!("in {}", path.display()))
+        })
+        .transpose()
+        .code(Code::Usage)?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| std::env::var_os("SOVRA_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(".sovra"));
+
+    let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
+    let runtime = Runtime::new(RuntimeConfig::new(&data_dir)).code(Code::Host)?;
+    let agent = runtime
+        .load_file(&args.component, manifest)
+        .with_context(|| format!("cannot load {}", args.component.display()))
+        .code(Code::Usage)?;
+    let requested = &agent.manifest().limits;
+    let limits = Limits {
+        timeout: args
+            .timeout
+            .or(requested.timeout)
+            .unwrap_or(Limits::default().timeout),
+        max_memory: args
+            .max_memory
+            .or(requested.max_memory)
+            .unwrap_or(Limits::default().max_memory),
+    };
+    let invocation = Invocation {
+        tenant,
+        grants,
+        limits,
+        input,
+        metadata: args.metadata.clone(),
+    };
+    let report = tokio.block_on(runtime.invoke(&agent, invocation));
+    runtime.audit().flush();
+    print_report(report)
+}
+
+fn read_input(args: &RunArgs) -> anyhow::Result<String> {
+    match (&args.input, &args.input_file) {
+        (Some(text), _) => Ok(text.clone()),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            std::io::read_to_string(std::io::stdin()).context("cannot read stdin")
+        }
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read input file {}", path.display())),
+        (None, None) => Ok(String::new()),
+    }
+}
+
+fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
+    let mut grants = Grants::none();
+    for name in &args.grant {
+        match Capability::parse(name.trim()) {
+            Some(Capability::Kv) => grants.kv = true,
+            Some(Capability::Sql) => grants.sql = true,
+            Some(Capability::Inference) => {
+                anyhow::bail!("grant inference by naming models with --allow-model NAME")
+            }
+            None => anyhow::bail!("unknown capability `{name}` in --grant (known: kv, sql)"),
+        }
+    }
+    grants.models = args.allow_model.iter().cloned().collect::<BTreeSet<_>>();
+    Ok(grants)
+}
+
+/// Response on stdout; the agent's logs and captured output on stderr.
+fn print_report(report: InvocationReport) -> Result<ExitCode, Failure> {
+    let mut stderr = std::io::stderr().lock();
+    for line in &report.logs {
+        let fields: String = line
+            .fields
+            .iter()
+            .map(|(key, value)| format!(" {key}={value}"))
+            .collect();
+        let _ = writeln!(
+            stderr,
+            "[agent {}] {}{fields}",
+            line.level.as_str(),
+            line.message
+        );
+    }
+    if report.dropped_logs > 0 {
+        let _ = writeln!(
+            stderr,
+            "[sovra] {} more log lines dropped",
+            report.dropped_logs
+        );
+    }
+    let _ = stderr.write_all(&report.stdout);
+    let _ = stderr.write_all(&report.stderr);
+    drop(stderr);
+    match report.result {
+        Ok(response) => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(response.output.as_bytes());
+            if !response.output.ends_with('\n') {
+                let _ = stdout.write_all(b"\n");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => Err(Failure {
+            code: Code::of(&error),
+            error: anyhow::Error::new(error),
+        }),
+    }
+}

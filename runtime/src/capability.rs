@@ -1,0 +1,178 @@
+//! Capabilities: what a component's imports reach, what a tenant grants, and
+//! the check between the two.
+//!
+//! Deny by default. An import is either a sovra interface (needing a grant),
+//! part of the sandboxed WASI slice every agent gets, or refused outright.
+//! The tenant's [`Grants`] come from the invocation context; the agent's
+//! manifest only asks.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// The sovra WIT package and the version range this host serves.
+pub const SOVRA_PACKAGE: &str = "sovra:agent";
+const SOVRA_MAJOR_MINOR: (u64, u64) = (0, 1);
+
+/// A capability a tenant can grant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// `sovra:agent/kv`: the tenant's key/value store.
+    Kv,
+    /// `sovra:agent/sql`: the tenant's SQL database.
+    Sql,
+    /// `sovra:agent/inference`: models on the tenant's allowlist.
+    Inference,
+}
+
+impl Capability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Capability::Kv => "kv",
+            Capability::Sql => "sql",
+            Capability::Inference => "inference",
+        }
+    }
+
+    /// Parses a grant name as used on the command line (`kv`, `sql`).
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "kv" => Some(Capability::Kv),
+            "sql" => Some(Capability::Sql),
+            "inference" => Some(Capability::Inference),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a component import needs from the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportNeed {
+    /// Always available: sovra `types` and `log`, and the sandboxed WASI slice.
+    Always,
+    /// Available only when the tenant granted the capability.
+    Grant(Capability),
+}
+
+/// An import the host never provides.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the component imports `{interface}`, which sovra does not provide to agents{hint}")]
+pub struct UnsupportedImport {
+    pub interface: String,
+    hint: &'static str,
+}
+
+/// Classifies one component-level import name such as `sovra:agent/kv@0.1.0`.
+pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport> {
+    let unsupported = |hint| UnsupportedImport {
+        interface: interface.to_owned(),
+        hint,
+    };
+    let (path, version) = interface.split_once('@').unwrap_or((interface, ""));
+    let (package, name) = path.split_once('/').unwrap_or((path, ""));
+    let version = semver::Version::parse(version).ok();
+    match package {
+        SOVRA_PACKAGE => {
+            if version.is_none_or(|v| (v.major, v.minor) != SOVRA_MAJOR_MINOR) {
+                return Err(unsupported(" (this host serves sovra:agent@0.1.x)"));
+            }
+            match name {
+                "types" | "log" => Ok(ImportNeed::Always),
+                "kv" => Ok(ImportNeed::Grant(Capability::Kv)),
+                "sql" => Ok(ImportNeed::Grant(Capability::Sql)),
+                "inference" => Ok(ImportNeed::Grant(Capability::Inference)),
+                _ => Err(unsupported("")),
+            }
+        }
+        "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" | "wasi:filesystem" => {
+            if version.is_none_or(|v| (v.major, v.minor) != (0, 2)) {
+                return Err(unsupported(" (this host serves WASI 0.2)"));
+            }
+            Ok(ImportNeed::Always)
+        }
+        "wasi:sockets" => Err(unsupported(" (agents have no network access)")),
+        "wasi:http" => Err(unsupported(
+            " (agents have no network access; use sovra:agent/inference for models)",
+        )),
+        _ => Err(unsupported("")),
+    }
+}
+
+/// What a tenant (or the operator for it) granted for one invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub kv: bool,
+    pub sql: bool,
+    /// Models the agent may name. Empty means no inference.
+    pub models: BTreeSet<String>,
+}
+
+impl Grants {
+    /// No capability at all (logging and the WASI slice only).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn allows(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::Kv => self.kv,
+            Capability::Sql => self.sql,
+            Capability::Inference => !self.models.is_empty(),
+        }
+    }
+
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.contains(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_imports() {
+        assert_eq!(
+            classify_import("sovra:agent/log@0.1.0"),
+            Ok(ImportNeed::Always)
+        );
+        assert_eq!(
+            classify_import("sovra:agent/kv@0.1.3"),
+            Ok(ImportNeed::Grant(Capability::Kv))
+        );
+        assert_eq!(
+            classify_import("wasi:cli/environment@0.2.4"),
+            Ok(ImportNeed::Always)
+        );
+        for refused in [
+            "wasi:sockets/tcp@0.2.0",
+            "wasi:http/outgoing-handler@0.2.0",
+            "sovra:agent/kv@0.2.0",
+            "sovra:agent/shell@0.1.0",
+            "wasi:cli/environment@0.3.0",
+            "acme:evil/backdoor",
+        ] {
+            let err = classify_import(refused).unwrap_err();
+            assert!(err.to_string().contains(refused), "{err}");
+        }
+    }
+
+    #[test]
+    fn grants_deny_by_default() {
+        let grants = Grants::none();
+        assert!(!grants.allows(Capability::Kv));
+        assert!(!grants.allows(Capability::Sql));
+        assert!(!grants.allows(Capability::Inference));
+        let grants = Grants {
+            models: ["m".into()].into(),
+            ..Grants::none()
+        };
+        assert!(grants.allows(Capability::Inference));
+        assert!(grants.allows_model("m") && !grants.allows_model("n"));
+    }
+}

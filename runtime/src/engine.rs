@@ -1,0 +1,156 @@
+//! The wasmtime engine every sandbox runs on: its configuration, the epoch
+//! ticker that bounds guest run time, and the on-disk cache of compiled
+//! components keyed by digest.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::digest::Digest;
+use crate::error::LoadError;
+use crate::limits::{
+    EPOCH_TICK, MAX_CONCURRENT_INVOCATIONS, MAX_INSTANCES, MAX_MEMORIES, MAX_MEMORY_CEILING,
+    MAX_TABLE_ELEMENTS, MAX_TABLES, MAX_WASM_STACK,
+};
+
+/// Builds the engine: component model on, epoch interruption, no threads
+/// (wasmtime is built without the `threads` feature, so no guest can spawn any),
+/// bounded guest stacks and a pooling allocator sized for
+/// [`MAX_CONCURRENT_INVOCATIONS`] live sandboxes.
+pub(crate) fn new_engine() -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(MAX_WASM_STACK)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling_config()));
+    Engine::new(&config)
+}
+
+fn pooling_config() -> PoolingAllocationConfig {
+    let slots = MAX_CONCURRENT_INVOCATIONS;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 8)
+        .total_memories(slots * 2)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
+        .max_memories_per_component(MAX_MEMORIES as u32)
+        .max_tables_per_component(MAX_TABLES as u32)
+        .max_core_instances_per_component(MAX_INSTANCES as u32)
+        .max_memory_size(MAX_MEMORY_CEILING as usize)
+        .table_elements(MAX_TABLE_ELEMENTS);
+    pool
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+#[derive(Debug)]
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: &Engine) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.clone();
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sovra-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Acquire) {
+                    std::thread::park_timeout(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Compiled components on disk, named by component digest and engine
+/// compatibility, so a component is compiled once per engine build.
+#[derive(Debug)]
+pub(crate) struct CompileCache {
+    dir: Option<PathBuf>,
+}
+
+impl CompileCache {
+    /// A cache under `dir`, or none (always compile) when `dir` is `None`.
+    pub(crate) fn new(dir: Option<PathBuf>) -> Self {
+        CompileCache { dir }
+    }
+
+    /// The compiled component for `bytes`, from the cache or freshly compiled.
+    pub(crate) fn load(
+        &self,
+        engine: &Engine,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Component, LoadError> {
+        let Some(path) = self.path_for(engine, digest) else {
+            return compile(engine, bytes);
+        };
+        if path.exists() {
+            // SAFETY: files in the cache directory are written only by
+            // `store` below, from components this engine compiled; wasmtime
+            // also checks the engine compatibility header when loading.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "discarding unusable compiled component");
+                }
+            }
+        }
+        let component = compile(engine, bytes)?;
+        if let Err(e) = self.store(&path, &component) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled component");
+        }
+        Ok(component)
+    }
+
+    fn path_for(&self, engine: &Engine, digest: &Digest) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Some(dir.join(format!(
+            "{}-{:016x}.cwasm",
+            digest.to_hex(),
+            hasher.finish()
+        )))
+    }
+
+    /// Writes atomically: a crash leaves either no file or a complete one.
+    fn store(&self, path: &std::path::Path, component: &Component) -> anyhow::Result<()> {
+        let bytes = component
+            .serialize()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        let dir = path.parent().expect("cache paths have a parent");
+        std::fs::create_dir_all(dir)?;
+        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&temporary, bytes)?;
+        std::fs::rename(&temporary, path)?;
+        Ok(())
+    }
+}
+
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+    Component::new(engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))
+}

@@ -1,0 +1,54 @@
+//! `sovra:agent/log`: guest log lines into the host's tracing, tagged with the
+//! tenant, agent and invocation the host knows (a guest cannot forge them),
+//! and kept (bounded) for the invocation's report.
+
+use crate::bindings::Pair;
+use crate::bindings::sovra::agent::log::{Host, Level};
+use crate::sandbox::{LogLevel, LogLine, Sandbox};
+
+impl Host for Sandbox {
+    async fn log(
+        &mut self,
+        level: Level,
+        message: String,
+        fields: Vec<Pair>,
+    ) -> wasmtime::Result<()> {
+        self.charge_host_call()?;
+        let level = match level {
+            Level::Trace => LogLevel::Trace,
+            Level::Debug => LogLevel::Debug,
+            Level::Info => LogLevel::Info,
+            Level::Warn => LogLevel::Warn,
+            Level::Error => LogLevel::Error,
+        };
+        let line = LogLine {
+            level,
+            message,
+            fields: fields.into_iter().map(|p| (p.key, p.value)).collect(),
+        };
+        emit(&self.identity, &line);
+        self.logs.push(line);
+        Ok(())
+    }
+}
+
+/// Sends one guest line to tracing under the `sovra::guest` target.
+fn emit(identity: &crate::sandbox::Identity, line: &LogLine) {
+    let tenant = identity.tenant.as_str();
+    let agent = identity.agent.as_str();
+    let invocation = identity.invocation_id.as_str();
+    let fields = format!("{:?}", line.fields);
+    let message = line.message.as_str();
+    macro_rules! at {
+        ($level:expr) => {
+            tracing::event!(target: "sovra::guest", $level, tenant, agent, invocation, fields, "{message}")
+        };
+    }
+    match line.level {
+        LogLevel::Trace => at!(tracing::Level::TRACE),
+        LogLevel::Debug => at!(tracing::Level::DEBUG),
+        LogLevel::Info => at!(tracing::Level::INFO),
+        LogLevel::Warn => at!(tracing::Level::WARN),
+        LogLevel::Error => at!(tracing::Level::ERROR),
+    }
+}

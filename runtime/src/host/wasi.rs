@@ -1,0 +1,79 @@
+//! The slice of WASI an agent gets: clocks, random, captured stdout/stderr,
+//! an empty environment, and nothing else.
+//!
+//! `wasi:filesystem` is linked only because Rust's standard library imports
+//! it at start-up; no directory is ever preopened, so no path resolves to
+//! anything. `wasi:sockets` and `wasi:http` are not linked at all: a component
+//! that imports them is refused before it runs (see
+//! [`crate::capability`]).
+
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+use wasmtime_wasi::random::WasiRandom;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
+
+use crate::limits::MAX_CAPTURED_OUTPUT;
+use crate::output::{CapturedOutput, StreamName};
+
+/// `wasi:io` host functions only need the resource table.
+struct IoTable;
+
+impl HasData for IoTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// Adds the allowed WASI interfaces to `linker`.
+pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    use wasmtime_wasi_io::bindings::wasi::io;
+    io::error::add_to_linker::<T, IoTable>(linker, |t| t.ctx().table)?;
+    io::poll::add_to_linker::<T, IoTable>(linker, |t| t.ctx().table)?;
+    io::streams::add_to_linker::<T, IoTable>(linker, |t| t.ctx().table)?;
+
+    clocks::wall_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?;
+    clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?;
+    random::random::add_to_linker::<T, WasiRandom>(linker, |t| t.ctx().ctx.random())?;
+    random::insecure::add_to_linker::<T, WasiRandom>(linker, |t| t.ctx().ctx.random())?;
+    random::insecure_seed::add_to_linker::<T, WasiRandom>(linker, |t| t.ctx().ctx.random())?;
+
+    cli::exit::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::environment::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::stdin::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::stdout::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::stderr::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::terminal_input::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::terminal_output::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::terminal_stdin::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::terminal_stdout::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+    cli::terminal_stderr::add_to_linker::<T, WasiCli>(linker, T::cli)?;
+
+    filesystem::types::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?;
+    filesystem::preopens::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?;
+    Ok(())
+}
+
+/// Captured output of one sandbox, readable after the guest is gone.
+#[derive(Debug, Clone)]
+pub(crate) struct CapturedStdio {
+    pub(crate) stdout: CapturedOutput,
+    pub(crate) stderr: CapturedOutput,
+}
+
+/// A WASI context with no environment, arguments, stdin, preopens or
+/// network, and bounded captured stdout/stderr.
+pub(crate) fn sandbox_ctx() -> (WasiCtx, CapturedStdio) {
+    let stdio = CapturedStdio {
+        stdout: CapturedOutput::new(StreamName::Stdout, MAX_CAPTURED_OUTPUT),
+        stderr: CapturedOutput::new(StreamName::Stderr, MAX_CAPTURED_OUTPUT),
+    };
+    let ctx = WasiCtxBuilder::new()
+        .stdout(stdio.stdout.clone())
+        .stderr(stdio.stderr.clone())
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .build();
+    (ctx, stdio)
+}

@@ -1,0 +1,55 @@
+//! `sovra-runtime`: the sovra host. It runs untrusted agent components
+//! (wasm32-wasip2, `sovra:agent` worlds) in a fresh wasmtime sandbox per
+//! invocation, holding only what the tenant granted: inference on allowed
+//! models, the tenant's own SQLite storage, logging.
+//!
+//! ```no_run
+//! use sovra_runtime::{Grants, Invocation, Runtime, RuntimeConfig, TenantId};
+//!
+//! # async fn demo() -> anyhow::Result<()> {
+//! let runtime = Runtime::new(RuntimeConfig::new("/var/lib/sovra"))?;
+//! let agent = runtime.load_file("counter.wasm".as_ref(), None)?;
+//! let mut invocation = Invocation::new(TenantId::new("acme")?, "apples");
+//! invocation.grants = Grants { kv: true, ..Grants::none() };
+//! let report = runtime.invoke(&agent, invocation).await;
+//! match report.result {
+//!     Ok(response) => println!("{}", response.output),
+//!     Err(error) => eprintln!("{} ({})", error, error.kind()),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Guide to the modules: [`capability`] decides what a component may import
+//! and what a tenant granted; `host` implements each `sovra:agent` interface;
+//! [`limits`] names every limit and the attack it stops; [`storage`] holds
+//! the per-tenant databases; [`audit`] records every invocation.
+
+pub mod audit;
+mod bindings;
+pub mod capability;
+pub mod component;
+mod digest;
+mod engine;
+mod error;
+mod host;
+pub mod limits;
+pub mod manifest;
+mod names;
+mod output;
+mod runtime;
+mod sandbox;
+pub mod storage;
+pub mod units;
+
+pub use capability::{Capability, Grants};
+pub use component::ComponentInfo;
+pub use digest::Digest;
+pub use error::{AgentError, AgentErrorKind, InvokeError, LoadError};
+pub use limits::Limits;
+pub use manifest::{AgentManifest, ManifestError, World};
+pub use names::{InvalidName, TenantId};
+pub use output::{OutputLimitExceeded, StreamName};
+pub use runtime::{
+    Agent, AgentResponse, Invocation, InvocationReport, Runtime, RuntimeConfig, StartError,
+};
+pub use sandbox::{LogLevel, LogLine};

@@ -1,0 +1,595 @@
+//! The [`Runtime`]: loads agent components once and runs each invocation in a
+//! fresh sandbox holding only what the tenant granted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use sovra_gpu::ModelRegistry;
+use tracing::Instrument;
+use wasmtime::component::Linker;
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+
+use crate::audit::{AuditLog, AuditRecord, unix_millis};
+use crate::bindings::{self, GuestError};
+use crate::capability::{Grants, ImportNeed};
+use crate::component::{ComponentInfo, check_manifest_matches};
+use crate::digest::Digest;
+use crate::engine::{CompileCache, EpochTicker, new_engine};
+use crate::error::{AgentError, AgentErrorKind, InvokeError, LoadError};
+use crate::limits::{
+    HOST_CALL_GRACE, Limits, MAX_COMPONENT_BYTES, MAX_CONCURRENT_INVOCATIONS, MAX_HOSTCALL_BYTES,
+    MAX_INPUT_BYTES, MAX_WASM_STACK, MemoryLimiter,
+};
+use crate::manifest::{AgentManifest, World};
+use crate::names::TenantId;
+use crate::output::OutputLimitExceeded;
+use crate::sandbox::{
+    DeadlineExceeded, HostCallLimitExceeded, Identity, InferenceAccess, LogLine, Sandbox,
+};
+use crate::storage::TenantStores;
+
+/// How a node's runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Root of everything the runtime writes: tenant databases, the audit
+    /// log, compiled components.
+    pub data_dir: PathBuf,
+    /// Size limit of each tenant's database.
+    pub storage_quota: u64,
+    /// Models this node serves.
+    pub models: Arc<ModelRegistry>,
+    /// Keep compiled components on disk between runs.
+    pub cache_compiled: bool,
+}
+
+impl RuntimeConfig {
+    /// Defaults: no models, the default quota, compiled-code cache on.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            data_dir: data_dir.into(),
+            storage_quota: crate::limits::DEFAULT_STORAGE_QUOTA,
+            models: Arc::new(ModelRegistry::empty()),
+            cache_compiled: true,
+        }
+    }
+}
+
+/// Why the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// A loaded agent: its manifest, what it imports, and its pre-linked
+/// instance template. Cheap to share; instantiating it is the per-call cost.
+pub struct Agent {
+    info: ComponentInfo,
+    manifest: AgentManifest,
+    needs: Vec<(String, ImportNeed)>,
+    entry: Entry,
+}
+
+#[derive(Clone)]
+enum Entry {
+    Handler(bindings::AgentPre<Sandbox>),
+    Tool(bindings::tool::ToolPre<Sandbox>),
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("name", &self.manifest.name)
+            .field("digest", &self.info.digest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    pub fn manifest(&self) -> &AgentManifest {
+        &self.manifest
+    }
+
+    pub fn info(&self) -> &ComponentInfo {
+        &self.info
+    }
+
+    pub fn digest(&self) -> Digest {
+        self.info.digest
+    }
+}
+
+/// One call of an agent, with everything the host decides about it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub tenant: TenantId,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub input: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Invocation {
+    /// An invocation with no grants and default limits.
+    pub fn new(tenant: TenantId, input: impl Into<String>) -> Self {
+        Invocation {
+            tenant,
+            grants: Grants::none(),
+            limits: Limits::default(),
+            input: input.into(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// What an agent answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentResponse {
+    pub output: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Everything an invocation produced, success or not.
+#[derive(Debug)]
+pub struct InvocationReport {
+    pub invocation_id: String,
+    pub result: Result<AgentResponse, InvokeError>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub logs: Vec<LogLine>,
+    pub dropped_logs: usize,
+    pub duration: Duration,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    compile_cache: CompileCache,
+    entries: Mutex<HashMap<Digest, Entry>>,
+    stores: TenantStores,
+    audit: AuditLog,
+    models: Arc<ModelRegistry>,
+    slots: tokio::sync::Semaphore,
+    invocation_counter: AtomicU64,
+    run_id: u64,
+    _ticker: EpochTicker,
+}
+
+/// The sovra host runtime. Clone it freely; clones share everything.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts a runtime over `config.data_dir`.
+    pub fn new(config: RuntimeConfig) -> Result<Self, StartError> {
+        let data_dir = &config.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let engine = new_engine().map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        crate::host::add_to_linker(&mut linker)
+            .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+        let ticker = EpochTicker::start(&engine).map_err(|e| StartError::Engine(e.to_string()))?;
+        let audit = AuditLog::open(&data_dir.join("audit.db"))?;
+        let compile_cache =
+            CompileCache::new(config.cache_compiled.then(|| data_dir.join("compiled")));
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                compile_cache,
+                entries: Mutex::new(HashMap::new()),
+                stores: TenantStores::new(data_dir.join("tenants"), config.storage_quota),
+                audit,
+                models: config.models,
+                slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_INVOCATIONS as usize),
+                invocation_counter: AtomicU64::new(0),
+                run_id: unix_millis(SystemTime::now()),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The audit log of every invocation.
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Reads and loads the component at `path` (see [`Runtime::load`]).
+    pub fn load_file(
+        &self,
+        path: &Path,
+        manifest: Option<AgentManifest>,
+    ) -> Result<Arc<Agent>, LoadError> {
+        let io_error = |source| LoadError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let size = std::fs::metadata(path).map_err(io_error)?.len();
+        if size > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooLarge {
+                size,
+                max: MAX_COMPONENT_BYTES,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io_error)?;
+        self.load(&bytes, manifest)
+    }
+
+    /// Loads a component: validates it, checks its imports and manifest, and
+    /// compiles and links it once per digest. `manifest` overrides the one the
+    /// component carries.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        manifest: Option<AgentManifest>,
+    ) -> Result<Arc<Agent>, LoadError> {
+        if bytes.len() as u64 > MAX_COMPONENT_BYTES {
+            return Err(LoadError::TooLarge {
+                size: bytes.len() as u64,
+                max: MAX_COMPONENT_BYTES,
+            });
+        }
+        let info = ComponentInfo::read(bytes)?;
+        let needs = info.import_needs()?;
+        let manifest = manifest
+            .or_else(|| info.manifest.clone())
+            .ok_or(LoadError::MissingManifest)?;
+        check_manifest_matches(&info, &manifest)?;
+        let entry = self.entry(&info, bytes)?;
+        Ok(Arc::new(Agent {
+            info,
+            manifest,
+            needs,
+            entry,
+        }))
+    }
+
+    /// The linked instance template for a component, compiled at most once.
+    fn entry(&self, info: &ComponentInfo, bytes: &[u8]) -> Result<Entry, LoadError> {
+        let inner = &self.inner;
+        if let Some(entry) = inner
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&info.digest)
+        {
+            return Ok(entry.clone());
+        }
+        let component = inner
+            .compile_cache
+            .load(&inner.engine, &info.digest, bytes)?;
+        let link_error = |e: wasmtime::Error| {
+            LoadError::Malformed(format!(
+                "its imports do not match what sovra provides: {e:#}"
+            ))
+        };
+        let pre = inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(link_error)?;
+        let entry = match info.world {
+            World::Agent => Entry::Handler(bindings::AgentPre::new(pre).map_err(link_error)?),
+            World::Tool => Entry::Tool(bindings::tool::ToolPre::new(pre).map_err(link_error)?),
+        };
+        inner
+            .entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(info.digest, entry.clone());
+        Ok(entry)
+    }
+
+    fn next_invocation_id(&self) -> String {
+        let n = self
+            .inner
+            .invocation_counter
+            .fetch_add(1, Ordering::Relaxed);
+        format!("{:x}-{n}", self.inner.run_id)
+    }
+
+    /// Runs one invocation of `agent` in a fresh sandbox. Never panics on
+    /// guest behaviour: every fault is a typed [`InvokeError`] in the report.
+    pub async fn invoke(&self, agent: &Agent, invocation: Invocation) -> InvocationReport {
+        let invocation_id = self.next_invocation_id();
+        let span = tracing::info_span!(
+            "invocation",
+            tenant = %invocation.tenant,
+            agent = %agent.manifest.name,
+            invocation = %invocation_id,
+        );
+        let started_at = SystemTime::now();
+        let started = Instant::now();
+        let tenant = invocation.tenant.clone();
+        let (report, denials) = self
+            .run(agent, invocation, invocation_id)
+            .instrument(span.clone())
+            .await;
+        let report = InvocationReport {
+            duration: started.elapsed(),
+            ..report
+        };
+        span.in_scope(|| match &report.result {
+            Ok(_) => tracing::debug!(
+                duration_us = report.duration.as_micros() as u64,
+                "invocation succeeded"
+            ),
+            Err(error) => tracing::info!(kind = error.kind(), %error, "invocation failed"),
+        });
+        self.inner.audit.record(AuditRecord {
+            invocation_id: report.invocation_id.clone(),
+            tenant: tenant.to_string(),
+            agent: agent.manifest.name.clone(),
+            agent_digest: agent.info.digest.to_string(),
+            started_at_ms: unix_millis(started_at),
+            duration_us: report.duration.as_micros() as u64,
+            outcome: match &report.result {
+                Ok(_) => "ok".to_owned(),
+                Err(error) => error.kind().to_owned(),
+            },
+            error: report.result.as_ref().err().map(ToString::to_string),
+            denials,
+        });
+        report
+    }
+
+    async fn run(
+        &self,
+        agent: &Agent,
+        invocation: Invocation,
+        invocation_id: String,
+    ) -> (InvocationReport, Vec<String>) {
+        let empty = |result, denials| {
+            (
+                InvocationReport {
+                    invocation_id: invocation_id.clone(),
+                    result: Err(result),
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    logs: Vec::new(),
+                    dropped_logs: 0,
+                    duration: Duration::ZERO,
+                },
+                denials,
+            )
+        };
+        if let Err(error) = invocation.limits.validate() {
+            return empty(error.into(), Vec::new());
+        }
+        if invocation.input.len() > MAX_INPUT_BYTES {
+            return empty(
+                InvokeError::InvalidInvocation(format!(
+                    "input is {} bytes; the limit is {MAX_INPUT_BYTES}",
+                    invocation.input.len()
+                )),
+                Vec::new(),
+            );
+        }
+        // Grants are checked against the imports before anything runs.
+        for (interface, need) in &agent.needs {
+            if let ImportNeed::Grant(capability) = need {
+                if !invocation.grants.allows(*capability) {
+                    return empty(
+                        InvokeError::NotGranted {
+                            interface: interface.clone(),
+                            capability: *capability,
+                        },
+                        vec![format!("import: {interface}")],
+                    );
+                }
+            }
+        }
+        let Ok(_slot) = self.inner.slots.acquire().await else {
+            return empty(
+                InvokeError::Unavailable("the runtime is shutting down".into()),
+                Vec::new(),
+            );
+        };
+        let (store, stdio) = match self.new_store(agent, &invocation, &invocation_id) {
+            Ok(parts) => parts,
+            Err(error) => return empty(error, Vec::new()),
+        };
+        let mut store = store;
+        let limits = invocation.limits;
+        let request = bindings::exports::sovra::agent::handler::Request {
+            input: invocation.input,
+            metadata: invocation
+                .metadata
+                .into_iter()
+                .map(|(key, value)| bindings::Pair { key, value })
+                .collect(),
+        };
+        let call = call_entry(&agent.entry, &mut store, request);
+        let outcome = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
+        let result = match outcome {
+            Err(_elapsed) => Err(InvokeError::Timeout {
+                limit: limits.timeout,
+            }),
+            Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), limits)),
+            Ok(Ok(Err(guest_error))) => Err(InvokeError::Agent(agent_error(guest_error))),
+            Ok(Ok(Ok(response))) => Ok(response),
+        };
+        let sandbox = store.into_data();
+        (
+            InvocationReport {
+                invocation_id,
+                result,
+                stdout: stdio.stdout.contents(),
+                stderr: stdio.stderr.contents(),
+                logs: sandbox.logs.lines,
+                dropped_logs: sandbox.logs.dropped,
+                duration: Duration::ZERO,
+            },
+            sandbox.denials,
+        )
+    }
+
+    /// A fresh store for one invocation: WASI slice, grants, limits, deadline.
+    fn new_store(
+        &self,
+        agent: &Agent,
+        invocation: &Invocation,
+        invocation_id: &str,
+    ) -> Result<(Store<Sandbox>, crate::host::wasi::CapturedStdio), InvokeError> {
+        let imports = |capability| {
+            agent
+                .needs
+                .iter()
+                .any(|(_, need)| *need == ImportNeed::Grant(capability))
+        };
+        let wants_kv = invocation.grants.kv && imports(crate::Capability::Kv);
+        let wants_sql = invocation.grants.sql && imports(crate::Capability::Sql);
+        let db = if wants_kv || wants_sql {
+            Some(
+                self.inner
+                    .stores
+                    .get(&invocation.tenant)
+                    .map_err(|e| InvokeError::Unavailable(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let deadline = Instant::now() + invocation.limits.timeout;
+        let (wasi, stdio) = crate::host::wasi::sandbox_ctx();
+        let sandbox = Sandbox::new(
+            wasi,
+            MemoryLimiter::new(invocation.limits.max_memory),
+            Arc::new(Identity {
+                tenant: invocation.tenant.clone(),
+                agent: agent.manifest.name.clone(),
+                invocation_id: invocation_id.to_owned(),
+            }),
+            db.clone().filter(|_| wants_kv),
+            db.filter(|_| wants_sql),
+            InferenceAccess {
+                registry: Arc::clone(&self.inner.models),
+                grants: Arc::new(invocation.grants.clone()),
+                deadline,
+            },
+        );
+        let mut store = Store::new(&self.inner.engine, sandbox);
+        store.limiter(|sandbox| &mut sandbox.limiter);
+        store.set_hostcall_fuel(MAX_HOSTCALL_BYTES);
+        // Check the deadline at every epoch tick, and yield to other
+        // invocations while it has not passed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        Ok((store, stdio))
+    }
+}
+
+/// Instantiates the agent's template in `store` and calls its entry point.
+async fn call_entry(
+    entry: &Entry,
+    store: &mut Store<Sandbox>,
+    request: bindings::exports::sovra::agent::handler::Request,
+) -> wasmtime::Result<Result<AgentResponse, GuestError>> {
+    match entry {
+        Entry::Handler(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let result = instance
+                .sovra_agent_handler()
+                .call_handle(&mut *store, &request)
+                .await?;
+            Ok(result.map(|response| AgentResponse {
+                output: response.output,
+                metadata: response
+                    .metadata
+                    .into_iter()
+                    .map(|pair| (pair.key, pair.value))
+                    .collect(),
+            }))
+        }
+        Entry::Tool(pre) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let result = instance
+                .sovra_agent_tool_handler()
+                .call_call(&mut *store, &request.input)
+                .await?;
+            Ok(result.map(|output| AgentResponse {
+                output,
+                metadata: Vec::new(),
+            }))
+        }
+    }
+}
+
+/// Names the limit or fault behind a trap.
+fn classify_trap(trap: &wasmtime::Error, sandbox: &Sandbox, limits: Limits) -> InvokeError {
+    if trap.downcast_ref::<DeadlineExceeded>().is_some() {
+        return InvokeError::Timeout {
+            limit: limits.timeout,
+        };
+    }
+    if let Some(exceeded) = trap.downcast_ref::<OutputLimitExceeded>() {
+        return InvokeError::OutputLimit(*exceeded);
+    }
+    if let Some(exceeded) = trap.downcast_ref::<HostCallLimitExceeded>() {
+        return InvokeError::HostCallLimit {
+            limit: exceeded.limit,
+        };
+    }
+    if let Some(Trap::StackOverflow) = trap.downcast_ref::<Trap>() {
+        return InvokeError::StackOverflow {
+            limit: MAX_WASM_STACK,
+        };
+    }
+    if let Some(requested) = sandbox.limiter.denied_memory_request() {
+        return InvokeError::MemoryLimit {
+            requested: requested as u64,
+            limit: sandbox.limiter.max_memory() as u64,
+        };
+    }
+    if let Some(Trap::Interrupt) = trap.downcast_ref::<Trap>() {
+        return InvokeError::Timeout {
+            limit: limits.timeout,
+        };
+    }
+    match trap.downcast_ref::<Trap>() {
+        Some(code) => InvokeError::Trap {
+            message: code.to_string(),
+        },
+        None => InvokeError::Trap {
+            message: format!("{trap:#}"),
+        },
+    }
+}
+
+fn agent_error(error: GuestError) -> AgentError {
+    let (kind, message) = match error {
+        GuestError::AccessDenied(m) => (AgentErrorKind::AccessDenied, m),
+        GuestError::NotFound(m) => (AgentErrorKind::NotFound, m),
+        GuestError::InvalidInput(m) => (AgentErrorKind::InvalidInput, m),
+        GuestError::QuotaExceeded(m) => (AgentErrorKind::QuotaExceeded, m),
+        GuestError::LimitExceeded(m) => (AgentErrorKind::LimitExceeded, m),
+        GuestError::Unavailable(m) => (AgentErrorKind::Unavailable, m),
+        GuestError::Internal(m) => (AgentErrorKind::Internal, m),
+    };
+    AgentError { kind, message }
+}

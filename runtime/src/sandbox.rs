@@ -1,0 +1,190 @@
+//! The state of one sandbox: everything a single invocation's `Store` holds.
+//!
+//! A fresh [`Sandbox`] is built for every invocation from the tenant's grants;
+//! it holds only what was granted (a kv or sql handle exists only if that
+//! capability was granted) and is dropped with the store when the call ends,
+//! so nothing survives from one invocation to the next except what the tenant's
+//! storage keeps.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sovra_gpu::ModelRegistry;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::capability::Grants;
+use crate::limits::{
+    MAX_HOST_CALLS, MAX_LOG_LINES, MAX_LOG_MESSAGE_BYTES, MAX_RESOURCES, MemoryLimiter,
+};
+use crate::names::TenantId;
+use crate::storage::TenantDb;
+
+/// Who is running, for log fields and engine requests. Set by the host.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    pub(crate) tenant: TenantId,
+    pub(crate) agent: String,
+    pub(crate) invocation_id: String,
+}
+
+/// Severity of a guest log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// One structured log line from a guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+    pub fields: Vec<(String, String)>,
+}
+
+/// Log lines kept for the invocation's report, bounded.
+#[derive(Debug, Default)]
+pub(crate) struct LogBuffer {
+    pub(crate) lines: Vec<LogLine>,
+    pub(crate) dropped: usize,
+}
+
+impl LogBuffer {
+    pub(crate) fn push(&mut self, mut line: LogLine) {
+        if self.lines.len() >= MAX_LOG_LINES {
+            self.dropped += 1;
+            return;
+        }
+        truncate_to_char_boundary(&mut line.message, MAX_LOG_MESSAGE_BYTES);
+        self.lines.push(line);
+    }
+}
+
+fn truncate_to_char_boundary(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
+/// The trap raised when a guest makes more host calls than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("more than {limit} host calls in one invocation")]
+pub(crate) struct HostCallLimitExceeded {
+    pub(crate) limit: u64,
+}
+
+/// The trap raised by the epoch callback once the deadline has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invocation deadline exceeded")]
+pub(crate) struct DeadlineExceeded;
+
+/// What the inference capability may reach.
+#[derive(Debug)]
+pub(crate) struct InferenceAccess {
+    pub(crate) registry: Arc<ModelRegistry>,
+    pub(crate) grants: Arc<Grants>,
+    pub(crate) deadline: Instant,
+}
+
+/// Store data of one invocation.
+pub(crate) struct Sandbox {
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) identity: Arc<Identity>,
+    host_calls: u64,
+    /// Present only when the tenant granted `kv`.
+    pub(crate) kv: Option<Arc<TenantDb>>,
+    /// Present only when the tenant granted `sql`.
+    pub(crate) sql: Option<Arc<TenantDb>>,
+    pub(crate) inference: InferenceAccess,
+    pub(crate) logs: LogBuffer,
+    /// Capabilities and models refused during this invocation, for the audit.
+    pub(crate) denials: Vec<String>,
+}
+
+impl Sandbox {
+    pub(crate) fn new(
+        wasi: WasiCtx,
+        limiter: MemoryLimiter,
+        identity: Arc<Identity>,
+        kv: Option<Arc<TenantDb>>,
+        sql: Option<Arc<TenantDb>>,
+        inference: InferenceAccess,
+    ) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        Sandbox {
+            table,
+            wasi,
+            limiter,
+            identity,
+            host_calls: 0,
+            kv,
+            sql,
+            inference,
+            logs: LogBuffer::default(),
+            denials: Vec::new(),
+        }
+    }
+
+    /// Counts one call to a sovra host function; traps past [`MAX_HOST_CALLS`].
+    pub(crate) fn charge_host_call(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > MAX_HOST_CALLS {
+            return Err(wasmtime::Error::new(HostCallLimitExceeded {
+                limit: MAX_HOST_CALLS,
+            }));
+        }
+        Ok(())
+    }
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_buffer_is_bounded_and_cuts_on_char_boundaries() {
+        let mut buffer = LogBuffer::default();
+        for _ in 0..MAX_LOG_LINES + 5 {
+            buffer.push(LogLine {
+                level: LogLevel::Info,
+                message: "é".repeat(MAX_LOG_MESSAGE_BYTES),
+                fields: Vec::new(),
+            });
+        }
+        assert_eq!(buffer.lines.len(), MAX_LOG_LINES);
+        assert_eq!(buffer.dropped, 5);
+        assert!(buffer.lines[0].message.len() <= MAX_LOG_MESSAGE_BYTES);
+    }
+}

@@ -1,0 +1,134 @@
+//! One tenant's SQLite database, opened twice: a host connection for the
+//! key/value table, and a guest connection for agent SQL that runs under the
+//! authorizer and SQLite's own limits.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::config::DbConfig;
+use rusqlite::limits::Limit;
+use rusqlite::{Connection, OpenFlags};
+
+use super::StorageError;
+use super::authorizer::GuestAuthorizer;
+use crate::limits::{MAX_SQL_PARAMS, MAX_SQL_STATEMENT_BYTES, MAX_VALUE_BYTES};
+
+/// SQLite page size used for quota accounting.
+const PAGE_SIZE: u64 = 4096;
+
+/// How long a connection waits for the other one's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Name of the host-owned key/value table; guest SQL can never reach it.
+pub(super) const KV_TABLE: &str = "_sovra_kv";
+
+/// A tenant's database.
+#[derive(Debug)]
+pub struct TenantDb {
+    path: PathBuf,
+    quota_bytes: u64,
+    host: Mutex<Connection>,
+    guest: Mutex<GuestConnection>,
+}
+
+/// The guest's connection and the authorizer's record of its last refusal.
+#[derive(Debug)]
+pub(super) struct GuestConnection {
+    pub(super) conn: Connection,
+    pub(super) authorizer: GuestAuthorizer,
+}
+
+impl TenantDb {
+    /// Opens (creating if needed) the database at `path`, limited to
+    /// `quota_bytes` of pages.
+    pub fn open(path: &Path, quota_bytes: u64) -> Result<Self, StorageError> {
+        let open_error = |e: rusqlite::Error| StorageError::Open {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let host = open_connection(path, quota_bytes).map_err(open_error)?;
+        host.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {KV_TABLE} (
+                 key TEXT PRIMARY KEY NOT NULL,
+                 value BLOB NOT NULL
+             ) WITHOUT ROWID;"
+        ))
+        .map_err(open_error)?;
+
+        let guest = open_connection(path, quota_bytes).map_err(open_error)?;
+        configure_guest_connection(&guest).map_err(open_error)?;
+        let authorizer = GuestAuthorizer::install(&guest);
+
+        Ok(TenantDb {
+            path: path.to_owned(),
+            quota_bytes,
+            host: Mutex::new(host),
+            guest: Mutex::new(GuestConnection {
+                conn: guest,
+                authorizer,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn quota_bytes(&self) -> u64 {
+        self.quota_bytes
+    }
+
+    pub(super) fn host(&self) -> MutexGuard<'_, Connection> {
+        self.host.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn guest(&self) -> MutexGuard<'_, GuestConnection> {
+        self.guest.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn sqlite_error(&self, error: rusqlite::Error) -> StorageError {
+        StorageError::from_sqlite(error, self.quota_bytes, None)
+    }
+}
+
+/// Opens a connection in WAL mode with full durability: a write the guest was
+/// told succeeded is on disk.
+fn open_connection(path: &Path, quota_bytes: u64) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(
+        None,
+        "max_page_count",
+        quota_bytes.div_ceil(PAGE_SIZE).max(16),
+    )?;
+    Ok(conn)
+}
+
+/// Hardens the guest connection beyond the authorizer: defensive mode (no
+/// writable schema, no shadow-table writes), untrusted schema, and SQLite's
+/// own size limits.
+fn configure_guest_connection(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_DEFENSIVE, true)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_TRUSTED_SCHEMA, false)?;
+    let as_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    conn.set_limit(Limit::SQLITE_LIMIT_ATTACHED, 0)?;
+    conn.set_limit(
+        Limit::SQLITE_LIMIT_SQL_LENGTH,
+        as_i32(MAX_SQL_STATEMENT_BYTES),
+    )?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, as_i32(MAX_VALUE_BYTES))?;
+    conn.set_limit(Limit::SQLITE_LIMIT_VARIABLE_NUMBER, as_i32(MAX_SQL_PARAMS))?;
+    conn.set_limit(Limit::SQLITE_LIMIT_EXPR_DEPTH, 100)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_COMPOUND_SELECT, 50)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 10)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_LIKE_PATTERN_LENGTH, 1000)?;
+    conn.set_limit(Limit::SQLITE_LIMIT_COLUMN, 200)?;
+    Ok(())
+}
