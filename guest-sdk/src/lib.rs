@@ -57,6 +57,13 @@ pub mod tool_bindings {
         pub_export_macro: true,
         export_macro_name: "__export_tool_world",
         default_bindings_module: "sovra_sdk::tool_bindings",
+        with: {
+            "sovra:agent/types@0.1.0": crate::bindings::sovra::agent::types,
+            "sovra:agent/inference@0.1.0": crate::bindings::sovra::agent::inference,
+            "sovra:agent/kv@0.1.0": crate::bindings::sovra::agent::kv,
+            "sovra:agent/sql@0.1.0": crate::bindings::sovra::agent::sql,
+            "sovra:agent/log@0.1.0": crate::bindings::sovra::agent::log,
+        },
     });
 }
 

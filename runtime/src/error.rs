@@ -111,6 +111,9 @@ pub enum InvokeError {
     /// The agent made more host calls than one invocation may.
     #[error("host-call limit exceeded: more than {limit} calls to sovra host functions")]
     HostCallLimit { limit: u64 },
+    /// The agent passed more data to one host call than allowed.
+    #[error("host-call data limit exceeded: more than {limit} bytes passed to one host call")]
+    HostCallDataLimit { limit: usize },
     /// The agent crashed (panic, unreachable, out-of-bounds access, ...).
     #[error("the agent trapped: {message}")]
     Trap { message: String },
@@ -137,6 +140,7 @@ impl InvokeError {
             InvokeError::StackOverflow { .. } => "stack-overflow",
             InvokeError::OutputLimit(_) => "output-limit",
             InvokeError::HostCallLimit { .. } => "host-call-limit",
+            InvokeError::HostCallDataLimit { .. } => "host-call-data-limit",
             InvokeError::Trap { .. } => "trap",
             InvokeError::Agent(_) => "agent-error",
             InvokeError::Unavailable(_) => "unavailable",
@@ -153,6 +157,7 @@ impl InvokeError {
                 | InvokeError::StackOverflow { .. }
                 | InvokeError::OutputLimit(_)
                 | InvokeError::HostCallLimit { .. }
+                | InvokeError::HostCallDataLimit { .. }
         )
     }
 }

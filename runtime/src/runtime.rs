@@ -41,18 +41,20 @@ pub struct RuntimeConfig {
     pub storage_quota: u64,
     /// Models this node serves.
     pub models: Arc<ModelRegistry>,
-    /// Keep compiled components on disk between runs.
-    pub cache_compiled: bool,
+    /// Where compiled components are kept between runs (`None`: compile on
+    /// every start). Defaults to `<data_dir>/compiled`.
+    pub compiled_dir: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
     /// Defaults: no models, the default quota, compiled-code cache on.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
         RuntimeConfig {
-            data_dir: data_dir.into(),
+            compiled_dir: Some(data_dir.join("compiled")),
+            data_dir,
             storage_quota: crate::limits::DEFAULT_STORAGE_QUOTA,
             models: Arc::new(ModelRegistry::empty()),
-            cache_compiled: true,
         }
     }
 }
@@ -191,8 +193,7 @@ impl Runtime {
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| StartError::Engine(e.to_string()))?;
         let audit = AuditLog::open(&data_dir.join("audit.db"))?;
-        let compile_cache =
-            CompileCache::new(config.cache_compiled.then(|| data_dir.join("compiled")));
+        let compile_cache = CompileCache::new(config.compiled_dir);
         Ok(Runtime {
             inner: Arc::new(Inner {
                 engine,
@@ -553,6 +554,16 @@ fn classify_trap(trap: &wasmtime::Error, sandbox: &Sandbox, limits: Limits) -> I
     if let Some(exceeded) = trap.downcast_ref::<HostCallLimitExceeded>() {
         return InvokeError::HostCallLimit {
             limit: exceeded.limit,
+        };
+    }
+    // wasmtime keeps its hostcall-fuel error type private; its message is
+    // the only handle on it (covered by the `probe` integration tests).
+    if trap
+        .chain()
+        .any(|cause| cause.to_string().contains("fuel allocated for hostcalls"))
+    {
+        return InvokeError::HostCallDataLimit {
+            limit: MAX_HOSTCALL_BYTES,
         };
     }
     if let Some(Trap::StackOverflow) = trap.downcast_ref::<Trap>() {

@@ -37,12 +37,17 @@ impl StorageError {
         denial: Option<String>,
     ) -> Self {
         use rusqlite::Error as E;
+        // The authorizer is reset before every statement, so a refusal it
+        // recorded is the cause of this failure, however SQLite reports it.
+        if let Some(reason) = denial {
+            return StorageError::Denied(reason);
+        }
         match &error {
             E::SqliteFailure(failure, message) => match failure.code {
                 ErrorCode::DiskFull => StorageError::QuotaExceeded { quota_bytes },
-                ErrorCode::AuthorizationForStatementDenied => StorageError::Denied(
-                    denial.unwrap_or_else(|| message.clone().unwrap_or_else(|| error.to_string())),
-                ),
+                ErrorCode::AuthorizationForStatementDenied => {
+                    StorageError::Denied(message.clone().unwrap_or_else(|| error.to_string()))
+                }
                 ErrorCode::OperationInterrupted => StorageError::LimitExceeded(format!(
                     "statement ran longer than {:?}",
                     crate::limits::MAX_SQL_TIME
@@ -53,12 +58,9 @@ impl StorageError {
                 ErrorCode::ConstraintViolation | ErrorCode::TypeMismatch => {
                     StorageError::InvalidInput(error.to_string())
                 }
+                // SQLITE_ERROR: syntax errors, unknown tables and the like.
                 ErrorCode::Unknown | ErrorCode::ApiMisuse | ErrorCode::ParameterOutOfRange => {
-                    // SQLITE_ERROR: syntax errors, unknown tables and the like.
-                    match denial {
-                        Some(reason) => StorageError::Denied(reason),
-                        None => StorageError::InvalidInput(error.to_string()),
-                    }
+                    StorageError::InvalidInput(error.to_string())
                 }
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
                     StorageError::Internal(format!("database busy: {error}"))

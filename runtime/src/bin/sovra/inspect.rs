@@ -51,23 +51,27 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode, Failure> {
             (name.clone(), need)
         })
         .collect();
-    if args.json {
-        println!("{}", to_json(&info, &imports));
+    let text = if args.json {
+        format!("{:#}\n", to_json(&info, &imports))
     } else {
-        print_text(&info, &imports);
-    }
+        render_text(&info, &imports)
+    };
+    // A closed pipe (`sovra inspect x.wasm | head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_text(info: &ComponentInfo, imports: &[(String, String)]) {
-    println!("digest:  {}", info.digest);
-    println!("size:    {} bytes", info.size);
-    println!("world:   sovra:agent/{}", info.world.as_str());
+fn render_text(info: &ComponentInfo, imports: &[(String, String)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "digest:  {}", info.digest);
+    let _ = writeln!(out, "size:    {} bytes", info.size);
+    let _ = writeln!(out, "world:   sovra:agent/{}", info.world.as_str());
     match &info.manifest {
         Some(manifest) => {
-            println!("agent:   {} {}", manifest.name, manifest.version);
+            let _ = writeln!(out, "agent:   {} {}", manifest.name, manifest.version);
             if !manifest.description.is_empty() {
-                println!("about:   {}", manifest.description);
+                let _ = writeln!(out, "about:   {}", manifest.description);
             }
             let caps = &manifest.capabilities;
             let mut requested = Vec::new();
@@ -80,7 +84,8 @@ fn print_text(info: &ComponentInfo, imports: &[(String, String)]) {
             for model in &caps.models {
                 requested.push(format!("model {model}"));
             }
-            println!(
+            let _ = writeln!(
+                out,
                 "requests: {}",
                 if requested.is_empty() {
                     "nothing beyond logging".to_owned()
@@ -89,22 +94,25 @@ fn print_text(info: &ComponentInfo, imports: &[(String, String)]) {
                 }
             );
             if let Some(timeout) = manifest.limits.timeout {
-                println!("limit:   timeout {timeout:?}");
+                let _ = writeln!(out, "limit:   timeout {timeout:?}");
             }
             if let Some(memory) = manifest.limits.max_memory {
-                println!("limit:   max memory {memory} bytes");
+                let _ = writeln!(out, "limit:   max memory {memory} bytes");
             }
         }
-        None => println!("agent:   (no embedded manifest)"),
+        None => {
+            let _ = writeln!(out, "agent:   (no embedded manifest)");
+        }
     }
-    println!("imports:");
+    let _ = writeln!(out, "imports:");
     for (name, need) in imports {
-        println!("  {name}  ({need})");
+        let _ = writeln!(out, "  {name}  ({need})");
     }
-    println!("exports:");
+    let _ = writeln!(out, "exports:");
     for name in &info.exports {
-        println!("  {name}");
+        let _ = writeln!(out, "  {name}");
     }
+    out
 }
 
 fn to_json(info: &ComponentInfo, imports: &[(String, String)]) -> serde_json::Value {

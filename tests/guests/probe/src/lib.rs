@@ -1,0 +1,101 @@
+//! Exercises one capability or escape attempt per invocation. The input is
+//! `command:argument`; host errors are returned unchanged so tests can check
+//! their exact kind.
+
+use sovra_sdk::inference::{self, NamedTensor, TensorType};
+use sovra_sdk::sql::{self, Value};
+use sovra_sdk::{Agent, Error, Request, Response, kv};
+
+struct Probe;
+
+fn run(command: &str, argument: &str) -> Result<String, Error> {
+    match command {
+        "read-file" => std::fs::read_to_string(argument)
+            .map_err(|e| Error::NotFound(format!("read {argument}: {e}"))),
+        "list-dir" => std::fs::read_dir(argument)
+            .map(|entries| entries.count().to_string())
+            .map_err(|e| Error::NotFound(format!("list {argument}: {e}"))),
+        "write-file" => std::fs::write(argument, b"pwned")
+            .map(|()| "written".to_owned())
+            .map_err(|e| Error::AccessDenied(format!("write {argument}: {e}"))),
+        "env" => Ok(std::env::vars()
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect::<Vec<_>>()
+            .join("\n")),
+        "args" => Ok(std::env::args().collect::<Vec<_>>().join(" ")),
+        "cwd" => std::env::current_dir()
+            .map(|dir| dir.display().to_string())
+            .map_err(|e| Error::NotFound(e.to_string())),
+        "kv-get" => Ok(kv::get_string(argument)?.unwrap_or_else(|| "<none>".into())),
+        "kv-set" => {
+            let (key, value) = argument.split_once('=').unwrap_or((argument, ""));
+            kv::set(key, value)?;
+            Ok("ok".into())
+        }
+        "kv-list" => Ok(kv::list(argument)?.join(",")),
+        "sql-exec" => Ok(sql::execute(argument, &[])?.to_string()),
+        "sql-query" => {
+            let rows = sql::query(argument, &[])?;
+            Ok(rows
+                .rows
+                .iter()
+                .map(|row| row.iter().map(render).collect::<Vec<_>>().join("|"))
+                .collect::<Vec<_>>()
+                .join("\n"))
+        }
+        "list-models" => Ok(inference::list_models()
+            .into_iter()
+            .map(|model| model.name)
+            .collect::<Vec<_>>()
+            .join(",")),
+        "generate" => Ok(inference::complete(argument, "Hello").max_tokens(8).generate()?.text),
+        "stream" => {
+            let mut text = String::new();
+            for piece in inference::complete(argument, "Hello").max_tokens(8).stream()? {
+                text.push_str(&piece?);
+            }
+            Ok(text)
+        }
+        "embed" => Ok(inference::embed(argument, &["hello".to_owned()])?.len().to_string()),
+        "tensor" => {
+            let input = NamedTensor {
+                name: "x".into(),
+                shape: vec![2],
+                element_type: TensorType::Float32,
+                data: vec![0; 8],
+            };
+            Ok(inference::run_tensor(argument, &[input])?.len().to_string())
+        }
+        "bad-sampling" => Ok(inference::complete(argument, "Hello")
+            .max_tokens(0)
+            .generate()?
+            .text),
+        "big-hostcall" => {
+            // Passes 16 MiB to the host in one call.
+            let value = vec![b'x'; 16 << 20];
+            kv::set("big", &value)?;
+            Ok("stored".into())
+        }
+        "panic" => panic!("probe panicked on purpose"),
+        _ => Err(Error::InvalidInput(format!("unknown probe `{command}`"))),
+    }
+}
+
+fn render(value: &Value) -> String {
+    match value {
+        Value::Null => "NULL".into(),
+        Value::Integer(v) => v.to_string(),
+        Value::Real(v) => v.to_string(),
+        Value::Text(v) => v.clone(),
+        Value::Blob(v) => format!("<{} bytes>", v.len()),
+    }
+}
+
+impl Agent for Probe {
+    fn handle(request: Request) -> Result<Response, Error> {
+        let (command, argument) = request.input.split_once(':').unwrap_or((&request.input, ""));
+        run(command, argument).map(Response::text)
+    }
+}
+
+sovra_sdk::export_agent!(Probe);

@@ -1,0 +1,32 @@
+//! Integration tests: real guest components through the real runtime, real
+//! SQLite, real wasmtime. One module per guest (the build fails when a guest
+//! in `agents/` or `tests/guests/` has none), plus cross-cutting suites.
+
+mod support;
+
+// One module per guest.
+mod counter;
+mod deep_recursion;
+mod echo_tool;
+mod hello;
+mod host_call_flood;
+mod huge_output;
+mod memory_bomb;
+mod net_connect;
+mod notes;
+mod probe;
+mod spin;
+
+// Cross-cutting suites.
+mod isolation;
+mod loading;
+mod persistence;
+
+/// Fails to compile when a guest has no test module of its name.
+macro_rules! assert_guest_has_test {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use self::$name as _;
+    };
+}
+sovra_test_artifacts::foreach_guest!(assert_guest_has_test);

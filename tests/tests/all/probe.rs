@@ -1,0 +1,276 @@
+//! Escape attempts and capability probes through the `probe` guest.
+
+use sovra_runtime::{AgentErrorKind, Capability, Grants, InvokeError};
+use sovra_test_artifacts::PROBE;
+
+use crate::support::{failure, grants, invocation, output, runtime};
+
+/// Everything the probe imports: kv, sql and one model.
+fn all_grants() -> Grants {
+    grants(true, true, &["allowed-model"])
+}
+
+fn agent_error(error: InvokeError) -> (AgentErrorKind, String) {
+    match error {
+        InvokeError::Agent(error) => (error.kind, error.message),
+        other => panic!("expected the guest to see a typed error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_files_cannot_be_read_listed_or_written() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let run = |input: String| {
+        failure(
+            &test.runtime,
+            &probe,
+            invocation("mallory", all_grants(), &input),
+        )
+    };
+
+    let (_, message) = agent_error(run("read-file:/etc/passwd".into()).await);
+    assert!(!message.contains("root:"), "{message}");
+    let data_file = test.dir.path().join("audit.db");
+    let (_, message) = agent_error(run(format!("read-file:{}", data_file.display())).await);
+    assert!(message.starts_with("read "), "{message}");
+    agent_error(run("list-dir:/".into()).await);
+    agent_error(run("list-dir:.".into()).await);
+
+    let target = test.dir.path().join("pwned");
+    agent_error(run(format!("write-file:{}", target.display())).await);
+    assert!(!target.exists(), "the guest wrote a host file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_and_arguments_are_empty() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    assert!(
+        std::env::var_os("PATH").is_some(),
+        "the host has an environment"
+    );
+    let env = output(
+        &test.runtime,
+        &probe,
+        invocation("mallory", all_grants(), "env:"),
+    )
+    .await;
+    assert_eq!(env, "");
+    let args = output(
+        &test.runtime,
+        &probe,
+        invocation("mallory", all_grants(), "args:"),
+    )
+    .await;
+    assert_eq!(args, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_escapes_are_refused_and_audited() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let outside = test.dir.path().join("outside.db");
+    let attempts = [
+        (
+            format!("sql-exec:ATTACH DATABASE '{}' AS evil", outside.display()),
+            "ATTACH",
+        ),
+        (
+            "sql-exec:PRAGMA journal_mode = DELETE".to_owned(),
+            "PRAGMA journal_mode",
+        ),
+        (
+            "sql-exec:PRAGMA writable_schema = ON".to_owned(),
+            "PRAGMA writable_schema",
+        ),
+        (
+            "sql-query:SELECT key, value FROM _sovra_kv".to_owned(),
+            "reserved for the host",
+        ),
+        (
+            "sql-exec:DROP TABLE _sovra_kv".to_owned(),
+            "reserved for the host",
+        ),
+        (
+            "sql-query:SELECT load_extension('x')".to_owned(),
+            "load_extension",
+        ),
+    ];
+    for (input, needle) in &attempts {
+        let error = failure(
+            &test.runtime,
+            &probe,
+            invocation("mallory", all_grants(), input),
+        )
+        .await;
+        let (kind, message) = agent_error(error);
+        assert_eq!(kind, AgentErrorKind::AccessDenied, "{input}: {message}");
+        assert!(message.contains(needle), "{input}: {message}");
+    }
+    assert!(!outside.exists());
+    let audit = test.runtime.audit().recent("mallory", 10).unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.denials == ["sql: ATTACH is not allowed"]),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_sql_and_kv_work() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let run = |input: &'static str| {
+        output(
+            &test.runtime,
+            &probe,
+            invocation("acme", all_grants(), input),
+        )
+    };
+    assert_eq!(
+        run("sql-exec:CREATE TABLE t (a INTEGER, b TEXT)").await,
+        "0"
+    );
+    assert_eq!(
+        run("sql-exec:INSERT INTO t VALUES (1, 'one'), (2, NULL)").await,
+        "2"
+    );
+    assert_eq!(
+        run("sql-query:SELECT a, b FROM t ORDER BY a").await,
+        "1|one\n2|NULL"
+    );
+    assert_eq!(run("kv-set:color=blue").await, "ok");
+    assert_eq!(run("kv-get:color").await, "blue");
+    assert_eq!(run("kv-list:co").await, "color");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ungranted_interface_is_refused_by_name() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let cases = [
+        (
+            grants(true, false, &["allowed-model"]),
+            Capability::Sql,
+            "sovra:agent/sql@",
+        ),
+        (
+            grants(false, true, &["allowed-model"]),
+            Capability::Kv,
+            "sovra:agent/kv@",
+        ),
+        (
+            grants(true, true, &[]),
+            Capability::Inference,
+            "sovra:agent/inference@",
+        ),
+    ];
+    for (grants, expected, prefix) in cases {
+        match failure(&test.runtime, &probe, invocation("acme", grants, "env:")).await {
+            InvokeError::NotGranted {
+                interface,
+                capability,
+            } => {
+                assert_eq!(capability, expected);
+                assert!(interface.starts_with(prefix), "{interface}");
+            }
+            other => panic!("expected NotGranted, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_off_the_allowlist_are_denied_without_revealing_them() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    for call in ["generate", "stream", "embed", "tensor"] {
+        let input = format!("{call}:secret-model");
+        let (kind, message) = agent_error(
+            failure(
+                &test.runtime,
+                &probe,
+                invocation("acme", all_grants(), &input),
+            )
+            .await,
+        );
+        assert_eq!(kind, AgentErrorKind::AccessDenied, "{call}: {message}");
+        assert!(message.contains("secret-model"), "{message}");
+    }
+    let audit = test.runtime.audit().recent("acme", 1).unwrap();
+    assert_eq!(audit[0].denials, ["model: secret-model"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_models_answers_not_found() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let listed = output(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), "list-models:"),
+    )
+    .await;
+    assert_eq!(listed, "");
+    for call in ["generate", "stream", "embed", "tensor", "bad-sampling"] {
+        let input = format!("{call}:allowed-model");
+        let (kind, message) = agent_error(
+            failure(
+                &test.runtime,
+                &probe,
+                invocation("acme", all_grants(), &input),
+            )
+            .await,
+        );
+        assert_eq!(kind, AgentErrorKind::NotFound, "{call}: {message}");
+        assert!(message.contains("allowed-model"), "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_host_call_arguments_are_refused() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let error = failure(
+        &test.runtime,
+        &probe,
+        invocation("mallory", all_grants(), "big-hostcall:"),
+    )
+    .await;
+    assert_eq!(
+        error,
+        InvokeError::HostCallDataLimit {
+            limit: sovra_runtime::limits::MAX_HOSTCALL_BYTES
+        }
+    );
+    // Nothing was stored.
+    let stored = output(
+        &test.runtime,
+        &probe,
+        invocation("mallory", all_grants(), "kv-get:big"),
+    )
+    .await;
+    assert_eq!(stored, "<none>");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_panic_is_a_trap_not_a_host_failure() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let error = failure(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), "panic:"),
+    )
+    .await;
+    assert!(matches!(error, InvokeError::Trap { .. }), "{error:?}");
+    // The same agent serves the next call.
+    let env = output(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), "env:"),
+    )
+    .await;
+    assert_eq!(env, "");
+}
