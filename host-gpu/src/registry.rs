@@ -109,6 +109,7 @@ mod tests {
     use super::*;
     use crate::{ModelKind, RequestContext};
 
+    #[derive(Debug)]
     struct Fixed(ModelDescriptor);
 
     impl ModelService for Fixed {

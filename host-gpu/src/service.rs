@@ -82,7 +82,7 @@ impl Drop for Generation {
 ///
 /// Methods other than [`ModelService::descriptor`] may block for the length
 /// of a model call; the runtime calls them off its async workers.
-pub trait ModelService: Send + Sync + 'static {
+pub trait ModelService: Send + Sync + std::fmt::Debug + 'static {
     fn descriptor(&self) -> &ModelDescriptor;
 
     /// Starts a streamed generation.

@@ -101,10 +101,10 @@ impl AuditLog {
 
     /// Queues a record; it is written within one batch.
     pub fn record(&self, record: AuditRecord) {
-        if let Some(sender) = &self.sender {
-            if sender.send(Message::Record(record)).is_err() {
-                tracing::error!(path = %self.path.display(), "audit writer is gone; record lost");
-            }
+        if let Some(sender) = &self.sender
+            && sender.send(Message::Record(record)).is_err()
+        {
+            tracing::error!(path = %self.path.display(), "audit writer is gone; record lost");
         }
     }
 

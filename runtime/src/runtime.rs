@@ -388,16 +388,16 @@ impl Runtime {
         }
         // Grants are checked against the imports before anything runs.
         for (interface, need) in &agent.needs {
-            if let ImportNeed::Grant(capability) = need {
-                if !invocation.grants.allows(*capability) {
-                    return empty(
-                        InvokeError::NotGranted {
-                            interface: interface.clone(),
-                            capability: *capability,
-                        },
-                        vec![format!("import: {interface}")],
-                    );
-                }
+            if let ImportNeed::Grant(capability) = need
+                && !invocation.grants.allows(*capability)
+            {
+                return empty(
+                    InvokeError::NotGranted {
+                        interface: interface.clone(),
+                        capability: *capability,
+                    },
+                    vec![format!("import: {interface}")],
+                );
             }
         }
         let Ok(_slot) = self.inner.slots.acquire().await else {

@@ -83,10 +83,11 @@ fn protect(table: &str, what: &str) -> Result<(), String> {
 
 /// Decides one action; `Err` carries the reason shown to the guest.
 fn decide(context: &AuthContext<'_>) -> Result<(), String> {
-    if let Some(database) = context.database_name {
-        if database != "main" && database != "temp" {
-            return Err(format!("database `{database}` is not available"));
-        }
+    if let Some(database) = context.database_name
+        && database != "main"
+        && database != "temp"
+    {
+        return Err(format!("database `{database}` is not available"));
     }
     match context.action {
         AuthAction::Select | AuthAction::Recursive => Ok(()),

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run an agent component once and print its response.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show a component's world, imports, exports, manifest and digest.
     Inspect(inspect::InspectArgs),
 }
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let result = match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::inspect(args),
     };
     match result {

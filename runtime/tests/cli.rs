@@ -1,0 +1,148 @@
+//! The `sovra` binary as an agent author uses it: real processes, real
+//! components, exit codes and messages.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sovra_test_artifacts::{COUNTER, HELLO, NOTES, SPIN};
+
+fn sovra(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sovra"))
+        .args(args)
+        .env("SOVRA_DATA_DIR", data_dir)
+        .env_remove("SOVRA_LOG")
+        .output()
+        .expect("sovra runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn run_prints_the_response_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sovra(dir.path(), &["run", HELLO, "--input", "Ada"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Hello, Ada!\n");
+}
+
+#[test]
+fn counter_state_survives_between_runs_and_logs_go_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    for expected in ["apples: 1\n", "apples: 2\n"] {
+        let out = sovra(
+            dir.path(),
+            &["run", COUNTER, "--grant", "kv", "--input", "apples"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), expected);
+        assert!(
+            text(&out.stderr).contains("[agent info] counted key=apples"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn input_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "add from a file").unwrap();
+    let out = sovra(
+        dir.path(),
+        &[
+            "run",
+            NOTES,
+            "--grant",
+            "sql",
+            "--input-file",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "added note #1\n",
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn exit_codes_say_how_it_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let denied = sovra(dir.path(), &["run", COUNTER, "--input", "x"]);
+    assert_eq!(denied.status.code(), Some(3));
+    assert!(
+        text(&denied.stderr).contains("has not granted `kv`"),
+        "{}",
+        text(&denied.stderr)
+    );
+
+    let agent_error = sovra(
+        dir.path(),
+        &["run", NOTES, "--grant", "sql", "--input", "nonsense"],
+    );
+    assert_eq!(agent_error.status.code(), Some(1));
+    assert!(
+        text(&agent_error.stderr).contains("invalid-input"),
+        "{}",
+        text(&agent_error.stderr)
+    );
+
+    let timeout = sovra(dir.path(), &["run", SPIN, "--timeout", "300ms"]);
+    assert_eq!(timeout.status.code(), Some(4));
+    assert!(
+        text(&timeout.stderr).contains("timed out"),
+        "{}",
+        text(&timeout.stderr)
+    );
+
+    let unknown_grant = sovra(dir.path(), &["run", HELLO, "--grant", "root"]);
+    assert_eq!(unknown_grant.status.code(), Some(2));
+    assert!(text(&unknown_grant.stderr).contains("unknown capability `root`"));
+}
+
+#[test]
+fn bad_files_are_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = sovra(dir.path(), &["run", "/nonexistent/x.wasm"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(text(&missing.stderr).contains("/nonexistent/x.wasm"));
+
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"definitely not wasm").unwrap();
+    let out = sovra(dir.path(), &["run", garbage.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("not a WebAssembly file"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let bad_tenant = sovra(dir.path(), &["run", HELLO, "--tenant", "../../etc"]);
+    assert_eq!(bad_tenant.status.code(), Some(2));
+    assert!(text(&bad_tenant.stderr).contains("invalid tenant id"));
+}
+
+#[test]
+fn inspect_shows_world_capabilities_and_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = sovra(dir.path(), &["inspect", COUNTER]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    for needle in [
+        "world:   sovra:agent/agent",
+        "agent:   counter 0.1.0",
+        "requests: kv",
+        "sovra:agent/kv@0.1.0  (needs grant `kv`)",
+        "sha256:",
+    ] {
+        assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+    }
+    let json = sovra(dir.path(), &["inspect", "--json", HELLO]);
+    let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(value["manifest"]["name"], "hello");
+    assert_eq!(value["world"], "agent");
+}
