@@ -1,13 +1,13 @@
 //! The runtime's own audit log: one row per invocation in a SQLite database
 //! that no guest can reach.
 //!
-//! Records are written by a background thread in batches, so an invocation
-//! never waits for a disk flush; [`AuditLog::flush`] waits until everything
-//! sent so far is durable (the CLI calls it before exiting, tests before
-//! reading).
+//! Records are written by a background thread in batches, every
+//! [`AUDIT_FLUSH_INTERVAL`], so an invocation never waits for a disk flush and
+//! never wakes another thread; [`AuditLog::flush`] waits until everything sent
+//! so far is durable (the CLI calls it before exiting, tests before reading).
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +15,11 @@ use rusqlite::{Connection, params};
 
 /// Records waiting for the writer before senders wait.
 /// Stops: an invocation flood growing the queue without bound.
-const AUDIT_QUEUE: usize = 8_192;
+const AUDIT_QUEUE: usize = 16_384;
+
+/// How often the writer commits what has been queued. Waking it per record
+/// would cost every invocation a cross-thread wake-up.
+pub const AUDIT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One invocation, as audited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,9 +114,12 @@ impl AuditLog {
 
     /// Waits until every record queued so far is committed.
     pub fn flush(&self) {
-        let Some(sender) = &self.sender else { return };
+        let (Some(sender), Some(writer)) = (&self.sender, &self.writer) else {
+            return;
+        };
         let (done, wait) = sync_channel(1);
         if sender.send(Message::Flush(done)).is_ok() {
+            writer.thread().unpark();
             let _ = wait.recv();
         }
     }
@@ -158,31 +165,35 @@ impl Drop for AuditLog {
         // Closing the channel ends the writer after it drains the queue.
         self.sender.take();
         if let Some(writer) = self.writer.take() {
+            writer.thread().unpark();
             let _ = writer.join();
         }
     }
 }
 
+/// Every interval (or when a flush unparks it), commits whatever is queued;
+/// exits once the log is dropped and the queue is drained.
 fn write_loop(mut conn: Connection, receiver: Receiver<Message>) {
-    while let Ok(first) = receiver.recv() {
-        let mut batch = vec![first];
-        batch.extend(receiver.try_iter());
+    loop {
+        std::thread::park_timeout(AUDIT_FLUSH_INTERVAL);
+        let mut records = Vec::new();
         let mut waiting = Vec::new();
-        let records: Vec<AuditRecord> = batch
-            .into_iter()
-            .filter_map(|message| match message {
-                Message::Record(record) => Some(record),
-                Message::Flush(done) => {
-                    waiting.push(done);
-                    None
-                }
-            })
-            .collect();
+        let closed = loop {
+            match receiver.try_recv() {
+                Ok(Message::Record(record)) => records.push(record),
+                Ok(Message::Flush(done)) => waiting.push(done),
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
+            }
+        };
         if let Err(e) = write_batch(&mut conn, &records) {
             tracing::error!(error = %e, lost = records.len(), "cannot write audit records");
         }
         for done in waiting {
             let _ = done.send(());
+        }
+        if closed {
+            return;
         }
     }
 }

@@ -44,6 +44,7 @@ pub mod units;
 pub use capability::{Capability, Grants};
 pub use component::ComponentInfo;
 pub use digest::Digest;
+pub use engine::engine_config;
 pub use error::{AgentError, AgentErrorKind, InvokeError, LoadError};
 pub use limits::Limits;
 pub use manifest::{AgentManifest, ManifestError, World};

@@ -20,7 +20,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How often the epoch ticker advances; a guest yields to other tenants and
 /// checks its deadline at this granularity.
-pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Extra time the outer async timeout allows beyond the deadline before it
 /// abandons a call stuck inside the host.

@@ -75,3 +75,15 @@ fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
         source: Arc::new(source),
     })
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::TenantDb;
+
+    /// A tenant database in a fresh temporary directory, with a 16 MiB quota.
+    pub(crate) fn db() -> (tempfile::TempDir, TenantDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = TenantDb::open(&dir.path().join("t.db"), 16 << 20).unwrap();
+        (dir, db)
+    }
+}

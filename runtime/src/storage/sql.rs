@@ -163,12 +163,7 @@ impl TenantDb {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn db() -> (tempfile::TempDir, TenantDb) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = TenantDb::open(&dir.path().join("t.db"), 16 << 20).unwrap();
-        (dir, db)
-    }
+    use crate::storage::tests::db;
 
     #[test]
     fn typed_round_trip() {
