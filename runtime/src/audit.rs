@@ -74,7 +74,8 @@ impl AuditLog {
         conn.busy_timeout(Duration::from_secs(5)).map_err(error)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS invocations (
-                 invocation_id TEXT PRIMARY KEY NOT NULL,
+                 id INTEGER PRIMARY KEY,
+                 invocation_id TEXT NOT NULL,
                  tenant TEXT NOT NULL,
                  agent TEXT NOT NULL,
                  agent_digest TEXT NOT NULL,
@@ -137,7 +138,7 @@ impl AuditLog {
                 "SELECT invocation_id, tenant, agent, agent_digest, started_at_ms, duration_us,
                         outcome, error, denials
                  FROM invocations WHERE tenant = ?1
-                 ORDER BY started_at_ms DESC, rowid DESC LIMIT ?2",
+                 ORDER BY started_at_ms DESC, id DESC LIMIT ?2",
             )
             .map_err(error)?;
         let rows = stmt
@@ -205,7 +206,7 @@ fn write_batch(conn: &mut Connection, records: &[AuditRecord]) -> rusqlite::Resu
     let tx = conn.transaction()?;
     {
         let mut insert = tx.prepare_cached(
-            "INSERT OR REPLACE INTO invocations (invocation_id, tenant, agent, agent_digest,
+            "INSERT INTO invocations (invocation_id, tenant, agent, agent_digest,
                  started_at_ms, duration_us, outcome, error, denials)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
