@@ -17,7 +17,9 @@
 //! ```
 
 mod error;
+pub mod gguf;
 mod model;
+pub mod quant;
 mod registry;
 mod request;
 mod service;

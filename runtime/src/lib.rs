@@ -32,9 +32,11 @@ mod digest;
 mod engine;
 mod error;
 mod host;
+mod invocation;
 pub mod limits;
 pub mod manifest;
 mod names;
+mod outcome;
 mod output;
 mod runtime;
 mod sandbox;
@@ -46,11 +48,10 @@ pub use component::ComponentInfo;
 pub use digest::Digest;
 pub use engine::engine_config;
 pub use error::{AgentError, AgentErrorKind, InvokeError, LoadError};
+pub use invocation::{AgentResponse, Invocation, InvocationReport};
 pub use limits::Limits;
 pub use manifest::{AgentManifest, ManifestError, World};
 pub use names::{InvalidName, TenantId};
 pub use output::{OutputLimitExceeded, StreamName};
-pub use runtime::{
-    Agent, AgentResponse, Invocation, InvocationReport, Runtime, RuntimeConfig, StartError,
-};
+pub use runtime::{Agent, Runtime, RuntimeConfig, StartError};
 pub use sandbox::{LogLevel, LogLine};

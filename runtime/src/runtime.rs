@@ -10,25 +10,23 @@ use std::time::{Duration, Instant, SystemTime};
 use sovra_gpu::ModelRegistry;
 use tracing::Instrument;
 use wasmtime::component::Linker;
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::audit::{AuditLog, AuditRecord, unix_millis};
 use crate::bindings::{self, GuestError};
-use crate::capability::{Grants, ImportNeed};
+use crate::capability::ImportNeed;
 use crate::component::{ComponentInfo, check_manifest_matches};
 use crate::digest::Digest;
 use crate::engine::{CompileCache, EpochTicker, new_engine};
-use crate::error::{AgentError, AgentErrorKind, InvokeError, LoadError};
+use crate::error::{InvokeError, LoadError};
+use crate::invocation::{AgentResponse, Invocation, InvocationReport};
 use crate::limits::{
-    HOST_CALL_GRACE, Limits, MAX_COMPONENT_BYTES, MAX_CONCURRENT_INVOCATIONS, MAX_HOSTCALL_BYTES,
-    MAX_INPUT_BYTES, MAX_WASM_STACK, MemoryLimiter,
+    HOST_CALL_GRACE, MAX_COMPONENT_BYTES, MAX_CONCURRENT_INVOCATIONS, MAX_HOSTCALL_BYTES,
+    MAX_INPUT_BYTES, MemoryLimiter,
 };
 use crate::manifest::{AgentManifest, World};
-use crate::names::TenantId;
-use crate::output::OutputLimitExceeded;
-use crate::sandbox::{
-    DeadlineExceeded, HostCallLimitExceeded, Identity, InferenceAccess, LogLine, Sandbox,
-};
+use crate::outcome::{agent_error, classify_trap};
+use crate::sandbox::{DeadlineExceeded, Identity, InferenceAccess, Sandbox};
 use crate::storage::TenantStores;
 
 /// How a node's runtime is set up.
@@ -109,48 +107,6 @@ impl Agent {
     pub fn digest(&self) -> Digest {
         self.info.digest
     }
-}
-
-/// One call of an agent, with everything the host decides about it.
-#[derive(Debug, Clone)]
-pub struct Invocation {
-    pub tenant: TenantId,
-    pub grants: Grants,
-    pub limits: Limits,
-    pub input: String,
-    pub metadata: Vec<(String, String)>,
-}
-
-impl Invocation {
-    /// An invocation with no grants and default limits.
-    pub fn new(tenant: TenantId, input: impl Into<String>) -> Self {
-        Invocation {
-            tenant,
-            grants: Grants::none(),
-            limits: Limits::default(),
-            input: input.into(),
-            metadata: Vec::new(),
-        }
-    }
-}
-
-/// What an agent answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AgentResponse {
-    pub output: String,
-    pub metadata: Vec<(String, String)>,
-}
-
-/// Everything an invocation produced, success or not.
-#[derive(Debug)]
-pub struct InvocationReport {
-    pub invocation_id: String,
-    pub result: Result<AgentResponse, InvokeError>,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub logs: Vec<LogLine>,
-    pub dropped_logs: usize,
-    pub duration: Duration,
 }
 
 struct Inner {
@@ -539,68 +495,4 @@ async fn call_entry(
             }))
         }
     }
-}
-
-/// Names the limit or fault behind a trap.
-fn classify_trap(trap: &wasmtime::Error, sandbox: &Sandbox, limits: Limits) -> InvokeError {
-    if trap.downcast_ref::<DeadlineExceeded>().is_some() {
-        return InvokeError::Timeout {
-            limit: limits.timeout,
-        };
-    }
-    if let Some(exceeded) = trap.downcast_ref::<OutputLimitExceeded>() {
-        return InvokeError::OutputLimit(*exceeded);
-    }
-    if let Some(exceeded) = trap.downcast_ref::<HostCallLimitExceeded>() {
-        return InvokeError::HostCallLimit {
-            limit: exceeded.limit,
-        };
-    }
-    // wasmtime keeps its hostcall-fuel error type private; its message is
-    // the only handle on it (covered by the `probe` integration tests).
-    if trap
-        .chain()
-        .any(|cause| cause.to_string().contains("fuel allocated for hostcalls"))
-    {
-        return InvokeError::HostCallDataLimit {
-            limit: MAX_HOSTCALL_BYTES,
-        };
-    }
-    if let Some(Trap::StackOverflow) = trap.downcast_ref::<Trap>() {
-        return InvokeError::StackOverflow {
-            limit: MAX_WASM_STACK,
-        };
-    }
-    if let Some(requested) = sandbox.limiter.denied_memory_request() {
-        return InvokeError::MemoryLimit {
-            requested: requested as u64,
-            limit: sandbox.limiter.max_memory() as u64,
-        };
-    }
-    if let Some(Trap::Interrupt) = trap.downcast_ref::<Trap>() {
-        return InvokeError::Timeout {
-            limit: limits.timeout,
-        };
-    }
-    match trap.downcast_ref::<Trap>() {
-        Some(code) => InvokeError::Trap {
-            message: code.to_string(),
-        },
-        None => InvokeError::Trap {
-            message: format!("{trap:#}"),
-        },
-    }
-}
-
-fn agent_error(error: GuestError) -> AgentError {
-    let (kind, message) = match error {
-        GuestError::AccessDenied(m) => (AgentErrorKind::AccessDenied, m),
-        GuestError::NotFound(m) => (AgentErrorKind::NotFound, m),
-        GuestError::InvalidInput(m) => (AgentErrorKind::InvalidInput, m),
-        GuestError::QuotaExceeded(m) => (AgentErrorKind::QuotaExceeded, m),
-        GuestError::LimitExceeded(m) => (AgentErrorKind::LimitExceeded, m),
-        GuestError::Unavailable(m) => (AgentErrorKind::Unavailable, m),
-        GuestError::Internal(m) => (AgentErrorKind::Internal, m),
-    };
-    AgentError { kind, message }
 }

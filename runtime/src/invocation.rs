@@ -1,0 +1,52 @@
+//! One call of an agent as the host describes it ([`Invocation`]) and
+//! everything it produced ([`InvocationReport`]).
+
+use std::time::Duration;
+
+use crate::capability::Grants;
+use crate::error::InvokeError;
+use crate::limits::Limits;
+use crate::names::TenantId;
+use crate::sandbox::LogLine;
+
+/// One call of an agent, with everything the host decides about it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub tenant: TenantId,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub input: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Invocation {
+    /// An invocation with no grants and default limits.
+    pub fn new(tenant: TenantId, input: impl Into<String>) -> Self {
+        Invocation {
+            tenant,
+            grants: Grants::none(),
+            limits: Limits::default(),
+            input: input.into(),
+            metadata: Vec::new(),
+        }
+    }
+}
+
+/// What an agent answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentResponse {
+    pub output: String,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Everything an invocation produced, success or not.
+#[derive(Debug)]
+pub struct InvocationReport {
+    pub invocation_id: String,
+    pub result: Result<AgentResponse, InvokeError>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub logs: Vec<LogLine>,
+    pub dropped_logs: usize,
+    pub duration: Duration,
+}
