@@ -23,6 +23,7 @@ pub mod quant;
 mod registry;
 mod request;
 mod service;
+pub mod tokenizer;
 
 pub use error::InferenceError;
 pub use model::{ModelDescriptor, ModelKind};
