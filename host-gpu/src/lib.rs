@@ -16,17 +16,19 @@
 //! assert!(matches!(err, InferenceError::NotFound { .. }));
 //! ```
 
+pub mod cpu;
+mod descriptor;
 mod error;
 pub mod gguf;
-mod model;
+pub mod model;
 pub mod quant;
 mod registry;
 mod request;
 mod service;
 pub mod tokenizer;
 
+pub use descriptor::{ModelDescriptor, ModelKind};
 pub use error::InferenceError;
-pub use model::{ModelDescriptor, ModelKind};
 pub use registry::{ModelRegistry, TenantScope};
 pub use request::{
     ChatMessage, Completion, FinishReason, GenerateRequest, NamedTensor, Prompt, Role, Sampling,

@@ -18,7 +18,7 @@ mod writer;
 
 pub use error::GgufError;
 pub use metadata::MetadataValue;
-pub use reader::{GgufFile, TensorInfo};
+pub use reader::{GgufFile, TensorBytes, TensorInfo};
 pub use types::GgmlType;
 pub use writer::GgufWriter;
 

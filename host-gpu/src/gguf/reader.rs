@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
@@ -33,7 +34,7 @@ impl TensorInfo {
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
     version: u32,
     metadata: BTreeMap<String, MetadataValue>,
     tensors: Vec<TensorInfo>,
@@ -171,7 +172,7 @@ impl GgufFile {
         }
         Ok(GgufFile {
             path: path.to_owned(),
-            map,
+            map: Arc::new(map),
             version,
             metadata,
             tensors,
@@ -241,6 +242,30 @@ impl GgufFile {
     /// The raw bytes of a tensor (bounds were checked at open).
     pub fn tensor_data(&self, info: &TensorInfo) -> &[u8] {
         &self.map[info.offset as usize..(info.offset + info.size) as usize]
+    }
+
+    /// The raw bytes of a tensor, sharing the mapping (no copy), usable after
+    /// the `GgufFile` itself is gone.
+    pub fn shared_tensor_data(&self, info: &TensorInfo) -> TensorBytes {
+        TensorBytes {
+            map: Arc::clone(&self.map),
+            range: info.offset as usize..(info.offset + info.size) as usize,
+        }
+    }
+}
+
+/// A tensor's bytes inside a shared file mapping.
+#[derive(Debug, Clone)]
+pub struct TensorBytes {
+    map: Arc<Mmap>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for TensorBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
     }
 }
 

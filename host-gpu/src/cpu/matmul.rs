@@ -1,0 +1,107 @@
+//! `out = xs · Wᵀ` for a weight matrix in any supported type: every token of
+//! a batch against every weight row, the rows split across threads, so the
+//! weights are read once per step however many sequences step together.
+
+use rayon::prelude::*;
+
+use super::q8::{Q8Block, dot_q4_0, dot_q4_1, dot_q8_0, quantize_row};
+use crate::gguf::{GgmlType, TensorBytes};
+use crate::quant::dequantize;
+
+/// Weight rows handed to one thread at a time.
+const ROWS_PER_TASK: usize = 16;
+
+/// A weight matrix of `rows` rows of `cols` weights, in its file encoding.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: TensorBytes,
+}
+
+impl Matrix {
+    pub fn row_bytes(&self) -> usize {
+        self.cols / self.ty.block_len() * self.ty.block_bytes()
+    }
+
+    pub fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.bytes[r * n..(r + 1) * n]
+    }
+
+    /// Row `r` decoded to `f32` (for embedding lookups).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        dequantize(self.ty, self.row(r), out);
+    }
+}
+
+/// How a batch of activations is prepared for one weight type.
+enum Activations<'a> {
+    Q8(Vec<Vec<Q8Block>>),
+    F32(&'a [f32]),
+}
+
+/// `out[t][r] = Σ_c xs[t][c] · W[r][c]` for `n = xs.len() / cols` tokens.
+pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
+    let n = xs.len() / w.cols;
+    assert_eq!(xs.len(), n * w.cols, "activations are not whole rows");
+    assert_eq!(out.len(), n * w.rows, "output has the wrong size");
+    let activations = match w.ty {
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => Activations::Q8(
+            xs.chunks_exact(w.cols)
+                .map(|x| {
+                    let mut blocks = Vec::new();
+                    quantize_row(x, &mut blocks);
+                    blocks
+                })
+                .collect(),
+        ),
+        _ => Activations::F32(xs),
+    };
+    let tasks: Vec<Vec<f32>> = (0..w.rows.div_ceil(ROWS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
+            let first = task * ROWS_PER_TASK;
+            let last = (first + ROWS_PER_TASK).min(w.rows);
+            let mut local = vec![0.0f32; (last - first) * n];
+            let mut decoded = vec![0.0f32; w.cols];
+            for r in first..last {
+                let row = w.row(r);
+                let outs = &mut local[(r - first) * n..(r - first + 1) * n];
+                match &activations {
+                    Activations::Q8(q) => {
+                        let dot_blocks = match w.ty {
+                            GgmlType::Q4_0 => dot_q4_0,
+                            GgmlType::Q4_1 => dot_q4_1,
+                            _ => dot_q8_0,
+                        };
+                        for (o, x) in outs.iter_mut().zip(q) {
+                            *o = dot_blocks(row, x);
+                        }
+                    }
+                    Activations::F32(xs) => {
+                        dequantize(w.ty, row, &mut decoded);
+                        for (o, x) in outs.iter_mut().zip(xs.chunks_exact(w.cols)) {
+                            *o = dot(&decoded, x);
+                        }
+                    }
+                }
+            }
+            local
+        })
+        .collect();
+    for (task, local) in tasks.iter().enumerate() {
+        let first = task * ROWS_PER_TASK;
+        let count = local.len() / n.max(1);
+        for i in 0..count {
+            for t in 0..n {
+                out[t * w.rows + first + i] = local[i * n + t];
+            }
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,9 @@
+//! The CPU backend: matrix products on quantized weights and the small
+//! element-wise operations of a transformer layer.
+
+mod matmul;
+mod ops;
+mod q8;
+
+pub use matmul::{Matrix, matmul};
+pub use ops::{rms_norm, rope, silu_mul, softmax};

@@ -1,0 +1,323 @@
+//! The llama forward pass: token embeddings, then per layer RMSNorm,
+//! grouped-query attention with rotary positions, and a SiLU-gated MLP, then
+//! the output norm and vocabulary projection (tied to the embeddings when the
+//! file has no `output.weight`).
+//!
+//! Batch-first: [`LlamaModel::forward`] takes tokens from several sequences at
+//! once (each with its own cache and position) and runs every matrix product
+//! once for all of them.
+
+use std::path::Path;
+
+use super::LlamaConfig;
+use crate::cpu::{Matrix, matmul, rms_norm, rope, silu_mul, softmax};
+use crate::gguf::{GgufError, GgufFile};
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    q_bias: Option<Vec<f32>>,
+    k_bias: Option<Vec<f32>>,
+    v_bias: Option<Vec<f32>>,
+    out: Matrix,
+    ffn_norm: Vec<f32>,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
+}
+
+/// A loaded llama-family model: one copy of the weights, shared by every
+/// sequence and tenant.
+pub struct LlamaModel {
+    config: LlamaConfig,
+    embeddings: Matrix,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    output: Matrix,
+}
+
+impl std::fmt::Debug for LlamaModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlamaModel")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys and values of one sequence, for every layer and position so far.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matrix, GgufError> {
+    let info = file.tensor(name)?;
+    if info.dims != [cols as u64, rows as u64] {
+        return Err(GgufError::Invalid {
+            path: file.path().to_owned(),
+            what: format!(
+                "tensor `{name}` has shape {:?}, expected [{cols}, {rows}]",
+                info.dims
+            ),
+        });
+    }
+    Ok(Matrix {
+        ty: info.ty,
+        rows,
+        cols,
+        bytes: file.shared_tensor_data(info),
+    })
+}
+
+fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, GgufError> {
+    let info = file.tensor(name)?;
+    if info.dims != [len as u64] {
+        return Err(GgufError::Invalid {
+            path: file.path().to_owned(),
+            what: format!(
+                "tensor `{name}` has shape {:?}, expected [{len}]",
+                info.dims
+            ),
+        });
+    }
+    let mut out = vec![0.0; len];
+    crate::quant::dequantize(info.ty, file.tensor_data(info), &mut out);
+    Ok(out)
+}
+
+fn optional_vector(file: &GgufFile, name: &str, len: usize) -> Result<Option<Vec<f32>>, GgufError> {
+    match file.tensor(name) {
+        Ok(_) => vector(file, name, len).map(Some),
+        Err(GgufError::MissingTensor { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl LlamaModel {
+    /// Loads a llama-family GGUF file (weights stay memory-mapped).
+    pub fn load(path: &Path) -> Result<Self, GgufError> {
+        let file = GgufFile::open(path)?;
+        Self::from_gguf(&file)
+    }
+
+    pub fn from_gguf(file: &GgufFile) -> Result<Self, GgufError> {
+        let config = LlamaConfig::from_gguf(file)?;
+        let (e, kv, ff) = (config.embedding, config.kv_dim(), config.feed_forward);
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let name = |part: &str| format!("blk.{i}.{part}");
+            layers.push(Layer {
+                attn_norm: vector(file, &name("attn_norm.weight"), e)?,
+                q: matrix(file, &name("attn_q.weight"), e, e)?,
+                k: matrix(file, &name("attn_k.weight"), kv, e)?,
+                v: matrix(file, &name("attn_v.weight"), kv, e)?,
+                q_bias: optional_vector(file, &name("attn_q.bias"), e)?,
+                k_bias: optional_vector(file, &name("attn_k.bias"), kv)?,
+                v_bias: optional_vector(file, &name("attn_v.bias"), kv)?,
+                out: matrix(file, &name("attn_output.weight"), e, e)?,
+                ffn_norm: vector(file, &name("ffn_norm.weight"), e)?,
+                gate: matrix(file, &name("ffn_gate.weight"), ff, e)?,
+                up: matrix(file, &name("ffn_up.weight"), ff, e)?,
+                down: matrix(file, &name("ffn_down.weight"), e, ff)?,
+            });
+        }
+        let embeddings = matrix(file, "token_embd.weight", config.vocab, e)?;
+        let output = match file.tensor("output.weight") {
+            Ok(_) => matrix(file, "output.weight", config.vocab, e)?,
+            Err(GgufError::MissingTensor { .. }) => embeddings.clone(),
+            Err(err) => return Err(err),
+        };
+        for m in layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.out, &l.gate, &l.up, &l.down])
+        {
+            if m.cols % m.ty.block_len() != 0 {
+                return Err(GgufError::Invalid {
+                    path: file.path().to_owned(),
+                    what: format!("a {} matrix has rows of {} weights", m.ty.name(), m.cols),
+                });
+            }
+        }
+        Ok(LlamaModel {
+            output_norm: vector(file, "output_norm.weight", e)?,
+            embeddings,
+            output,
+            layers,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Bytes of weights read per forward step.
+    pub fn weight_bytes(&self) -> usize {
+        let layer: usize = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.out, &l.gate, &l.up, &l.down])
+            .map(|m| m.bytes.len())
+            .sum();
+        layer + self.output.bytes.len()
+    }
+
+    /// A fresh, empty cache for one sequence.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            keys: vec![Vec::new(); self.config.layers],
+            values: vec![Vec::new(); self.config.layers],
+            len: 0,
+        }
+    }
+
+    /// Runs `tokens` through the model. `tokens[i]` belongs to the sequence
+    /// whose cache is `caches[owners[i]]`, at that cache's next position;
+    /// a sequence's tokens must appear in order. Returns the logits of the
+    /// rows named in `wanted` (indices into `tokens`), each `vocab` long.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        owners: &[usize],
+        caches: &mut [&mut KvCache],
+        wanted: &[usize],
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let (n, e, kv) = (tokens.len(), c.embedding, c.kv_dim());
+        assert_eq!(owners.len(), n);
+        // Position of each token in its own sequence.
+        let mut next_pos: Vec<usize> = caches.iter().map(|cache| cache.len).collect();
+        let positions: Vec<usize> = owners
+            .iter()
+            .map(|&s| {
+                let p = next_pos[s];
+                next_pos[s] += 1;
+                p
+            })
+            .collect();
+
+        let mut x = vec![0.0f32; n * e];
+        for (row, &token) in x.chunks_exact_mut(e).zip(tokens) {
+            self.embeddings.row_f32(token as usize, row);
+        }
+        let mut h = vec![0.0f32; n * e];
+        let mut q = vec![0.0f32; n * e];
+        let mut k = vec![0.0f32; n * kv];
+        let mut v = vec![0.0f32; n * kv];
+        let mut attn = vec![0.0f32; n * e];
+        let mut proj = vec![0.0f32; n * e];
+        let mut gate = vec![0.0f32; n * c.feed_forward];
+        let mut up = vec![0.0f32; n * c.feed_forward];
+        let scale = 1.0 / (c.head_dim as f32).sqrt();
+        let group = c.heads / c.kv_heads;
+
+        for (li, layer) in self.layers.iter().enumerate() {
+            h.copy_from_slice(&x);
+            for row in h.chunks_exact_mut(e) {
+                rms_norm(row, &layer.attn_norm, c.rms_eps);
+            }
+            matmul(&layer.q, &h, &mut q);
+            matmul(&layer.k, &h, &mut k);
+            matmul(&layer.v, &h, &mut v);
+            add_bias(&mut q, layer.q_bias.as_deref());
+            add_bias(&mut k, layer.k_bias.as_deref());
+            add_bias(&mut v, layer.v_bias.as_deref());
+            for t in 0..n {
+                rope(
+                    &mut q[t * e..(t + 1) * e],
+                    c.head_dim,
+                    positions[t],
+                    c.rope_base,
+                    c.rope_style,
+                );
+                rope(
+                    &mut k[t * kv..(t + 1) * kv],
+                    c.head_dim,
+                    positions[t],
+                    c.rope_base,
+                    c.rope_style,
+                );
+                let cache = &mut caches[owners[t]];
+                cache.keys[li].extend_from_slice(&k[t * kv..(t + 1) * kv]);
+                cache.values[li].extend_from_slice(&v[t * kv..(t + 1) * kv]);
+            }
+            for t in 0..n {
+                let cache = &caches[owners[t]];
+                let seen = positions[t] + 1;
+                let (keys, values) = (&cache.keys[li], &cache.values[li]);
+                let mut scores = vec![0.0f32; seen];
+                for head in 0..c.heads {
+                    let kvh = head / group;
+                    let qh = &q[t * e + head * c.head_dim..t * e + (head + 1) * c.head_dim];
+                    for (p, score) in scores.iter_mut().enumerate() {
+                        let kp = &keys[p * kv + kvh * c.head_dim..p * kv + (kvh + 1) * c.head_dim];
+                        *score = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
+                    }
+                    softmax(&mut scores);
+                    let out = &mut attn[t * e + head * c.head_dim..t * e + (head + 1) * c.head_dim];
+                    out.fill(0.0);
+                    for (p, &weight) in scores.iter().enumerate() {
+                        let vp =
+                            &values[p * kv + kvh * c.head_dim..p * kv + (kvh + 1) * c.head_dim];
+                        for (o, val) in out.iter_mut().zip(vp) {
+                            *o += weight * val;
+                        }
+                    }
+                }
+            }
+            matmul(&layer.out, &attn, &mut proj);
+            add_into(&mut x, &proj);
+
+            h.copy_from_slice(&x);
+            for row in h.chunks_exact_mut(e) {
+                rms_norm(row, &layer.ffn_norm, c.rms_eps);
+            }
+            matmul(&layer.gate, &h, &mut gate);
+            matmul(&layer.up, &h, &mut up);
+            silu_mul(&mut gate, &up);
+            matmul(&layer.down, &gate, &mut proj);
+            add_into(&mut x, &proj);
+        }
+        for (cache, end) in caches.iter_mut().zip(&next_pos) {
+            cache.len = *end;
+        }
+
+        let mut last = Vec::with_capacity(wanted.len() * e);
+        for &t in wanted {
+            let mut row = x[t * e..(t + 1) * e].to_vec();
+            rms_norm(&mut row, &self.output_norm, c.rms_eps);
+            last.extend_from_slice(&row);
+        }
+        let mut logits = vec![0.0f32; wanted.len() * c.vocab];
+        matmul(&self.output, &last, &mut logits);
+        logits
+    }
+}
+
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(bias) = bias {
+        for row in x.chunks_exact_mut(bias.len()) {
+            add_into(row, bias);
+        }
+    }
+}
+
+fn add_into(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
