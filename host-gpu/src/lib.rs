@@ -16,14 +16,18 @@
 //! assert!(matches!(err, InferenceError::NotFound { .. }));
 //! ```
 
+pub mod chat_template;
+pub mod config;
 pub mod cpu;
 mod descriptor;
+pub mod engine;
 mod error;
 pub mod gguf;
 pub mod model;
 pub mod quant;
 mod registry;
 mod request;
+pub mod sampling;
 mod service;
 pub mod tokenizer;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::{FinishReason, GenerateRequest, InferenceError, ModelDescriptor, NamedTensor, Usage};
 
@@ -51,13 +51,13 @@ impl CancelToken {
 /// A generation in progress. Dropping it cancels the sequence.
 #[derive(Debug)]
 pub struct Generation {
-    events: mpsc::Receiver<GenerationEvent>,
+    events: UnboundedReceiver<GenerationEvent>,
     cancel: CancelToken,
 }
 
 impl Generation {
     /// Pairs an event stream with the token that stops its producer.
-    pub fn new(events: mpsc::Receiver<GenerationEvent>, cancel: CancelToken) -> Self {
+    pub fn new(events: UnboundedReceiver<GenerationEvent>, cancel: CancelToken) -> Self {
         Generation { events, cancel }
     }
 

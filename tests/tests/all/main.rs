@@ -5,6 +5,7 @@
 mod support;
 
 // One module per guest.
+mod chat;
 mod counter;
 mod deep_recursion;
 mod echo_tool;

@@ -4,10 +4,12 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use sovra_gpu::config::load_registry;
 use sovra_runtime::units::{parse_bytes, parse_duration};
 use sovra_runtime::{
     AgentManifest, Capability, Grants, Invocation, InvocationReport, Limits, Runtime,
@@ -51,6 +53,9 @@ pub struct RunArgs {
     /// Use this manifest instead of the one embedded in the component.
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// The operator's model file (models.toml) listing the models to serve.
+    #[arg(long, env = "SOVRA_MODELS")]
+    models: Option<PathBuf>,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -79,8 +84,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         .or_else(|| std::env::var_os("SOVRA_DATA_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(".sovra"));
 
+    let mut config = RuntimeConfig::new(&data_dir);
+    if let Some(models) = &args.models {
+        config.models = Arc::new(load_registry(models).code(Code::Usage)?);
+    }
     let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
-    let runtime = Runtime::new(RuntimeConfig::new(&data_dir)).code(Code::Host)?;
+    let runtime = Runtime::new(config).code(Code::Host)?;
     let agent = runtime
         .load_file(&args.component, manifest)
         .with_context(|| format!("cannot load {}", args.component.display()))

@@ -1,0 +1,108 @@
+//! Chat prompts rendered with the model's own `tokenizer.chat_template`
+//! (Jinja), as the model was trained to see them.
+
+use minijinja::{Environment, ErrorKind, context};
+
+use crate::{ChatMessage, InferenceError, Role};
+
+/// Longest template accepted.
+/// Stops: pathological templates from model files.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+
+/// A compiled chat template.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    env: Environment<'static>,
+    bos: String,
+    eos: String,
+}
+
+impl ChatTemplate {
+    /// Compiles `source`; `bos` and `eos` are the token texts templates may use.
+    pub fn new(source: &str, bos: &str, eos: &str) -> Result<Self, InferenceError> {
+        if source.len() > MAX_TEMPLATE_BYTES {
+            return Err(InferenceError::InvalidInput(format!(
+                "chat template is {} bytes; the limit is {MAX_TEMPLATE_BYTES}",
+                source.len()
+            )));
+        }
+        let mut env = Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
+        env.add_template_owned("chat", source.to_owned())
+            .map_err(|e| {
+                InferenceError::Internal(format!("the model's chat template does not compile: {e}"))
+            })?;
+        Ok(ChatTemplate {
+            env,
+            bos: bos.to_owned(),
+            eos: eos.to_owned(),
+        })
+    }
+
+    /// The prompt text for `messages`, ending where the assistant's turn begins.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, InferenceError> {
+        let messages: Vec<_> = messages
+            .iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::System => "system",
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                };
+                context! { role => role, content => m.content }
+            })
+            .collect();
+        let template = self
+            .env
+            .get_template("chat")
+            .map_err(|e| InferenceError::Internal(e.to_string()))?;
+        template
+            .render(context! {
+                messages => messages,
+                add_generation_prompt => true,
+                bos_token => self.bos,
+                eos_token => self.eos,
+            })
+            .map_err(|e| {
+                InferenceError::InvalidInput(format!("cannot render the chat prompt: {e}"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] | trim + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+
+    #[test]
+    fn renders_chatml_with_a_default_system_turn() {
+        let template = ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap();
+        let text = template
+            .render(&[ChatMessage {
+                role: Role::User,
+                content: " Hi ".into(),
+            }])
+            .unwrap();
+        assert_eq!(
+            text,
+            "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+        );
+    }
+
+    #[test]
+    fn template_errors_are_reported() {
+        let template =
+            ChatTemplate::new("{{ raise_exception('roles must alternate') }}", "", "").unwrap();
+        let err = template.render(&[]).unwrap_err();
+        assert!(err.to_string().contains("roles must alternate"), "{err}");
+        assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! The text-generation engine of one model: prompt rendering and
+//! tokenization on the caller's thread, then a scheduler thread that steps
+//! every live sequence together ([`scheduler`]).
+
+mod scheduler;
+mod text;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
+
+use crate::chat_template::ChatTemplate;
+use crate::gguf::{GgufError, GgufFile};
+use crate::model::LlamaModel;
+use crate::sampling::Sampler;
+use crate::service::{CancelToken, Generation, ModelService, RequestContext};
+use crate::tokenizer::{self, BpeTokenizer, TokenId};
+use crate::{GenerateRequest, InferenceError, ModelDescriptor, ModelKind, Prompt};
+
+/// Tokens that end generation besides the file's EOS, when the vocabulary has them.
+const END_OF_GENERATION: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"];
+
+/// A loaded text-generation model and its scheduler.
+pub struct TextEngine {
+    descriptor: ModelDescriptor,
+    tokenizer: Arc<BpeTokenizer>,
+    template: Option<ChatTemplate>,
+    commands: Mutex<Sender<scheduler::Admission>>,
+    seeds: AtomicU64,
+}
+
+impl std::fmt::Debug for TextEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextEngine")
+            .field("descriptor", &self.descriptor)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error("{path}: {error}")]
+    Template { path: String, error: InferenceError },
+}
+
+impl TextEngine {
+    /// Loads a GGUF model and starts its scheduler; agents will know it as `name`.
+    pub fn load(name: &str, path: &Path) -> Result<Self, LoadError> {
+        let file = GgufFile::open(path)?;
+        let tokenizer = Arc::new(tokenizer::from_gguf(&file)?);
+        let model = Arc::new(LlamaModel::from_gguf(&file)?);
+        let token_text =
+            |id: Option<TokenId>| id.map(|id| tokenizer.decode(&[id])).unwrap_or_default();
+        let template = match file.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+            Some(source) => Some(
+                ChatTemplate::new(
+                    source,
+                    &token_text(tokenizer.bos()),
+                    &token_text(tokenizer.eos()),
+                )
+                .map_err(|error| LoadError::Template {
+                    path: path.display().to_string(),
+                    error,
+                })?,
+            ),
+            None => None,
+        };
+        let mut end_tokens: Vec<TokenId> = tokenizer.eos().into_iter().collect();
+        end_tokens.extend(
+            END_OF_GENERATION
+                .iter()
+                .filter_map(|t| tokenizer.token_id(t)),
+        );
+        let descriptor = ModelDescriptor {
+            name: name.to_owned(),
+            kind: ModelKind::TextGeneration,
+            context_length: model.config().context_length as u32,
+            embedding_length: 0,
+        };
+        let (commands, receiver) = channel();
+        let scheduler_tokenizer = Arc::clone(&tokenizer);
+        std::thread::Builder::new()
+            .name(format!("sovra-engine-{name}"))
+            .spawn(move || scheduler::run(model, scheduler_tokenizer, end_tokens, receiver))
+            .map_err(|e| GgufError::Io {
+                path: path.to_owned(),
+                source: e,
+            })?;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Ok(TextEngine {
+            descriptor,
+            tokenizer,
+            template,
+            commands: Mutex::new(commands),
+            seeds: AtomicU64::new(seed),
+        })
+    }
+
+    pub fn tokenizer(&self) -> &BpeTokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt's tokens, rendered with the chat template when it is a chat.
+    pub fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<TokenId>, InferenceError> {
+        let text = match prompt {
+            Prompt::Text(text) => text.clone(),
+            Prompt::Chat(messages) => match &self.template {
+                Some(template) => template.render(messages)?,
+                None => {
+                    return Err(InferenceError::InvalidInput(format!(
+                        "model `{}` has no chat template; send a text prompt",
+                        self.descriptor.name
+                    )));
+                }
+            },
+        };
+        Ok(self.tokenizer.encode(&text))
+    }
+}
+
+impl ModelService for TextEngine {
+    fn descriptor(&self) -> &ModelDescriptor {
+        &self.descriptor
+    }
+
+    fn start_generation(
+        &self,
+        _context: &RequestContext,
+        request: GenerateRequest,
+    ) -> Result<Generation, InferenceError> {
+        request.sampling.validate()?;
+        let prompt = self.prompt_tokens(&request.prompt)?;
+        if prompt.is_empty() {
+            return Err(InferenceError::InvalidInput("the prompt is empty".into()));
+        }
+        let context = self.descriptor.context_length as usize;
+        if prompt.len() >= context {
+            return Err(InferenceError::LimitExceeded(format!(
+                "the prompt is {} tokens; model `{}` takes at most {}",
+                prompt.len(),
+                self.descriptor.name,
+                context - 1
+            )));
+        }
+        let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let cancel = CancelToken::new();
+        let admission = scheduler::Admission {
+            prompt,
+            sampler: Sampler::new(
+                request.sampling.clone(),
+                self.seeds.fetch_add(0x9E37_79B9, Ordering::Relaxed),
+            ),
+            max_tokens: request.sampling.max_tokens,
+            stops: request.sampling.stop,
+            events,
+            cancel: cancel.clone(),
+        };
+        self.commands
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(admission)
+            .map_err(|_| {
+                InferenceError::Unavailable(format!(
+                    "the engine of `{}` has stopped",
+                    self.descriptor.name
+                ))
+            })?;
+        Ok(Generation::new(receiver, cancel))
+    }
+}

@@ -1,0 +1,193 @@
+//! The scheduler: one thread that owns every live sequence of a model and
+//! steps them together (continuous batching). Sequences join between steps,
+//! prefill in chunks alongside others' decoding, stream each new piece of
+//! text to their requester, and leave when they finish, are cancelled, or
+//! their requester goes away; their cache is freed with them.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, TryRecvError};
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::text::TextStream;
+use crate::model::{KvCache, LlamaModel};
+use crate::sampling::Sampler;
+use crate::service::{CancelToken, GenerationEvent};
+use crate::tokenizer::{BpeTokenizer, TokenId};
+use crate::{FinishReason, Usage};
+
+/// Sequences stepped together at most.
+pub const MAX_LIVE_SEQUENCES: usize = 64;
+
+/// Prompt tokens one sequence feeds per step, so a long prompt does not
+/// stall everyone else's decoding.
+pub const PREFILL_CHUNK: usize = 128;
+
+/// Tokens in one step, all sequences together.
+pub const MAX_STEP_TOKENS: usize = 512;
+
+/// A request admitted by the service, waiting for the scheduler.
+pub(super) struct Admission {
+    pub prompt: Vec<TokenId>,
+    pub sampler: Sampler,
+    pub max_tokens: u32,
+    pub stops: Vec<String>,
+    pub events: UnboundedSender<GenerationEvent>,
+    pub cancel: CancelToken,
+}
+
+struct Sequence {
+    tokens: Vec<TokenId>,
+    prompt_len: usize,
+    fed: usize,
+    cache: KvCache,
+    sampler: Sampler,
+    max_tokens: u32,
+    text: TextStream,
+    events: UnboundedSender<GenerationEvent>,
+    cancel: CancelToken,
+}
+
+impl Sequence {
+    fn generated(&self) -> u32 {
+        (self.tokens.len() - self.prompt_len) as u32
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_len as u32,
+            generated_tokens: self.generated(),
+        }
+    }
+
+    fn abandoned(&self) -> bool {
+        self.cancel.is_cancelled() || self.events.is_closed()
+    }
+
+    /// Sends the final event (the requester may be gone; that is fine).
+    fn finish(mut self, reason: FinishReason) {
+        let rest = self.text.finish();
+        if !rest.is_empty() && reason != FinishReason::Cancelled {
+            let _ = self.events.send(GenerationEvent::Text(rest));
+        }
+        let _ = self.events.send(GenerationEvent::Finished {
+            reason,
+            usage: self.usage(),
+        });
+    }
+}
+
+/// Runs until every sender of `commands` is gone and no sequence is live.
+pub(super) fn run(
+    model: Arc<LlamaModel>,
+    tokenizer: Arc<BpeTokenizer>,
+    end_tokens: Vec<TokenId>,
+    commands: Receiver<Admission>,
+) {
+    let mut waiting: VecDeque<Admission> = VecDeque::new();
+    let mut live: Vec<Sequence> = Vec::new();
+    let context = model.config().context_length;
+    let mut open = true;
+    loop {
+        // Intake: block only when there is nothing to do.
+        if live.is_empty() && waiting.is_empty() {
+            match commands.recv() {
+                Ok(admission) => waiting.push_back(admission),
+                Err(_) => return,
+            }
+        }
+        while open {
+            match commands.try_recv() {
+                Ok(admission) => waiting.push_back(admission),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => open = false,
+            }
+        }
+        if !open && live.is_empty() && waiting.is_empty() {
+            return;
+        }
+        waiting.retain(|a| !(a.cancel.is_cancelled() || a.events.is_closed()));
+        while live.len() < MAX_LIVE_SEQUENCES {
+            let Some(a) = waiting.pop_front() else { break };
+            live.push(Sequence {
+                prompt_len: a.prompt.len(),
+                tokens: a.prompt,
+                fed: 0,
+                cache: model.new_cache(),
+                sampler: a.sampler,
+                max_tokens: a.max_tokens,
+                text: TextStream::new(a.stops),
+                events: a.events,
+                cancel: a.cancel,
+            });
+        }
+        // Cancelled or abandoned sequences leave now, freeing their cache.
+        let mut i = 0;
+        while i < live.len() {
+            if live[i].abandoned() {
+                live.swap_remove(i).finish(FinishReason::Cancelled);
+            } else {
+                i += 1;
+            }
+        }
+        if live.is_empty() {
+            continue;
+        }
+
+        // One step: every sequence contributes its next tokens.
+        let mut tokens = Vec::new();
+        let mut owners = Vec::new();
+        let mut wanted = Vec::new();
+        let mut sampled_seqs = Vec::new();
+        for (s, seq) in live.iter().enumerate() {
+            let room = MAX_STEP_TOKENS - tokens.len();
+            if room == 0 {
+                break;
+            }
+            let take = (seq.tokens.len() - seq.fed).min(PREFILL_CHUNK).min(room);
+            tokens.extend_from_slice(&seq.tokens[seq.fed..seq.fed + take]);
+            owners.extend(std::iter::repeat_n(s, take));
+            if seq.fed + take == seq.tokens.len() {
+                wanted.push(tokens.len() - 1);
+                sampled_seqs.push(s);
+            }
+        }
+        let mut caches: Vec<&mut KvCache> = live.iter_mut().map(|s| &mut s.cache).collect();
+        let mut logits = model.forward(&tokens, &owners, &mut caches, &wanted);
+        for seq in live.iter_mut() {
+            seq.fed = seq.cache.len();
+        }
+
+        let vocab = model.config().vocab;
+        let mut finished = Vec::new();
+        let mut bytes = Vec::new();
+        for (row, &s) in sampled_seqs.iter().enumerate() {
+            let seq = &mut live[s];
+            let next = seq
+                .sampler
+                .sample(&mut logits[row * vocab..(row + 1) * vocab], &seq.tokens);
+            if end_tokens.contains(&next) {
+                finished.push((s, FinishReason::Stop));
+                continue;
+            }
+            seq.tokens.push(next);
+            bytes.clear();
+            tokenizer.decode_token(next, &mut bytes);
+            let piece = seq.text.push(&bytes);
+            if !piece.text.is_empty() {
+                let _ = seq.events.send(GenerationEvent::Text(piece.text));
+            }
+            if piece.stopped {
+                finished.push((s, FinishReason::Stop));
+            } else if seq.generated() >= seq.max_tokens || seq.tokens.len() >= context {
+                finished.push((s, FinishReason::Length));
+            }
+        }
+        // Remove from the back so indices stay valid.
+        finished.sort_by_key(|&(s, _)| std::cmp::Reverse(s));
+        for (s, reason) in finished {
+            live.swap_remove(s).finish(reason);
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The text engine on the real SmolLM2 model: streaming, batching,
+//! stop sequences, limits, cancellation and seeded sampling.
+
+mod support;
+
+use std::sync::Arc;
+
+use sovra_gpu::engine::TextEngine;
+use sovra_gpu::{
+    ChatMessage, FinishReason, GenerateRequest, GenerationEvent, ModelService, Prompt,
+    RequestContext, Role, Sampling,
+};
+use support::{SMOLLM2, model_file};
+
+fn engine() -> Option<Arc<TextEngine>> {
+    let path = model_file(SMOLLM2)?;
+    Some(Arc::new(TextEngine::load("smollm2", &path).unwrap()))
+}
+
+fn context() -> RequestContext {
+    RequestContext {
+        tenant: "t".into(),
+        deadline: None,
+    }
+}
+
+fn chat(text: &str, sampling: Sampling) -> GenerateRequest {
+    GenerateRequest {
+        model: "smollm2".into(),
+        prompt: Prompt::Chat(vec![ChatMessage {
+            role: Role::User,
+            content: text.into(),
+        }]),
+        sampling,
+    }
+}
+
+/// Runs a generation to its end: (text, reason, generated tokens).
+async fn run(engine: &TextEngine, request: GenerateRequest) -> (String, FinishReason, u32) {
+    let mut generation = engine.start_generation(&context(), request).unwrap();
+    let mut text = String::new();
+    loop {
+        match generation
+            .next()
+            .await
+            .expect("the engine finishes every generation")
+        {
+            GenerationEvent::Text(piece) => text.push_str(&piece),
+            GenerationEvent::Finished { reason, usage } => {
+                return (text, reason, usage.generated_tokens);
+            }
+            GenerationEvent::Failed(error) => panic!("generation failed: {error}"),
+        }
+    }
+}
+
+fn greedy(max_tokens: u32) -> Sampling {
+    Sampling {
+        max_tokens,
+        ..Sampling::default()
+    }
+}
+
+#[tokio::test]
+async fn batched_sequences_match_their_solo_runs() {
+    let Some(engine) = engine() else { return };
+    let prompts = [
+        "What is the capital of France?",
+        "Write a haiku about the sea.",
+        "Count to five.",
+        "Who wrote Hamlet?",
+    ];
+    let mut solo = Vec::new();
+    for prompt in prompts {
+        solo.push(run(&engine, chat(prompt, greedy(16))).await);
+    }
+    let together: Vec<_> = prompts
+        .iter()
+        .map(|prompt| {
+            let engine = Arc::clone(&engine);
+            let request = chat(prompt, greedy(16));
+            tokio::spawn(async move { run(&engine, request).await })
+        })
+        .collect();
+    for (task, expected) in together.into_iter().zip(&solo) {
+        assert_eq!(&task.await.unwrap(), expected);
+    }
+}
+
+#[tokio::test]
+async fn max_tokens_and_stop_sequences_end_generation() {
+    let Some(engine) = engine() else { return };
+    let (text, reason, generated) = run(
+        &engine,
+        chat("Tell me a long story about a dragon.", greedy(5)),
+    )
+    .await;
+    assert_eq!((reason, generated), (FinishReason::Length, 5));
+    assert!(!text.is_empty());
+
+    let (full, _, _) = run(
+        &engine,
+        chat("Tell me a long story about a dragon.", greedy(24)),
+    )
+    .await;
+    let words: Vec<&str> = full.split_whitespace().collect();
+    assert!(words.len() > 3, "{full:?}");
+    let stop = words[2].to_owned();
+    let sampling = Sampling {
+        stop: vec![stop.clone()],
+        ..greedy(24)
+    };
+    let (cut, reason, _) = run(
+        &engine,
+        chat("Tell me a long story about a dragon.", sampling),
+    )
+    .await;
+    assert_eq!(reason, FinishReason::Stop);
+    assert!(!cut.contains(&stop), "{cut:?} contains the stop {stop:?}");
+    assert!(
+        full.starts_with(&cut),
+        "{cut:?} is not a prefix of {full:?}"
+    );
+}
+
+#[tokio::test]
+async fn same_seed_same_text() {
+    let Some(engine) = engine() else { return };
+    let sampling = |seed| Sampling {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        seed: Some(seed),
+        ..greedy(16)
+    };
+    let a = run(&engine, chat("Say something surprising.", sampling(7))).await;
+    let b = run(&engine, chat("Say something surprising.", sampling(7))).await;
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn a_dropped_generation_does_not_stop_others() {
+    let Some(engine) = engine() else { return };
+    let mut abandoned = engine
+        .start_generation(&context(), chat("Tell me a story.", greedy(200)))
+        .unwrap();
+    let _ = abandoned.next().await;
+    drop(abandoned);
+    let cancelled = engine
+        .start_generation(&context(), chat("Tell me a story.", greedy(200)))
+        .unwrap();
+    cancelled.cancel();
+    let (text, reason, _) = run(&engine, chat("What is the capital of France?", greedy(8))).await;
+    assert!(!text.is_empty());
+    assert!(matches!(reason, FinishReason::Length | FinishReason::Stop));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_up_front() {
+    let Some(engine) = engine() else { return };
+    let too_long = Prompt::Text("word ".repeat(9000));
+    let request = GenerateRequest {
+        model: "smollm2".into(),
+        prompt: too_long,
+        sampling: greedy(4),
+    };
+    let error = engine.start_generation(&context(), request).unwrap_err();
+    assert!(error.to_string().contains("at most"), "{error}");
+    let error = engine
+        .start_generation(&context(), chat("hi", greedy(0)))
+        .unwrap_err();
+    assert!(error.to_string().contains("max-tokens"), "{error}");
+}

@@ -1,0 +1,93 @@
+//! The `chat` agent talking to the real SmolLM2 through the sandbox.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use std::time::Duration;
+
+use sovra_runtime::{AgentErrorKind, Invocation, InvokeError, Limits, Runtime};
+use sovra_test_artifacts::CHAT;
+
+use crate::support::{config, failure, grants, invocation, output};
+
+/// A runtime serving the repository's models.toml, or `None` when the model
+/// files have not been fetched (then `SOVRA_REQUIRE_MODELS` makes it fail).
+fn runtime_with_models(dir: &Path) -> Option<Runtime> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if !root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").exists() {
+        assert!(
+            std::env::var_os("SOVRA_REQUIRE_MODELS").is_none(),
+            "SOVRA_REQUIRE_MODELS is set but the models are missing; run scripts/fetch-models"
+        );
+        eprintln!("skipping: models not fetched (run scripts/fetch-models)");
+        return None;
+    }
+    let registry = sovra_gpu::config::load_registry(&root.join("models.toml")).unwrap();
+    let mut config = config(dir);
+    config.models = Arc::new(registry);
+    Some(Runtime::new(config).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chats_with_a_real_model_and_keeps_the_conversation() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(runtime) = runtime_with_models(dir.path()) else {
+        return;
+    };
+    let chat = runtime.load_file(CHAT.as_ref(), None).unwrap();
+    // Generation on a shared 2-core machine takes seconds; allow for it.
+    let ask = |tenant: &str, text: &str| Invocation {
+        limits: Limits {
+            timeout: Duration::from_secs(120),
+            ..Limits::default()
+        },
+        ..invocation(tenant, grants(true, false, &["smollm2"]), text)
+    };
+
+    let first = output(
+        &runtime,
+        &chat,
+        ask("acme", "What is the capital of France?"),
+    )
+    .await;
+    assert!(!first.is_empty());
+    let second = output(
+        &runtime,
+        &chat,
+        ask("acme", "Thanks! And what about Germany?"),
+    )
+    .await;
+    assert!(!second.is_empty());
+
+    // The history lives in the tenant's kv store: another tenant starts fresh
+    // and sees the same first answer (greedy decoding is deterministic).
+    let other = output(
+        &runtime,
+        &chat,
+        ask("globex", "What is the capital of France?"),
+    )
+    .await;
+    assert_eq!(other, first);
+
+    let models = runtime.audit().recent("acme", 10).unwrap();
+    assert!(models.iter().all(|r| r.outcome == "ok"), "{models:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_off_the_allowlist_is_denied() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(runtime) = runtime_with_models(dir.path()) else {
+        return;
+    };
+    let chat = runtime.load_file(CHAT.as_ref(), None).unwrap();
+    let error = failure(
+        &runtime,
+        &chat,
+        invocation("acme", grants(true, false, &["other-model"]), "hi"),
+    )
+    .await;
+    match error {
+        InvokeError::Agent(error) => assert_eq!(error.kind, AgentErrorKind::AccessDenied),
+        other => panic!("expected access-denied, got {other:?}"),
+    }
+}
