@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::q8::{Q8Block, dot_q4_0, dot_q4_1, dot_q8_0, quantize_row};
+use super::q8::{Q8Block, kernels, quantize_row};
 use crate::gguf::{GgmlType, TensorBytes};
 use crate::quant::dequantize;
 
@@ -71,10 +71,11 @@ pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
                 let outs = &mut local[(r - first) * n..(r - first + 1) * n];
                 match &activations {
                     Activations::Q8(q) => {
+                        let [q4_0, q4_1, q8_0] = kernels();
                         let dot_blocks = match w.ty {
-                            GgmlType::Q4_0 => dot_q4_0,
-                            GgmlType::Q4_1 => dot_q4_1,
-                            _ => dot_q8_0,
+                            GgmlType::Q4_0 => q4_0,
+                            GgmlType::Q4_1 => q4_1,
+                            _ => q8_0,
                         };
                         for (o, x) in outs.iter_mut().zip(q) {
                             *o = dot_blocks(row, x);

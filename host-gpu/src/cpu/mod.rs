@@ -4,6 +4,7 @@
 mod matmul;
 mod ops;
 mod q8;
+mod simd;
 
 pub use matmul::{Matrix, matmul};
 pub use ops::{rms_norm, rope, silu_mul, softmax};

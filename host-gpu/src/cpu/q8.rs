@@ -54,6 +54,30 @@ fn nibbles(qs: &[u8], offset: i8) -> [i8; QK] {
     out
 }
 
+/// A block dot-product kernel: one weight row against quantized activations.
+pub(super) type BlockDot = fn(&[u8], &[Q8Block]) -> f32;
+
+/// The fastest kernels this processor runs, for Q4_0, Q4_1 and Q8_0 weights.
+pub(super) fn kernels() -> [BlockDot; 3] {
+    static KERNELS: std::sync::OnceLock<[BlockDot; 3]> = std::sync::OnceLock::new();
+    *KERNELS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            use super::simd::avx2;
+            // SAFETY: the features each kernel needs were just detected.
+            return [
+                |r, x| unsafe { avx2::dot_q4_0(r, x) },
+                |r, x| unsafe { avx2::dot_q4_1(r, x) },
+                |r, x| unsafe { avx2::dot_q8_0(r, x) },
+            ];
+        }
+        [dot_q4_0, dot_q4_1, dot_q8_0]
+    })
+}
+
 /// Dot product of a Q4_0 row with quantized activations.
 #[inline(always)]
 pub(super) fn dot_q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
@@ -91,4 +115,51 @@ fn bytemuck_i8(bytes: &[u8]) -> &[i8; QK] {
     let array: &[u8; QK] = bytes.try_into().expect("32 bytes");
     // SAFETY: u8 and i8 have the same size, alignment and validity.
     unsafe { &*(array as *const [u8; QK] as *const [i8; QK]) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pseudo-random bytes with finite f16 scales at the given offsets.
+    fn blocks(block_bytes: usize, scales: &[usize], count: usize, seed: u64) -> Vec<u8> {
+        let mut state = seed;
+        let mut out: Vec<u8> = (0..block_bytes * count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (state >> 56) as u8
+            })
+            .collect();
+        for block in out.chunks_exact_mut(block_bytes) {
+            for &at in scales {
+                let scale = half::f16::from_f32(0.01 + (block[at + 2] as f32) / 5000.0);
+                block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fast_kernels_match_the_portable_ones() {
+        let x: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut q = Vec::new();
+        quantize_row(&x, &mut q);
+        let [fast_q4_0, fast_q4_1, fast_q8_0] = kernels();
+        let cases: [(&str, Vec<u8>, BlockDot, BlockDot); 3] = [
+            ("Q4_0", blocks(18, &[0], 8, 1), dot_q4_0, fast_q4_0),
+            ("Q4_1", blocks(20, &[0, 2], 8, 2), dot_q4_1, fast_q4_1),
+            ("Q8_0", blocks(34, &[0], 8, 3), dot_q8_0, fast_q8_0),
+        ];
+        for (name, row, portable, fast) in cases {
+            let (a, b) = (portable(&row, &q), fast(&row, &q));
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                "{name}: {a} vs {b}"
+            );
+        }
+    }
 }
