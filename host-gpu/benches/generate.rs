@@ -1,0 +1,87 @@
+//! CPU generation benchmark on SmolLM2-135M-Instruct Q4_1: prefill and
+//! decode tokens per second of one sequence, and aggregate decode with
+//! several sequences stepped together. Prints one JSON object per line so
+//! that `scripts/bench-cpu` can set it beside llama.cpp measured in the same
+//! run.
+//!
+//! `cargo bench -p sovra-gpu --bench generate -- [rounds]`
+
+use std::path::Path;
+use std::time::Instant;
+
+use sovra_gpu::gguf::GgufFile;
+use sovra_gpu::model::LlamaModel;
+use sovra_gpu::tokenizer;
+
+/// The prompt both engines prefill (also used by scripts/bench-cpu).
+pub const PROMPT: &str = include_str!("prompt.txt");
+const DECODE_TOKENS: usize = 64;
+const BATCH_STEPS: usize = 32;
+
+fn argmax(logits: &[f32]) -> u32 {
+    logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as u32)
+}
+
+fn main() {
+    let rounds: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(3);
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let file = GgufFile::open(&path).expect("run scripts/fetch-models first");
+    let tokenizer = tokenizer::from_gguf(&file).unwrap();
+    let model = LlamaModel::from_gguf(&file).unwrap();
+    let vocab = model.config().vocab;
+    let prompt = tokenizer.encode(PROMPT);
+    let n = prompt.len();
+
+    for _ in 0..rounds {
+        // One sequence: prefill the prompt in one step, then greedy decode.
+        let mut cache = model.new_cache();
+        let started = Instant::now();
+        let logits = model.forward(&prompt, &vec![0; n], &mut [&mut cache], &[n - 1]);
+        let prefill = started.elapsed().as_secs_f64();
+        let mut next = argmax(&logits);
+        let started = Instant::now();
+        for _ in 0..DECODE_TOKENS {
+            let logits = model.forward(&[next], &[0], &mut [&mut cache], &[0]);
+            next = argmax(&logits);
+        }
+        let decode = started.elapsed().as_secs_f64();
+        println!(
+            "{{\"engine\":\"sovra\",\"prompt_tokens\":{n},\"prefill_tps\":{:.2},\"decode_tps\":{:.2}}}",
+            n as f64 / prefill,
+            DECODE_TOKENS as f64 / decode
+        );
+
+        // Several sequences stepped together after a short prefill each.
+        for sequences in [1usize, 4, 16] {
+            let mut caches: Vec<_> = (0..sequences).map(|_| model.new_cache()).collect();
+            let short = &prompt[..16];
+            let mut last = Vec::new();
+            for cache in caches.iter_mut() {
+                let logits = model.forward(short, &[0; 16], &mut [cache], &[15]);
+                last.push(argmax(&logits));
+            }
+            let owners: Vec<usize> = (0..sequences).collect();
+            let started = Instant::now();
+            for _ in 0..BATCH_STEPS {
+                let mut refs: Vec<_> = caches.iter_mut().collect();
+                let logits = model.forward(&last, &owners, &mut refs, &owners);
+                for (s, token) in last.iter_mut().enumerate() {
+                    *token = argmax(&logits[s * vocab..(s + 1) * vocab]);
+                }
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            println!(
+                "{{\"engine\":\"sovra\",\"sequences\":{sequences},\"aggregate_decode_tps\":{:.2}}}",
+                (sequences * BATCH_STEPS) as f64 / elapsed
+            );
+        }
+    }
+}
