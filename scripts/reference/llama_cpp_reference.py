@@ -31,7 +31,7 @@ def main():
         model_path=str(ROOT / "models/SmolLM2-135M-Instruct.Q4_1.gguf"),
         n_ctx=512,
         n_threads=2,
-        logits_all=False,
+        logits_all=True,
         verbose=False,
         seed=0,
     )
