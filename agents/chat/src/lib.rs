@@ -9,6 +9,9 @@
 use sovra_sdk::inference::{self, Role};
 use sovra_sdk::{Agent, Error, Request, Response, kv, log};
 
+/// How the assistant is asked to behave.
+const SYSTEM_PROMPT: &str = "You are a concise, factual assistant.";
+
 /// Earlier messages sent with each new one.
 const MAX_HISTORY_MESSAGES: usize = 8;
 
@@ -58,11 +61,11 @@ impl Agent for Chat {
         let mut history = if request.metadata("reset") == Some("true") { Vec::new() } else { load_history(&key)? };
         history.push((Role::User, message));
 
-        let mut prompt = inference::chat(model);
+        let mut prompt = inference::chat(model).system(SYSTEM_PROMPT);
         for (role, content) in &history[history.len().saturating_sub(MAX_HISTORY_MESSAGES)..] {
             prompt = prompt.message(*role, content.clone());
         }
-        let mut stream = prompt.max_tokens(64).temperature(0.0).stream()?;
+        let mut stream = prompt.max_tokens(64).temperature(0.0).repeat_penalty(1.2).stream()?;
         let mut answer = String::new();
         for piece in &mut stream {
             answer.push_str(&piece?);
