@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::q8::{Q8Block, kernels, quantize_row};
+use super::q8::{Q8Block, kernels, kernels4, quantize_row};
 use crate::gguf::{GgmlType, TensorBytes};
 use crate::quant::dequantize;
 
@@ -77,7 +77,21 @@ pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
                             GgmlType::Q4_1 => q4_1,
                             _ => q8_0,
                         };
-                        for (o, x) in outs.iter_mut().zip(q) {
+                        // Four tokens at a time share each unpacked weight block.
+                        let four = kernels4().and_then(|[q4_1x4, q8_0x4]| match w.ty {
+                            GgmlType::Q4_1 => Some(q4_1x4),
+                            GgmlType::Q8_0 => Some(q8_0x4),
+                            _ => None,
+                        });
+                        let mut t = 0;
+                        if let Some(dot4) = four {
+                            while t + 4 <= n {
+                                let got = dot4(row, [&q[t], &q[t + 1], &q[t + 2], &q[t + 3]]);
+                                outs[t..t + 4].copy_from_slice(&got);
+                                t += 4;
+                            }
+                        }
+                        for (o, x) in outs[t..].iter_mut().zip(&q[t..]) {
                             *o = dot_blocks(row, x);
                         }
                     }

@@ -78,6 +78,29 @@ pub(super) fn kernels() -> [BlockDot; 3] {
     })
 }
 
+/// A kernel for one weight row against four tokens.
+pub(super) type BlockDot4 = fn(&[u8], [&[Q8Block]; 4]) -> [f32; 4];
+
+/// Four-token kernels for Q4_1 and Q8_0 weights, where the processor has them.
+pub(super) fn kernels4() -> Option<[BlockDot4; 2]> {
+    static KERNELS: std::sync::OnceLock<Option<[BlockDot4; 2]>> = std::sync::OnceLock::new();
+    *KERNELS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            use super::simd::avx2;
+            // SAFETY: the features each kernel needs were just detected.
+            return Some([
+                |r, x| unsafe { avx2::dot4_q4_1(r, x) },
+                |r, x| unsafe { avx2::dot4_q8_0(r, x) },
+            ]);
+        }
+        None
+    })
+}
+
 /// Dot product of a Q4_0 row with quantized activations.
 #[inline(always)]
 pub(super) fn dot_q4_0(row: &[u8], x: &[Q8Block]) -> f32 {

@@ -96,5 +96,52 @@ pub(super) mod avx2 {
         }
     }
 
+    /// Q4_1 row against four tokens at once: each weight block is unpacked
+    /// once and used four times.
+    ///
+    /// # Safety
+    /// The processor must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q4_1(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut mins = [0.0f32; 4];
+            for (i, b) in row.chunks_exact(20).enumerate() {
+                let w = unpack_nibbles(b.as_ptr().add(4));
+                let (d, m) = (f16(b, 0), f16(b, 2));
+                for t in 0..4 {
+                    let xb = &x[t][i];
+                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
+                    acc[t] = _mm256_fmadd_ps(dot_u8_i8(w, q), _mm256_set1_ps(d * xb.d), acc[t]);
+                    mins[t] += m * xb.sum;
+                }
+            }
+            std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+        }
+    }
+
+    /// Q8_0 row against four tokens at once.
+    ///
+    /// # Safety
+    /// The processor must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot4_q8_0(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, b) in row.chunks_exact(34).enumerate() {
+                let w = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
+                let w_abs = _mm256_sign_epi8(w, w);
+                let d = f16(b, 0);
+                for t in 0..4 {
+                    let xb = &x[t][i];
+                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
+                    let products = dot_u8_i8(w_abs, _mm256_sign_epi8(q, w));
+                    acc[t] = _mm256_fmadd_ps(products, _mm256_set1_ps(d * xb.d), acc[t]);
+                }
+            }
+            std::array::from_fn(|t| hsum(acc[t]))
+        }
+    }
+
     const _: () = assert!(QK == 32);
 }
