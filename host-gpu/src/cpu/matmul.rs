@@ -4,12 +4,17 @@
 
 use rayon::prelude::*;
 
+use super::ops::dot;
 use super::q8::{Q8Block, kernels, kernels4, quantize_row};
 use crate::gguf::{GgmlType, TensorBytes};
 use crate::quant::dequantize;
 
-/// Weight rows handed to one thread at a time.
-const ROWS_PER_TASK: usize = 16;
+/// Fewest weight rows handed to one thread at a time.
+const MIN_ROWS_PER_TASK: usize = 16;
+
+/// Tasks per thread for one product: enough to balance uneven threads, few
+/// enough that scheduling stays cheap against the work.
+const TASKS_PER_THREAD: usize = 4;
 
 /// A weight matrix of `rows` rows of `cols` weights, in its file encoding.
 #[derive(Debug, Clone)]
@@ -59,11 +64,15 @@ pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
         ),
         _ => Activations::F32(xs),
     };
-    let tasks: Vec<Vec<f32>> = (0..w.rows.div_ceil(ROWS_PER_TASK))
+    let rows_per_task = w
+        .rows
+        .div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD)
+        .max(MIN_ROWS_PER_TASK);
+    let tasks: Vec<Vec<f32>> = (0..w.rows.div_ceil(rows_per_task))
         .into_par_iter()
         .map(|task| {
-            let first = task * ROWS_PER_TASK;
-            let last = (first + ROWS_PER_TASK).min(w.rows);
+            let first = task * rows_per_task;
+            let last = (first + rows_per_task).min(w.rows);
             let mut local = vec![0.0f32; (last - first) * n];
             let mut decoded = vec![0.0f32; w.cols];
             for r in first..last {
@@ -107,7 +116,7 @@ pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
         })
         .collect();
     for (task, local) in tasks.iter().enumerate() {
-        let first = task * ROWS_PER_TASK;
+        let first = task * rows_per_task;
         let count = local.len() / n.max(1);
         for i in 0..count {
             for t in 0..n {
@@ -115,8 +124,4 @@ pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
             }
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }

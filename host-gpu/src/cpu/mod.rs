@@ -7,4 +7,4 @@ mod q8;
 mod simd;
 
 pub use matmul::{Matrix, matmul};
-pub use ops::{rms_norm, rope, silu_mul, softmax};
+pub use ops::{dot, rms_norm, rope, rope_frequencies, silu_mul, softmax};

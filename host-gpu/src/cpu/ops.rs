@@ -11,13 +11,22 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
+/// The rotation frequencies of one head: `base^(-2i/head_dim)`.
+pub fn rope_frequencies(head_dim: usize, base: f32) -> Vec<f32> {
+    (0..head_dim / 2)
+        .map(|i| base.powf(-2.0 * i as f32 / head_dim as f32))
+        .collect()
+}
+
 /// Rotates each head of `x` (heads × `head_dim`) by position `pos`.
-pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, base: f32, style: RopeStyle) {
+pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, frequencies: &[f32], style: RopeStyle) {
     let half = head_dim / 2;
+    let angles: Vec<(f32, f32)> = frequencies
+        .iter()
+        .map(|f| (pos as f32 * f).sin_cos())
+        .collect();
     for head in x.chunks_exact_mut(head_dim) {
-        for i in 0..half {
-            let theta = pos as f32 * base.powf(-2.0 * i as f32 / head_dim as f32);
-            let (sin, cos) = theta.sin_cos();
+        for (i, &(sin, cos)) in angles.iter().enumerate().take(half) {
             let (a, b) = match style {
                 RopeStyle::Interleaved => (2 * i, 2 * i + 1),
                 RopeStyle::Halves => (i, i + half),
@@ -27,6 +36,25 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, base: f32, style: RopeSt
             head[b] = x0 * sin + x1 * cos;
         }
     }
+}
+
+/// Dot product with eight independent accumulators, so it vectorizes.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// In-place softmax.

@@ -10,7 +10,9 @@
 use std::path::Path;
 
 use super::LlamaConfig;
-use crate::cpu::{Matrix, matmul, rms_norm, rope, silu_mul, softmax};
+use rayon::prelude::*;
+
+use crate::cpu::{Matrix, dot, matmul, rms_norm, rope, rope_frequencies, silu_mul, softmax};
 use crate::gguf::{GgufError, GgufFile};
 
 struct Layer {
@@ -32,6 +34,7 @@ struct Layer {
 /// sequence and tenant.
 pub struct LlamaModel {
     config: LlamaConfig,
+    rope_frequencies: Vec<f32>,
     embeddings: Matrix,
     layers: Vec<Layer>,
     output_norm: Vec<f32>,
@@ -153,6 +156,7 @@ impl LlamaModel {
             }
         }
         Ok(LlamaModel {
+            rope_frequencies: rope_frequencies(config.head_dim, config.rope_base),
             output_norm: vector(file, "output_norm.weight", e)?,
             embeddings,
             output,
@@ -241,34 +245,40 @@ impl LlamaModel {
                     &mut q[t * e..(t + 1) * e],
                     c.head_dim,
                     positions[t],
-                    c.rope_base,
+                    &self.rope_frequencies,
                     c.rope_style,
                 );
                 rope(
                     &mut k[t * kv..(t + 1) * kv],
                     c.head_dim,
                     positions[t],
-                    c.rope_base,
+                    &self.rope_frequencies,
                     c.rope_style,
                 );
                 let cache = &mut caches[owners[t]];
                 cache.keys[li].extend_from_slice(&k[t * kv..(t + 1) * kv]);
                 cache.values[li].extend_from_slice(&v[t * kv..(t + 1) * kv]);
             }
-            for t in 0..n {
-                let cache = &caches[owners[t]];
-                let seen = positions[t] + 1;
-                let (keys, values) = (&cache.keys[li], &cache.values[li]);
-                let mut scores = vec![0.0f32; seen];
-                for head in 0..c.heads {
+            // Every (token, head) pair attends independently: spread them
+            // over the threads.
+            let caches_now: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+            attn.par_chunks_mut(c.head_dim)
+                .enumerate()
+                .for_each(|(pair, out)| {
+                    let (t, head) = (pair / c.heads, pair % c.heads);
+                    let cache = caches_now[owners[t]];
+                    let (keys, values) = (&cache.keys[li], &cache.values[li]);
                     let kvh = head / group;
                     let qh = &q[t * e + head * c.head_dim..t * e + (head + 1) * c.head_dim];
-                    for (p, score) in scores.iter_mut().enumerate() {
-                        let kp = &keys[p * kv + kvh * c.head_dim..p * kv + (kvh + 1) * c.head_dim];
-                        *score = qh.iter().zip(kp).map(|(a, b)| a * b).sum::<f32>() * scale;
-                    }
+                    let mut scores: Vec<f32> = (0..=positions[t])
+                        .map(|p| {
+                            dot(
+                                qh,
+                                &keys[p * kv + kvh * c.head_dim..p * kv + (kvh + 1) * c.head_dim],
+                            ) * scale
+                        })
+                        .collect();
                     softmax(&mut scores);
-                    let out = &mut attn[t * e + head * c.head_dim..t * e + (head + 1) * c.head_dim];
                     out.fill(0.0);
                     for (p, &weight) in scores.iter().enumerate() {
                         let vp =
@@ -277,8 +287,7 @@ impl LlamaModel {
                             *o += weight * val;
                         }
                     }
-                }
-            }
+                });
             matmul(&layer.out, &attn, &mut proj);
             add_into(&mut x, &proj);
 
