@@ -41,87 +41,111 @@ impl Matrix {
     }
 }
 
-/// How a batch of activations is prepared for one weight type.
-enum Activations<'a> {
-    Q8(Vec<Vec<Q8Block>>),
-    F32(&'a [f32]),
-}
-
 /// `out[t][r] = Σ_c xs[t][c] · W[r][c]` for `n = xs.len() / cols` tokens.
 pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
-    let n = xs.len() / w.cols;
-    assert_eq!(xs.len(), n * w.cols, "activations are not whole rows");
-    assert_eq!(out.len(), n * w.rows, "output has the wrong size");
-    let activations = match w.ty {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 => Activations::Q8(
-            xs.chunks_exact(w.cols)
+    matmul_group(&[w], xs, &mut [out]);
+}
+
+/// Several products of the same activations (a layer's q, k and v, or its
+/// gate and up projections) in one parallel pass: the activations are
+/// quantized once and the threads are started once.
+pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]]) {
+    let cols = ws[0].cols;
+    let n = xs.len() / cols;
+    assert_eq!(xs.len(), n * cols, "activations are not whole rows");
+    for (w, out) in ws.iter().zip(outs.iter()) {
+        assert_eq!(w.cols, cols, "grouped matrices take the same input");
+        assert_eq!(out.len(), n * w.rows, "output has the wrong size");
+    }
+    let quantized: Option<Vec<Vec<Q8Block>>> = ws
+        .iter()
+        .any(|w| matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0))
+        .then(|| {
+            xs.chunks_exact(cols)
                 .map(|x| {
                     let mut blocks = Vec::new();
                     quantize_row(x, &mut blocks);
                     blocks
                 })
-                .collect(),
-        ),
-        _ => Activations::F32(xs),
-    };
-    let rows_per_task = w
-        .rows
-        .div_ceil(rayon::current_num_threads() * TASKS_PER_THREAD)
-        .max(MIN_ROWS_PER_TASK);
-    let tasks: Vec<Vec<f32>> = (0..w.rows.div_ceil(rows_per_task))
-        .into_par_iter()
-        .map(|task| {
-            let first = task * rows_per_task;
-            let last = (first + rows_per_task).min(w.rows);
-            let mut local = vec![0.0f32; (last - first) * n];
-            let mut decoded = vec![0.0f32; w.cols];
-            for r in first..last {
-                let row = w.row(r);
-                let outs = &mut local[(r - first) * n..(r - first + 1) * n];
-                match &activations {
-                    Activations::Q8(q) => {
-                        let [q4_0, q4_1, q8_0] = kernels();
-                        let dot_blocks = match w.ty {
-                            GgmlType::Q4_0 => q4_0,
-                            GgmlType::Q4_1 => q4_1,
-                            _ => q8_0,
-                        };
-                        // Four tokens at a time share each unpacked weight block.
-                        let four = kernels4().and_then(|[q4_1x4, q8_0x4]| match w.ty {
-                            GgmlType::Q4_1 => Some(q4_1x4),
-                            GgmlType::Q8_0 => Some(q8_0x4),
-                            _ => None,
-                        });
-                        let mut t = 0;
-                        if let Some(dot4) = four {
-                            while t + 4 <= n {
-                                let got = dot4(row, [&q[t], &q[t + 1], &q[t + 2], &q[t + 3]]);
-                                outs[t..t + 4].copy_from_slice(&got);
-                                t += 4;
-                            }
-                        }
-                        for (o, x) in outs[t..].iter_mut().zip(&q[t..]) {
-                            *o = dot_blocks(row, x);
-                        }
-                    }
-                    Activations::F32(xs) => {
-                        dequantize(w.ty, row, &mut decoded);
-                        for (o, x) in outs.iter_mut().zip(xs.chunks_exact(w.cols)) {
-                            *o = dot(&decoded, x);
-                        }
-                    }
-                }
-            }
-            local
+                .collect()
+        });
+    let threads = rayon::current_num_threads() * TASKS_PER_THREAD;
+    // (matrix, first row, last row) for every task of every matrix.
+    let tasks: Vec<(usize, usize, usize)> = ws
+        .iter()
+        .enumerate()
+        .flat_map(|(m, w)| {
+            let per_task = w.rows.div_ceil(threads).max(MIN_ROWS_PER_TASK);
+            (0..w.rows.div_ceil(per_task))
+                .map(move |i| (m, i * per_task, ((i + 1) * per_task).min(w.rows)))
         })
         .collect();
-    for (task, local) in tasks.iter().enumerate() {
-        let first = task * rows_per_task;
-        let count = local.len() / n.max(1);
-        for i in 0..count {
+    let results: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(m, first, last)| rows_product(ws[m], first..last, xs, quantized.as_deref(), n))
+        .collect();
+    for (&(m, first, last), local) in tasks.iter().zip(&results) {
+        let out = &mut outs[m];
+        let rows = ws[m].rows;
+        for i in 0..last - first {
             for t in 0..n {
-                out[t * w.rows + first + i] = local[i * n + t];
+                out[t * rows + first + i] = local[i * n + t];
             }
         }
     }
+}
+
+/// Rows `rows` of `w` against all `n` tokens, row-major (`[row][token]`).
+fn rows_product(
+    w: &Matrix,
+    rows: std::ops::Range<usize>,
+    xs: &[f32],
+    quantized: Option<&[Vec<Q8Block>]>,
+    n: usize,
+) -> Vec<f32> {
+    let first = rows.start;
+    let mut local = vec![0.0f32; rows.len() * n];
+    let mut decoded = vec![0.0f32; w.cols];
+    let q8 = match (w.ty, quantized) {
+        (GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0, Some(q)) => Some(q),
+        _ => None,
+    };
+    for r in rows {
+        let row = w.row(r);
+        let outs = &mut local[(r - first) * n..(r - first + 1) * n];
+        match q8 {
+            Some(q) => {
+                let [q4_0, q4_1, q8_0] = kernels();
+                let dot_blocks = match w.ty {
+                    GgmlType::Q4_0 => q4_0,
+                    GgmlType::Q4_1 => q4_1,
+                    _ => q8_0,
+                };
+                // Four tokens at a time share each unpacked weight block.
+                let four = kernels4().and_then(|[q4_1x4, q8_0x4]| match w.ty {
+                    GgmlType::Q4_1 => Some(q4_1x4),
+                    GgmlType::Q8_0 => Some(q8_0x4),
+                    _ => None,
+                });
+                let mut t = 0;
+                if let Some(dot4) = four {
+                    while t + 4 <= n {
+                        let got = dot4(row, [&q[t], &q[t + 1], &q[t + 2], &q[t + 3]]);
+                        outs[t..t + 4].copy_from_slice(&got);
+                        t += 4;
+                    }
+                }
+                for (o, x) in outs[t..].iter_mut().zip(&q[t..]) {
+                    *o = dot_blocks(row, x);
+                }
+            }
+            None => {
+                dequantize(w.ty, row, &mut decoded);
+                for (o, x) in outs.iter_mut().zip(xs.chunks_exact(w.cols)) {
+                    *o = dot(&decoded, x);
+                }
+            }
+        }
+    }
+    local
 }

@@ -22,7 +22,10 @@ pub(super) fn quantize_row(x: &[f32], out: &mut Vec<Q8Block>) {
         let mut q = [0i8; QK];
         let mut total = 0i32;
         for (qi, &v) in q.iter_mut().zip(chunk) {
-            *qi = (v * inv).round() as i8;
+            // Round to nearest (ties to even) without a libm call: adding
+            // 1.5·2^23 pushes the fraction out of an f32's mantissa.
+            const SHIFT: f32 = 12_582_912.0;
+            *qi = ((v * inv + SHIFT) - SHIFT) as i8;
             total += *qi as i32;
         }
         out.push(Q8Block {

@@ -12,7 +12,9 @@ use std::path::Path;
 use super::LlamaConfig;
 use rayon::prelude::*;
 
-use crate::cpu::{Matrix, dot, matmul, rms_norm, rope, rope_frequencies, silu_mul, softmax};
+use crate::cpu::{
+    Matrix, dot, matmul, matmul_group, rms_norm, rope, rope_frequencies, silu_mul, softmax,
+};
 use crate::gguf::{GgufError, GgufFile};
 
 struct Layer {
@@ -234,9 +236,11 @@ impl LlamaModel {
             for row in h.chunks_exact_mut(e) {
                 rms_norm(row, &layer.attn_norm, c.rms_eps);
             }
-            matmul(&layer.q, &h, &mut q);
-            matmul(&layer.k, &h, &mut k);
-            matmul(&layer.v, &h, &mut v);
+            matmul_group(
+                &[&layer.q, &layer.k, &layer.v],
+                &h,
+                &mut [&mut q, &mut k, &mut v],
+            );
             add_bias(&mut q, layer.q_bias.as_deref());
             add_bias(&mut k, layer.k_bias.as_deref());
             add_bias(&mut v, layer.v_bias.as_deref());
@@ -295,8 +299,7 @@ impl LlamaModel {
             for row in h.chunks_exact_mut(e) {
                 rms_norm(row, &layer.ffn_norm, c.rms_eps);
             }
-            matmul(&layer.gate, &h, &mut gate);
-            matmul(&layer.up, &h, &mut up);
+            matmul_group(&[&layer.gate, &layer.up], &h, &mut [&mut gate, &mut up]);
             silu_mul(&mut gate, &up);
             matmul(&layer.down, &gate, &mut proj);
             add_into(&mut x, &proj);
