@@ -89,6 +89,20 @@ pub(super) fn kernels4() -> Option<[BlockDot4; 2]> {
     static KERNELS: std::sync::OnceLock<Option<[BlockDot4; 2]>> = std::sync::OnceLock::new();
     *KERNELS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            use super::simd::vnni;
+            // SAFETY: the features each kernel needs were just detected.
+            return Some([
+                |r, x| unsafe { vnni::dot4_q4_1(r, x) },
+                |r, x| unsafe { vnni::dot4_q8_0(r, x) },
+            ]);
+        }
+        #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")

@@ -145,3 +145,83 @@ pub(super) mod avx2 {
 
     const _: () = assert!(QK == 32);
 }
+
+/// The same four-token kernels with AVX-512 VNNI (`vpdpbusd`), which does
+/// the multiply and both additions of `maddubs` + `madd` in one instruction.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod vnni {
+    use std::arch::x86_64::*;
+
+    use super::super::q8::Q8Block;
+
+    #[inline(always)]
+    unsafe fn f16(bytes: &[u8], at: usize) -> f32 {
+        let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
+    }
+
+    #[inline(always)]
+    unsafe fn unpack_nibbles(qs: *const u8) -> __m256i {
+        unsafe {
+            let packed = _mm_loadu_si128(qs as *const __m128i);
+            let low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
+            _mm256_set_m128i(high, low)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        unsafe {
+            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
+        }
+    }
+
+    /// # Safety
+    /// The processor must have AVX2, FMA, F16C, AVX512-VL and AVX512-VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512vl,avx512vnni")]
+    pub unsafe fn dot4_q4_1(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut mins = [0.0f32; 4];
+            for (i, b) in row.chunks_exact(20).enumerate() {
+                let w = unpack_nibbles(b.as_ptr().add(4));
+                let (d, m) = (f16(b, 0), f16(b, 2));
+                for t in 0..4 {
+                    let xb = &x[t][i];
+                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
+                    let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, q);
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xb.d), acc[t]);
+                    mins[t] += m * xb.sum;
+                }
+            }
+            std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+        }
+    }
+
+    /// # Safety
+    /// The processor must have AVX2, FMA, F16C, AVX512-VL and AVX512-VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512vl,avx512vnni")]
+    pub unsafe fn dot4_q8_0(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (i, b) in row.chunks_exact(34).enumerate() {
+                let w = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
+                let w_abs = _mm256_sign_epi8(w, w);
+                let d = f16(b, 0);
+                for t in 0..4 {
+                    let xb = &x[t][i];
+                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
+                    let sums =
+                        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w_abs, _mm256_sign_epi8(q, w));
+                    acc[t] =
+                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xb.d), acc[t]);
+                }
+            }
+            std::array::from_fn(|t| hsum(acc[t]))
+        }
+    }
+}
