@@ -7,6 +7,12 @@
 //! path = "SmolLM2-135M-Instruct.Q4_1.gguf"          # relative to this file
 //! kind = "text-generation"
 //! tenants = "all"                                   # or ["acme", "globex"]
+//!
+//! [[model]]
+//! name = "minilm"
+//! path = "all-MiniLM-L6-v2"                         # a directory: model.safetensors,
+//! kind = "embedding"                                # config.json, tokenizer.json
+//! tenants = "all"
 //! ```
 
 use std::collections::BTreeSet;
@@ -15,7 +21,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::engine::TextEngine;
+use crate::engine::{EmbeddingEngine, TextEngine};
 use crate::{ModelRegistry, TenantScope};
 
 /// Longest model name.
@@ -107,9 +113,16 @@ pub fn load_registry(path: &Path) -> Result<ModelRegistry, ConfigError> {
                     })?,
                 )
             }
+            "embedding" => Arc::new(EmbeddingEngine::load(&name, &file).map_err(|error| {
+                ConfigError::Load {
+                    path: path.to_owned(),
+                    name: name.clone(),
+                    error: Box::new(error),
+                }
+            })?),
             other => {
                 return Err(invalid(format!(
-                    "model `{name}`: kind `{other}` is not supported (supported: text-generation)"
+                    "model `{name}`: kind `{other}` is not supported (supported: text-generation, embedding)"
                 )));
             }
         };

@@ -27,6 +27,7 @@ pub mod model;
 pub mod quant;
 mod registry;
 mod request;
+pub mod safetensors;
 pub mod sampling;
 mod service;
 pub mod tokenizer;

@@ -2,6 +2,7 @@
 //! tokenization on the caller's thread, then a scheduler thread that steps
 //! every live sequence together ([`scheduler`]).
 
+mod embedding;
 mod scheduler;
 mod text;
 
@@ -11,6 +12,7 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use embedding::{EmbeddingEngine, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 
 use crate::chat_template::ChatTemplate;
@@ -50,6 +52,8 @@ pub enum LoadError {
     Tokenizer(#[from] tokenizer::TokenizerError),
     #[error("{path}: {error}")]
     Template { path: String, error: InferenceError },
+    #[error(transparent)]
+    Safetensors(#[from] crate::safetensors::SafetensorsError),
 }
 
 impl TextEngine {

@@ -12,9 +12,11 @@ mod bpe;
 mod bytes;
 mod pretokenize;
 mod special;
+mod wordpiece;
 
 pub use bpe::BpeTokenizer;
 pub use pretokenize::Pretokenizer;
+pub use wordpiece::WordPieceTokenizer;
 
 use crate::gguf::{GgufError, GgufFile};
 

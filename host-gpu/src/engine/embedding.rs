@@ -1,0 +1,72 @@
+//! The embedding service: a sentence encoder and its tokenizer, loaded once.
+
+use std::path::Path;
+
+use super::LoadError;
+use crate::model::BertModel;
+use crate::service::{ModelService, RequestContext};
+use crate::tokenizer::WordPieceTokenizer;
+use crate::{InferenceError, ModelDescriptor, ModelKind};
+
+/// Tokens per text (sentence-transformers' `max_seq_length` for MiniLM);
+/// longer texts are truncated, as sentence-transformers does.
+pub const MAX_EMBED_TOKENS: usize = 256;
+
+/// Bytes of one text.
+/// Stops: huge texts tokenized only to be truncated.
+pub const MAX_EMBED_TEXT_BYTES: usize = 64 * 1024;
+
+/// A loaded embedding model.
+#[derive(Debug)]
+pub struct EmbeddingEngine {
+    descriptor: ModelDescriptor,
+    tokenizer: WordPieceTokenizer,
+    model: BertModel,
+}
+
+impl EmbeddingEngine {
+    /// Loads `dir` (`model.safetensors`, `config.json`, `tokenizer.json`).
+    pub fn load(name: &str, dir: &Path) -> Result<Self, LoadError> {
+        let model = BertModel::load(dir)?;
+        let tokenizer = WordPieceTokenizer::from_file(&dir.join("tokenizer.json"))?;
+        Ok(EmbeddingEngine {
+            descriptor: ModelDescriptor {
+                name: name.to_owned(),
+                kind: ModelKind::Embedding,
+                context_length: MAX_EMBED_TOKENS.min(model.max_positions()) as u32,
+                embedding_length: model.hidden() as u32,
+            },
+            tokenizer,
+            model,
+        })
+    }
+
+    /// The token ids a text is embedded from.
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        self.tokenizer
+            .encode(text, self.descriptor.context_length as usize)
+    }
+}
+
+impl ModelService for EmbeddingEngine {
+    fn descriptor(&self) -> &ModelDescriptor {
+        &self.descriptor
+    }
+
+    fn embed(
+        &self,
+        _context: &RequestContext,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+        if let Some(text) = texts.iter().find(|t| t.len() > MAX_EMBED_TEXT_BYTES) {
+            return Err(InferenceError::LimitExceeded(format!(
+                "a text is {} bytes; the limit is {MAX_EMBED_TEXT_BYTES}",
+                text.len()
+            )));
+        }
+        Ok(texts
+            .iter()
+            .map(|text| self.model.embed(&self.tokenize(text)))
+            .collect())
+    }
+}

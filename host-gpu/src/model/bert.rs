@@ -1,0 +1,309 @@
+//! BERT-family sentence encoders (all-MiniLM-L6-v2 and the like) from
+//! `model.safetensors` + `config.json`: embeddings, post-norm transformer
+//! layers with exact (erf) GELU, then mean pooling and L2 normalisation as
+//! sentence-transformers does.
+
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::cpu::{dot, softmax};
+use crate::safetensors::{SafetensorsError, SafetensorsFile};
+
+/// A dense layer: `y = x · Wᵀ + b`, `W` stored `[out][in]`.
+struct Linear {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl Linear {
+    fn load(
+        file: &SafetensorsFile,
+        name: &str,
+        outputs: usize,
+        inputs: usize,
+    ) -> Result<Self, SafetensorsError> {
+        Ok(Linear {
+            weight: file.f32(&format!("{name}.weight"), &[outputs, inputs])?,
+            bias: file.f32(&format!("{name}.bias"), &[outputs])?,
+            inputs,
+            outputs,
+        })
+    }
+
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let n = x.len() / self.inputs;
+        let mut out = vec![0.0f32; n * self.outputs];
+        out.par_chunks_mut(self.outputs)
+            .zip(x.par_chunks(self.inputs))
+            .for_each(|(y, xt)| {
+                for (o, (w, b)) in y
+                    .iter_mut()
+                    .zip(self.weight.chunks_exact(self.inputs).zip(&self.bias))
+                {
+                    *o = dot(w, xt) + b;
+                }
+            });
+        out
+    }
+}
+
+struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    fn load(
+        file: &SafetensorsFile,
+        name: &str,
+        dim: usize,
+        eps: f32,
+    ) -> Result<Self, SafetensorsError> {
+        Ok(LayerNorm {
+            weight: file.f32(&format!("{name}.weight"), &[dim])?,
+            bias: file.f32(&format!("{name}.bias"), &[dim])?,
+            eps,
+        })
+    }
+
+    fn apply(&self, x: &mut [f32]) {
+        let dim = self.weight.len();
+        for row in x.chunks_exact_mut(dim) {
+            let mean = row.iter().sum::<f32>() / dim as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+            let scale = 1.0 / (var + self.eps).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                *v = (*v - mean) * scale * w + b;
+            }
+        }
+    }
+}
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// A loaded sentence encoder.
+pub struct BertModel {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embedding_norm: LayerNorm,
+    layers: Vec<Layer>,
+    hidden: usize,
+    heads: usize,
+    max_positions: usize,
+}
+
+impl std::fmt::Debug for BertModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertModel")
+            .field("hidden", &self.hidden)
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// erf with absolute error below 1.5e-7 (Abramowitz and Stegun 7.1.26).
+fn erf(x: f32) -> f32 {
+    let sign = x.signum();
+    let x = x.abs() as f64;
+    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    sign * (1.0 - poly * (-x * x).exp()) as f32
+}
+
+fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
+}
+
+impl BertModel {
+    /// Loads `dir/model.safetensors` with the shape in `dir/config.json`.
+    pub fn load(dir: &Path) -> Result<Self, SafetensorsError> {
+        let config_path = dir.join("config.json");
+        let invalid = |what: String| SafetensorsError::Invalid {
+            path: config_path.clone(),
+            what,
+        };
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).map_err(|source| {
+                SafetensorsError::Io {
+                    path: config_path.clone(),
+                    source,
+                }
+            })?)
+            .map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let int = |key: &str| {
+            config[key]
+                .as_u64()
+                .map(|v| v as usize)
+                .filter(|&v| v > 0 && v <= 1 << 20)
+                .ok_or_else(|| invalid(format!("`{key}` is missing or out of range")))
+        };
+        let (hidden, heads, layers, intermediate) = (
+            int("hidden_size")?,
+            int("num_attention_heads")?,
+            int("num_hidden_layers")?,
+            int("intermediate_size")?,
+        );
+        let (vocab, max_positions, types) = (
+            int("vocab_size")?,
+            int("max_position_embeddings")?,
+            int("type_vocab_size")?,
+        );
+        if hidden % heads != 0 {
+            return Err(invalid(format!(
+                "{heads} heads do not divide hidden size {hidden}"
+            )));
+        }
+        if config["hidden_act"].as_str() != Some("gelu") {
+            return Err(invalid("only hidden_act = \"gelu\" is supported".into()));
+        }
+        let eps = config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32;
+        let file = SafetensorsFile::open(&dir.join("model.safetensors"))?;
+        let layers = (0..layers)
+            .map(|i| {
+                let name = |part: &str| format!("encoder.layer.{i}.{part}");
+                Ok(Layer {
+                    query: Linear::load(&file, &name("attention.self.query"), hidden, hidden)?,
+                    key: Linear::load(&file, &name("attention.self.key"), hidden, hidden)?,
+                    value: Linear::load(&file, &name("attention.self.value"), hidden, hidden)?,
+                    attention_out: Linear::load(
+                        &file,
+                        &name("attention.output.dense"),
+                        hidden,
+                        hidden,
+                    )?,
+                    attention_norm: LayerNorm::load(
+                        &file,
+                        &name("attention.output.LayerNorm"),
+                        hidden,
+                        eps,
+                    )?,
+                    intermediate: Linear::load(
+                        &file,
+                        &name("intermediate.dense"),
+                        intermediate,
+                        hidden,
+                    )?,
+                    output: Linear::load(&file, &name("output.dense"), hidden, intermediate)?,
+                    output_norm: LayerNorm::load(&file, &name("output.LayerNorm"), hidden, eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>, SafetensorsError>>()?;
+        Ok(BertModel {
+            word: file.f32("embeddings.word_embeddings.weight", &[vocab, hidden])?,
+            position: file.f32(
+                "embeddings.position_embeddings.weight",
+                &[max_positions, hidden],
+            )?,
+            token_type: file.f32("embeddings.token_type_embeddings.weight", &[types, hidden])?,
+            embedding_norm: LayerNorm::load(&file, "embeddings.LayerNorm", hidden, eps)?,
+            layers,
+            hidden,
+            heads,
+            max_positions,
+        })
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+
+    /// The normalised mean-pooled embedding of one tokenized text.
+    pub fn embed(&self, ids: &[u32]) -> Vec<f32> {
+        let (h, n) = (self.hidden, ids.len());
+        let vocab = self.word.len() / h;
+        let mut x = vec![0.0f32; n * h];
+        for (t, (row, &id)) in x.chunks_exact_mut(h).zip(ids).enumerate() {
+            let id = (id as usize).min(vocab - 1);
+            for (j, v) in row.iter_mut().enumerate() {
+                *v = self.word[id * h + j] + self.position[t * h + j] + self.token_type[j];
+            }
+        }
+        self.embedding_norm.apply(&mut x);
+        let head_dim = h / self.heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        for layer in &self.layers {
+            let (q, k, v) = (
+                layer.query.apply(&x),
+                layer.key.apply(&x),
+                layer.value.apply(&x),
+            );
+            let mut context = vec![0.0f32; n * h];
+            context
+                .par_chunks_mut(head_dim)
+                .enumerate()
+                .for_each(|(pair, out)| {
+                    let (t, head) = (pair / self.heads, pair % self.heads);
+                    fn at(m: &[f32], p: usize, h: usize, head: usize, head_dim: usize) -> &[f32] {
+                        &m[p * h + head * head_dim..p * h + (head + 1) * head_dim]
+                    }
+                    let qt = at(&q, t, h, head, head_dim);
+                    let mut scores: Vec<f32> = (0..n)
+                        .map(|p| dot(qt, at(&k, p, h, head, head_dim)) * scale)
+                        .collect();
+                    softmax(&mut scores);
+                    for (p, &weight) in scores.iter().enumerate() {
+                        for (o, val) in out.iter_mut().zip(at(&v, p, h, head, head_dim)) {
+                            *o += weight * val;
+                        }
+                    }
+                });
+            let attended = layer.attention_out.apply(&context);
+            for (a, b) in x.iter_mut().zip(&attended) {
+                *a += b;
+            }
+            layer.attention_norm.apply(&mut x);
+            let mut inner = layer.intermediate.apply(&x);
+            inner.iter_mut().for_each(|v| *v = gelu(*v));
+            let out = layer.output.apply(&inner);
+            for (a, b) in x.iter_mut().zip(&out) {
+                *a += b;
+            }
+            layer.output_norm.apply(&mut x);
+        }
+        let mut pooled = vec![0.0f32; h];
+        for row in x.chunks_exact(h) {
+            for (p, v) in pooled.iter_mut().zip(row) {
+                *p += v / n as f32;
+            }
+        }
+        let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        pooled.iter_mut().for_each(|v| *v /= norm);
+        pooled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn erf_is_accurate() {
+        for (x, want) in [
+            (0.0f32, 0.0f32),
+            (0.5, 0.520_499_9),
+            (1.0, 0.842_700_8),
+            (-2.0, -0.995_322_3),
+        ] {
+            assert!((super::erf(x) - want).abs() < 2e-7, "erf({x})");
+        }
+    }
+}
