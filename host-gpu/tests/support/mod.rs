@@ -1,3 +1,6 @@
+// Each test binary uses only part of this module.
+#![allow(dead_code)]
+
 //! Shared by the integration tests that use the real models from
 //! `scripts/fetch-models`.
 
