@@ -63,6 +63,7 @@ pub mod tool_bindings {
             "sovra:agent/kv@0.1.0": crate::bindings::sovra::agent::kv,
             "sovra:agent/sql@0.1.0": crate::bindings::sovra::agent::sql,
             "sovra:agent/log@0.1.0": crate::bindings::sovra::agent::log,
+            "sovra:agent/vector@0.1.0": crate::bindings::sovra::agent::vector,
         },
     });
 }
@@ -72,6 +73,7 @@ pub mod kv;
 pub mod log;
 mod request;
 pub mod sql;
+pub mod vector;
 
 pub use bindings::exports::sovra::agent::handler::Guest as Agent;
 pub use bindings::exports::sovra::agent::handler::{Request, Response};

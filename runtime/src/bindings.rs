@@ -30,6 +30,7 @@ pub mod tool {
             "sovra:agent/kv": super::sovra::agent::kv,
             "sovra:agent/sql": super::sovra::agent::sql,
             "sovra:agent/log": super::sovra::agent::log,
+            "sovra:agent/vector": super::sovra::agent::vector,
         },
     });
 }

@@ -22,6 +22,8 @@ pub enum Capability {
     Sql,
     /// `sovra:agent/inference`: models on the tenant's allowlist.
     Inference,
+    /// `sovra:agent/vector`: the tenant's vector memory.
+    Vector,
 }
 
 impl Capability {
@@ -30,6 +32,7 @@ impl Capability {
             Capability::Kv => "kv",
             Capability::Sql => "sql",
             Capability::Inference => "inference",
+            Capability::Vector => "vector",
         }
     }
 
@@ -39,6 +42,7 @@ impl Capability {
             "kv" => Some(Capability::Kv),
             "sql" => Some(Capability::Sql),
             "inference" => Some(Capability::Inference),
+            "vector" => Some(Capability::Vector),
             _ => None,
         }
     }
@@ -86,6 +90,7 @@ pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport>
                 "kv" => Ok(ImportNeed::Grant(Capability::Kv)),
                 "sql" => Ok(ImportNeed::Grant(Capability::Sql)),
                 "inference" => Ok(ImportNeed::Grant(Capability::Inference)),
+                "vector" => Ok(ImportNeed::Grant(Capability::Vector)),
                 _ => Err(unsupported("")),
             }
         }
@@ -108,6 +113,7 @@ pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport>
 pub struct Grants {
     pub kv: bool,
     pub sql: bool,
+    pub vector: bool,
     /// Models the agent may name. Empty means no inference.
     pub models: BTreeSet<String>,
 }
@@ -123,6 +129,7 @@ impl Grants {
             Capability::Kv => self.kv,
             Capability::Sql => self.sql,
             Capability::Inference => !self.models.is_empty(),
+            Capability::Vector => self.vector,
         }
     }
 

@@ -89,6 +89,7 @@ pub fn check_manifest_matches(
             crate::Capability::Kv => manifest.capabilities.kv,
             crate::Capability::Sql => manifest.capabilities.sql,
             crate::Capability::Inference => !manifest.capabilities.models.is_empty(),
+            crate::Capability::Vector => manifest.capabilities.vector,
         };
         if !requested {
             return Err(LoadError::ManifestMismatch(format!(

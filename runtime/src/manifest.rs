@@ -65,6 +65,8 @@ pub struct RequestedCapabilities {
     pub kv: bool,
     #[serde(default)]
     pub sql: bool,
+    #[serde(default)]
+    pub vector: bool,
     /// Model names the agent wants to use.
     #[serde(default)]
     pub models: BTreeSet<String>,

@@ -26,7 +26,7 @@ use crate::limits::{
 };
 use crate::manifest::{AgentManifest, World};
 use crate::outcome::{agent_error, classify_trap};
-use crate::sandbox::{DeadlineExceeded, Identity, InferenceAccess, Sandbox};
+use crate::sandbox::{DeadlineExceeded, GrantedStorage, Identity, InferenceAccess, Sandbox};
 use crate::storage::TenantStores;
 
 /// How a node's runtime is set up.
@@ -416,7 +416,8 @@ impl Runtime {
         };
         let wants_kv = invocation.grants.kv && imports(crate::Capability::Kv);
         let wants_sql = invocation.grants.sql && imports(crate::Capability::Sql);
-        let db = if wants_kv || wants_sql {
+        let wants_vector = invocation.grants.vector && imports(crate::Capability::Vector);
+        let db = if wants_kv || wants_sql || wants_vector {
             Some(
                 self.inner
                     .stores
@@ -436,8 +437,11 @@ impl Runtime {
                 agent: agent.manifest.name.clone(),
                 invocation_id: invocation_id.to_owned(),
             }),
-            db.clone().filter(|_| wants_kv),
-            db.filter(|_| wants_sql),
+            GrantedStorage {
+                kv: db.clone().filter(|_| wants_kv),
+                sql: db.clone().filter(|_| wants_sql),
+                vector: db.filter(|_| wants_vector),
+            },
             InferenceAccess {
                 registry: Arc::clone(&self.inner.models),
                 grants: Arc::new(invocation.grants.clone()),

@@ -98,6 +98,14 @@ pub(crate) struct HostCallLimitExceeded {
 #[error("invocation deadline exceeded")]
 pub(crate) struct DeadlineExceeded;
 
+/// The tenant database handles of the storage capabilities that were granted.
+#[derive(Debug, Default)]
+pub(crate) struct GrantedStorage {
+    pub(crate) kv: Option<Arc<TenantDb>>,
+    pub(crate) sql: Option<Arc<TenantDb>>,
+    pub(crate) vector: Option<Arc<TenantDb>>,
+}
+
 /// What the inference capability may reach.
 #[derive(Debug)]
 pub(crate) struct InferenceAccess {
@@ -117,6 +125,8 @@ pub(crate) struct Sandbox {
     pub(crate) kv: Option<Arc<TenantDb>>,
     /// Present only when the tenant granted `sql`.
     pub(crate) sql: Option<Arc<TenantDb>>,
+    /// Present only when the tenant granted `vector`.
+    pub(crate) vector: Option<Arc<TenantDb>>,
     pub(crate) inference: InferenceAccess,
     pub(crate) logs: LogBuffer,
     /// Capabilities and models refused during this invocation, for the audit.
@@ -128,8 +138,7 @@ impl Sandbox {
         wasi: WasiCtx,
         limiter: MemoryLimiter,
         identity: Arc<Identity>,
-        kv: Option<Arc<TenantDb>>,
-        sql: Option<Arc<TenantDb>>,
+        storage: GrantedStorage,
         inference: InferenceAccess,
     ) -> Self {
         let mut table = ResourceTable::new();
@@ -140,8 +149,9 @@ impl Sandbox {
             limiter,
             identity,
             host_calls: 0,
-            kv,
-            sql,
+            kv: storage.kv,
+            sql: storage.sql,
+            vector: storage.vector,
             inference,
             logs: LogBuffer::default(),
             denials: Vec::new(),

@@ -28,7 +28,7 @@ pub struct GenerationStream {
 }
 
 impl Sandbox {
-    fn request_context(&self) -> RequestContext {
+    pub(crate) fn request_context(&self) -> RequestContext {
         RequestContext {
             tenant: self.identity.tenant.as_str().to_owned(),
             deadline: Some(self.inference.deadline),
@@ -36,7 +36,10 @@ impl Sandbox {
     }
 
     /// The model `name`, if the tenant allowed it and the node has it.
-    fn allowed_model(&mut self, name: &str) -> Result<Arc<dyn ModelService>, GuestError> {
+    pub(crate) fn allowed_model(
+        &mut self,
+        name: &str,
+    ) -> Result<Arc<dyn ModelService>, GuestError> {
         if !self.inference.grants.allows_model(name) {
             self.denials.push(format!("model: {name}"));
             return Err(GuestError::AccessDenied(format!(
@@ -48,7 +51,7 @@ impl Sandbox {
         lookup.map_err(|e| self.inference_error(e))
     }
 
-    fn inference_error(&mut self, error: InferenceError) -> GuestError {
+    pub(crate) fn inference_error(&mut self, error: InferenceError) -> GuestError {
         let message = error.to_string();
         match error {
             InferenceError::NotFound { .. } => GuestError::NotFound(message),

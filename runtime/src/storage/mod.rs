@@ -11,6 +11,7 @@ mod error;
 mod kv;
 mod sql;
 mod tenant_db;
+mod vector;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use error::StorageError;
 pub use kv::KeyPage;
 pub use sql::{RowSet, SqlValue};
 pub use tenant_db::TenantDb;
+pub use vector::{MAX_COLLECTION_ENTRIES, MAX_QUERY_RESULTS, MAX_VECTOR_DIMS, VectorHit};
 
 use crate::names::TenantId;
 

@@ -12,7 +12,7 @@ use crate::support::{config, failure, grants, invocation, output};
 
 /// A runtime serving the repository's models.toml, or `None` when the model
 /// files have not been fetched (then `SOVRA_REQUIRE_MODELS` makes it fail).
-fn runtime_with_models(dir: &Path) -> Option<Runtime> {
+pub fn runtime_with_models(dir: &Path) -> Option<Runtime> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     if !root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").exists() {
         assert!(

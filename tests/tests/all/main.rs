@@ -16,6 +16,7 @@ mod memory_bomb;
 mod net_connect;
 mod notes;
 mod probe;
+mod rag;
 mod spin;
 
 // Cross-cutting suites.

@@ -52,6 +52,7 @@ pub fn grants(kv: bool, sql: bool, models: &[&str]) -> Grants {
         kv,
         sql,
         models: models.iter().map(|m| m.to_string()).collect(),
+        ..Grants::none()
     }
 }
 

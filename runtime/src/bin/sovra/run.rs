@@ -34,7 +34,7 @@ pub struct RunArgs {
     /// Request metadata, as key=value (repeatable).
     #[arg(long = "meta", value_parser = parse_pair)]
     metadata: Vec<(String, String)>,
-    /// Capabilities to grant, comma-separated: kv, sql.
+    /// Capabilities to grant, comma-separated: kv, sql, vector.
     #[arg(long, value_delimiter = ',')]
     grant: Vec<String>,
     /// A model the agent may use (repeatable).
@@ -135,10 +135,13 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
         match Capability::parse(name.trim()) {
             Some(Capability::Kv) => grants.kv = true,
             Some(Capability::Sql) => grants.sql = true,
+            Some(Capability::Vector) => grants.vector = true,
             Some(Capability::Inference) => {
                 anyhow::bail!("grant inference by naming models with --allow-model NAME")
             }
-            None => anyhow::bail!("unknown capability `{name}` in --grant (known: kv, sql)"),
+            None => {
+                anyhow::bail!("unknown capability `{name}` in --grant (known: kv, sql, vector)")
+            }
         }
     }
     grants.models = args.allow_model.iter().cloned().collect::<BTreeSet<_>>();

@@ -1,0 +1,93 @@
+//! The `rag` agent: documents embedded into the tenant's vector memory with
+//! all-MiniLM-L6-v2, retrieved by similarity, answered by SmolLM2.
+
+use std::time::Duration;
+
+use sovra_runtime::{AgentErrorKind, Capability, Invocation, InvokeError, Limits};
+use sovra_test_artifacts::RAG;
+
+use crate::chat::runtime_with_models;
+use crate::support::{failure, grants, invocation, invoke};
+
+const HANDBOOK: &str = "ingest The office is open from 9am to 5pm on weekdays.\n\n\
+    Refunds are processed within five business days.\n\n\
+    The cafeteria serves vegetarian lunch on Fridays.";
+
+fn ask(tenant: &str, input: &str) -> Invocation {
+    let mut invocation = Invocation {
+        limits: Limits {
+            timeout: Duration::from_secs(120),
+            ..Limits::default()
+        },
+        ..invocation(tenant, grants(false, false, &["minilm", "smollm2"]), input)
+    };
+    invocation.grants.vector = true;
+    invocation
+        .metadata
+        .push(("source".into(), "handbook".into()));
+    invocation
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_from_the_tenants_own_documents_and_cites_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(runtime) = runtime_with_models(dir.path()) else {
+        return;
+    };
+    let rag = runtime.load_file(RAG.as_ref(), None).unwrap();
+
+    let ingested = invoke(&runtime, &rag, ask("acme", HANDBOOK)).await;
+    assert_eq!(
+        ingested.result.unwrap().output,
+        "ingested 3 passages from handbook"
+    );
+
+    let answer = invoke(&runtime, &rag, ask("acme", "How long do refunds take?")).await;
+    let response = answer.result.unwrap();
+    let sources = &response
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "sources")
+        .unwrap()
+        .1;
+    assert!(
+        sources.starts_with("handbook#1"),
+        "the refunds passage ranks first: {sources}"
+    );
+    assert!(
+        response.output.contains("[sources: handbook#1"),
+        "{}",
+        response.output
+    );
+
+    // Another tenant has no documents: nothing leaks across.
+    let other = invoke(&runtime, &rag, ask("globex", "How long do refunds take?")).await;
+    assert_eq!(
+        other.result.unwrap().output,
+        "I have no documents to answer from yet."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_memory_needs_its_grant_and_allowed_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(runtime) = runtime_with_models(dir.path()) else {
+        return;
+    };
+    let rag = runtime.load_file(RAG.as_ref(), None).unwrap();
+    let mut no_vector = ask("acme", "hello");
+    no_vector.grants.vector = false;
+    match failure(&runtime, &rag, no_vector).await {
+        InvokeError::NotGranted { capability, .. } => assert_eq!(capability, Capability::Vector),
+        other => panic!("expected NotGranted, got {other:?}"),
+    }
+    let mut no_embedder = ask("acme", HANDBOOK);
+    no_embedder.grants.models = ["smollm2".to_owned()].into();
+    match failure(&runtime, &rag, no_embedder).await {
+        InvokeError::Agent(error) => {
+            assert_eq!(error.kind, AgentErrorKind::AccessDenied);
+            assert!(error.message.contains("minilm"), "{}", error.message);
+        }
+        other => panic!("expected access-denied, got {other:?}"),
+    }
+}
