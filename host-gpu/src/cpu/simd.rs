@@ -10,14 +10,14 @@ pub(super) mod avx2 {
 
     /// An f16 from two little-endian bytes, converted in one F16C instruction.
     #[inline(always)]
-    unsafe fn f16(bytes: &[u8], at: usize) -> f32 {
+    pub(super) unsafe fn f16(bytes: &[u8], at: usize) -> f32 {
         let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
         unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
     }
 
     /// 16 bytes of nibbles to 32 unsigned bytes, low nibbles first.
     #[inline(always)]
-    unsafe fn unpack_nibbles(qs: *const u8) -> __m256i {
+    pub(super) unsafe fn unpack_nibbles(qs: *const u8) -> __m256i {
         unsafe {
             let packed = _mm_loadu_si128(qs as *const __m128i);
             let low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
@@ -35,8 +35,9 @@ pub(super) mod avx2 {
         }
     }
 
+    /// The sum of the eight lanes.
     #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(super) unsafe fn hsum(v: __m256) -> f32 {
         unsafe {
             let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
@@ -153,31 +154,7 @@ pub(super) mod vnni {
     use std::arch::x86_64::*;
 
     use super::super::q8::Q8Block;
-
-    #[inline(always)]
-    unsafe fn f16(bytes: &[u8], at: usize) -> f32 {
-        let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
-    }
-
-    #[inline(always)]
-    unsafe fn unpack_nibbles(qs: *const u8) -> __m256i {
-        unsafe {
-            let packed = _mm_loadu_si128(qs as *const __m128i);
-            let low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-            _mm256_set_m128i(high, low)
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        unsafe {
-            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
-        }
-    }
+    use super::avx2::{f16, hsum, unpack_nibbles};
 
     /// # Safety
     /// The processor must have AVX2, FMA, F16C, AVX512-VL and AVX512-VNNI.
