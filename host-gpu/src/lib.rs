@@ -15,6 +15,14 @@
 //! let err = registry.lookup("acme", "smollm2").unwrap_err();
 //! assert!(matches!(err, InferenceError::NotFound { .. }));
 //! ```
+//!
+//! Guide to the modules, from files to served requests:
+//! [`gguf`] and [`safetensors`] read model files; [`quant`] decodes weight
+//! blocks; [`tokenizer`] and [`chat_template`] turn requests into tokens;
+//! [`model`] holds the llama-family and BERT forward passes, built on the
+//! [`cpu`] kernels; [`sampling`] picks tokens; [`engine`] schedules every
+//! live sequence of a model together and serves embeddings; [`config`] loads
+//! the operator's `models.toml` into a [`ModelRegistry`].
 
 pub mod chat_template;
 pub mod config;
