@@ -41,15 +41,27 @@ impl Matrix {
     }
 }
 
+/// How activations meet quantized weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    /// Quantized to 8-bit blocks for integer dot products, as llama.cpp
+    /// does: the fast path, within about 1% of exact.
+    #[default]
+    Quantized,
+    /// Kept in f32 against decoded weights: slow, exact up to f32 rounding;
+    /// used to check the forward pass against an exact reference.
+    Exact,
+}
+
 /// `out[t][r] = Σ_c xs[t][c] · W[r][c]` for `n = xs.len() / cols` tokens.
-pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32]) {
-    matmul_group(&[w], xs, &mut [out]);
+pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32], activations: Activations) {
+    matmul_group(&[w], xs, &mut [out], activations);
 }
 
 /// Several products of the same activations (a layer's q, k and v, or its
 /// gate and up projections) in one parallel pass: the activations are
 /// quantized once and the threads are started once.
-pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]]) {
+pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]], activations: Activations) {
     let cols = ws[0].cols;
     let n = xs.len() / cols;
     assert_eq!(xs.len(), n * cols, "activations are not whole rows");
@@ -57,18 +69,19 @@ pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]]) {
         assert_eq!(w.cols, cols, "grouped matrices take the same input");
         assert_eq!(out.len(), n * w.rows, "output has the wrong size");
     }
-    let quantized: Option<Vec<Vec<Q8Block>>> = ws
-        .iter()
-        .any(|w| matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0))
-        .then(|| {
-            xs.chunks_exact(cols)
-                .map(|x| {
-                    let mut blocks = Vec::new();
-                    quantize_row(x, &mut blocks);
-                    blocks
-                })
-                .collect()
-        });
+    let quantized: Option<Vec<Vec<Q8Block>>> = (activations == Activations::Quantized
+        && ws
+            .iter()
+            .any(|w| matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)))
+    .then(|| {
+        xs.chunks_exact(cols)
+            .map(|x| {
+                let mut blocks = Vec::new();
+                quantize_row(x, &mut blocks);
+                blocks
+            })
+            .collect()
+    });
     let threads = rayon::current_num_threads() * TASKS_PER_THREAD;
     // (matrix, first row, last row) for every task of every matrix.
     let tasks: Vec<(usize, usize, usize)> = ws

@@ -6,5 +6,5 @@ mod ops;
 mod q8;
 mod simd;
 
-pub use matmul::{Matrix, matmul, matmul_group};
+pub use matmul::{Activations, Matrix, matmul, matmul_group};
 pub use ops::{dot, rms_norm, rope, rope_frequencies, silu_mul, softmax};

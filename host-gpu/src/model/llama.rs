@@ -13,7 +13,8 @@ use super::LlamaConfig;
 use rayon::prelude::*;
 
 use crate::cpu::{
-    Matrix, dot, matmul, matmul_group, rms_norm, rope, rope_frequencies, silu_mul, softmax,
+    Activations, Matrix, dot, matmul, matmul_group, rms_norm, rope, rope_frequencies, silu_mul,
+    softmax,
 };
 use crate::gguf::{GgufError, GgufFile};
 
@@ -36,6 +37,7 @@ struct Layer {
 /// sequence and tenant.
 pub struct LlamaModel {
     config: LlamaConfig,
+    activations: Activations,
     rope_frequencies: Vec<f32>,
     embeddings: Matrix,
     layers: Vec<Layer>,
@@ -158,6 +160,7 @@ impl LlamaModel {
             }
         }
         Ok(LlamaModel {
+            activations: Activations::Quantized,
             rope_frequencies: rope_frequencies(config.head_dim, config.rope_base),
             output_norm: vector(file, "output_norm.weight", e)?,
             embeddings,
@@ -165,6 +168,12 @@ impl LlamaModel {
             layers,
             config,
         })
+    }
+
+    /// The same model computing with f32 activations (see [`Activations`]).
+    pub fn with_activations(mut self, activations: Activations) -> Self {
+        self.activations = activations;
+        self
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -240,6 +249,7 @@ impl LlamaModel {
                 &[&layer.q, &layer.k, &layer.v],
                 &h,
                 &mut [&mut q, &mut k, &mut v],
+                self.activations,
             );
             add_bias(&mut q, layer.q_bias.as_deref());
             add_bias(&mut k, layer.k_bias.as_deref());
@@ -292,16 +302,21 @@ impl LlamaModel {
                         }
                     }
                 });
-            matmul(&layer.out, &attn, &mut proj);
+            matmul(&layer.out, &attn, &mut proj, self.activations);
             add_into(&mut x, &proj);
 
             h.copy_from_slice(&x);
             for row in h.chunks_exact_mut(e) {
                 rms_norm(row, &layer.ffn_norm, c.rms_eps);
             }
-            matmul_group(&[&layer.gate, &layer.up], &h, &mut [&mut gate, &mut up]);
+            matmul_group(
+                &[&layer.gate, &layer.up],
+                &h,
+                &mut [&mut gate, &mut up],
+                self.activations,
+            );
             silu_mul(&mut gate, &up);
-            matmul(&layer.down, &gate, &mut proj);
+            matmul(&layer.down, &gate, &mut proj, self.activations);
             add_into(&mut x, &proj);
         }
         for (cache, end) in caches.iter_mut().zip(&next_pos) {
@@ -315,7 +330,7 @@ impl LlamaModel {
             last.extend_from_slice(&row);
         }
         let mut logits = vec![0.0f32; wanted.len() * c.vocab];
-        matmul(&self.output, &last, &mut logits);
+        matmul(&self.output, &last, &mut logits, self.activations);
         logits
     }
 }
