@@ -171,3 +171,40 @@ async fn bad_requests_are_refused_up_front() {
         .unwrap_err();
     assert!(error.to_string().contains("max-tokens"), "{error}");
 }
+
+#[tokio::test]
+async fn a_full_cache_makes_requests_wait_not_fail() {
+    let Some(path) = model_file(SMOLLM2) else {
+        return;
+    };
+    // Room for about one request of this size at a time.
+    let per_token = 30 * 192 * 2 * 4;
+    let limits = sovra_gpu::engine::EngineLimits {
+        kv_cache_bytes: 80 * per_token,
+    };
+    let engine = Arc::new(TextEngine::load_with_limits("smollm2", &path, limits).unwrap());
+    let prompts = [
+        "What is the capital of France?",
+        "Count to five.",
+        "Who wrote Hamlet?",
+    ];
+    let mut solo = Vec::new();
+    for prompt in prompts {
+        solo.push(run(&engine, chat(prompt, greedy(12))).await);
+    }
+    let together: Vec<_> = prompts
+        .iter()
+        .map(|prompt| {
+            let engine = Arc::clone(&engine);
+            let request = chat(prompt, greedy(12));
+            tokio::spawn(async move { run(&engine, request).await })
+        })
+        .collect();
+    for (task, expected) in together.into_iter().zip(&solo) {
+        assert_eq!(&task.await.unwrap(), expected);
+    }
+    let error = engine
+        .start_generation(&context(), chat("hi", greedy(500)))
+        .unwrap_err();
+    assert!(error.to_string().contains("KV cache"), "{error}");
+}

@@ -26,9 +26,29 @@ use crate::{GenerateRequest, InferenceError, ModelDescriptor, ModelKind, Prompt}
 /// Tokens that end generation besides the file's EOS, when the vocabulary has them.
 const END_OF_GENERATION: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end|>"];
 
+/// Limits of one text engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Bytes of KV cache all live sequences may reserve together; requests
+    /// beyond it wait (back-pressure), and a single request larger than it
+    /// is refused.
+    /// Stops: concurrent long generations exhausting host memory.
+    pub kv_cache_bytes: usize,
+}
+
+impl Default for EngineLimits {
+    fn default() -> Self {
+        EngineLimits {
+            kv_cache_bytes: 1 << 30,
+        }
+    }
+}
+
 /// A loaded text-generation model and its scheduler.
 pub struct TextEngine {
     descriptor: ModelDescriptor,
+    kv_bytes_per_token: usize,
+    kv_budget_tokens: usize,
     tokenizer: Arc<BpeTokenizer>,
     template: Option<ChatTemplate>,
     commands: Mutex<Sender<scheduler::Admission>>,
@@ -59,6 +79,15 @@ pub enum LoadError {
 impl TextEngine {
     /// Loads a GGUF model and starts its scheduler; agents will know it as `name`.
     pub fn load(name: &str, path: &Path) -> Result<Self, LoadError> {
+        Self::load_with_limits(name, path, EngineLimits::default())
+    }
+
+    /// [`TextEngine::load`] with explicit limits.
+    pub fn load_with_limits(
+        name: &str,
+        path: &Path,
+        limits: EngineLimits,
+    ) -> Result<Self, LoadError> {
         let file = GgufFile::open(path)?;
         let tokenizer = Arc::new(tokenizer::from_gguf(&file)?);
         let model = Arc::new(LlamaModel::from_gguf(&file)?);
@@ -90,11 +119,22 @@ impl TextEngine {
             context_length: model.config().context_length as u32,
             embedding_length: 0,
         };
+        let config = model.config();
+        let kv_bytes_per_token = config.layers * config.kv_dim() * 2 * std::mem::size_of::<f32>();
+        let kv_budget_tokens = limits.kv_cache_bytes / kv_bytes_per_token;
         let (commands, receiver) = channel();
         let scheduler_tokenizer = Arc::clone(&tokenizer);
         std::thread::Builder::new()
             .name(format!("sovra-engine-{name}"))
-            .spawn(move || scheduler::run(model, scheduler_tokenizer, end_tokens, receiver))
+            .spawn(move || {
+                scheduler::run(
+                    model,
+                    scheduler_tokenizer,
+                    end_tokens,
+                    kv_budget_tokens,
+                    receiver,
+                )
+            })
             .map_err(|e| GgufError::Io {
                 path: path.to_owned(),
                 source: e,
@@ -104,6 +144,8 @@ impl TextEngine {
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(TextEngine {
             descriptor,
+            kv_bytes_per_token,
+            kv_budget_tokens,
             tokenizer,
             template,
             commands: Mutex::new(commands),
@@ -157,10 +199,19 @@ impl ModelService for TextEngine {
                 context - 1
             )));
         }
+        let kv_tokens = (prompt.len() + request.sampling.max_tokens as usize).min(context);
+        if kv_tokens > self.kv_budget_tokens {
+            return Err(InferenceError::LimitExceeded(format!(
+                "the request needs {} MiB of KV cache; this engine has {} MiB",
+                kv_tokens * self.kv_bytes_per_token >> 20,
+                self.kv_budget_tokens * self.kv_bytes_per_token >> 20
+            )));
+        }
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let cancel = CancelToken::new();
         let admission = scheduler::Admission {
             prompt,
+            kv_tokens,
             sampler: Sampler::new(
                 request.sampling.clone(),
                 self.seeds.fetch_add(0x9E37_79B9, Ordering::Relaxed),

@@ -30,6 +30,8 @@ pub const MAX_STEP_TOKENS: usize = 512;
 /// A request admitted by the service, waiting for the scheduler.
 pub(super) struct Admission {
     pub prompt: Vec<TokenId>,
+    /// Cache positions the sequence may fill (prompt plus generation).
+    pub kv_tokens: usize,
     pub sampler: Sampler,
     pub max_tokens: u32,
     pub stops: Vec<String>,
@@ -38,6 +40,7 @@ pub(super) struct Admission {
 }
 
 struct Sequence {
+    kv_tokens: usize,
     tokens: Vec<TokenId>,
     prompt_len: usize,
     fed: usize,
@@ -83,6 +86,7 @@ pub(super) fn run(
     model: Arc<LlamaModel>,
     tokenizer: Arc<BpeTokenizer>,
     end_tokens: Vec<TokenId>,
+    kv_budget_tokens: usize,
     commands: Receiver<Admission>,
 ) {
     let mut waiting: VecDeque<Admission> = VecDeque::new();
@@ -108,9 +112,20 @@ pub(super) fn run(
             return;
         }
         waiting.retain(|a| !(a.cancel.is_cancelled() || a.events.is_closed()));
+        // Back-pressure: a request joins only when the cache positions it may
+        // fill fit beside those of the live sequences; until then it waits.
+        let mut reserved: usize = live.iter().map(|s| s.kv_tokens).sum();
         while live.len() < MAX_LIVE_SEQUENCES {
+            let fits = waiting
+                .front()
+                .is_some_and(|a| live.is_empty() || reserved + a.kv_tokens <= kv_budget_tokens);
+            if !fits {
+                break;
+            }
             let Some(a) = waiting.pop_front() else { break };
+            reserved += a.kv_tokens;
             live.push(Sequence {
+                kv_tokens: a.kv_tokens,
                 prompt_len: a.prompt.len(),
                 tokens: a.prompt,
                 fed: 0,
