@@ -203,8 +203,8 @@ impl ModelService for TextEngine {
         if kv_tokens > self.kv_budget_tokens {
             return Err(InferenceError::LimitExceeded(format!(
                 "the request needs {} MiB of KV cache; this engine has {} MiB",
-                kv_tokens * self.kv_bytes_per_token >> 20,
-                self.kv_budget_tokens * self.kv_bytes_per_token >> 20
+                (kv_tokens * self.kv_bytes_per_token) >> 20,
+                (self.kv_budget_tokens * self.kv_bytes_per_token) >> 20
             )));
         }
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
