@@ -91,3 +91,40 @@ async fn a_model_off_the_allowlist_is_denied() {
         other => panic!("expected access-denied, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_cancels_the_generation_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(runtime) = runtime_with_models(dir.path()) else {
+        return;
+    };
+    let chat = runtime.load_file(CHAT.as_ref(), None).unwrap();
+    let hurried = Invocation {
+        limits: Limits {
+            timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+        ..invocation(
+            "acme",
+            grants(true, false, &["smollm2"]),
+            "Write a long essay about rivers.",
+        )
+    };
+    let started = std::time::Instant::now();
+    let error = failure(&runtime, &chat, hurried).await;
+    assert!(matches!(error, InvokeError::Timeout { .. }), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // The engine dropped that sequence and serves the next request at once.
+    let patient = Invocation {
+        limits: Limits {
+            timeout: Duration::from_secs(120),
+            ..Limits::default()
+        },
+        ..invocation("acme", grants(true, false, &["smollm2"]), "Hi!")
+    };
+    assert!(!output(&runtime, &chat, patient).await.is_empty());
+}

@@ -81,6 +81,9 @@ fn render_text(info: &ComponentInfo, imports: &[(String, String)]) -> String {
             if caps.sql {
                 requested.push("sql".to_owned());
             }
+            if caps.vector {
+                requested.push("vector".to_owned());
+            }
             for model in &caps.models {
                 requested.push(format!("model {model}"));
             }
@@ -125,6 +128,7 @@ fn to_json(info: &ComponentInfo, imports: &[(String, String)]) -> serde_json::Va
             "capabilities": {
                 "kv": m.capabilities.kv,
                 "sql": m.capabilities.sql,
+                "vector": m.capabilities.vector,
                 "models": m.capabilities.models,
             },
             "limits": {
