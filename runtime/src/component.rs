@@ -21,6 +21,8 @@ pub struct ComponentInfo {
     pub exports: Vec<String>,
     /// The embedded manifest, if the component carries one.
     pub manifest: Option<AgentManifest>,
+    /// The embedded manifest's bytes, as signed by publishers.
+    pub manifest_source: Option<Vec<u8>>,
 }
 
 impl ComponentInfo {
@@ -44,6 +46,7 @@ impl ComponentInfo {
             .manifest
             .map(|bytes| AgentManifest::parse(bytes).map_err(LoadError::Manifest))
             .transpose()?;
+        let manifest_source = sections.manifest.map(<[u8]>::to_vec);
         Ok(ComponentInfo {
             digest: Digest::of(bytes),
             size: bytes.len(),
@@ -51,6 +54,7 @@ impl ComponentInfo {
             imports: sections.imports,
             exports: sections.exports,
             manifest,
+            manifest_source,
         })
     }
 

@@ -40,6 +40,7 @@ mod outcome;
 mod output;
 mod runtime;
 mod sandbox;
+pub mod signature;
 pub mod storage;
 pub mod units;
 

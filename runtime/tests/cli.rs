@@ -146,3 +146,65 @@ fn inspect_shows_world_capabilities_and_digest() {
     assert_eq!(value["manifest"]["name"], "hello");
     assert_eq!(value["world"], "agent");
 }
+
+#[test]
+fn publishers_sign_and_anyone_can_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("acme");
+    let keygen = sovra(
+        dir.path(),
+        &["plugin", "keygen", "--out", prefix.to_str().unwrap()],
+    );
+    assert_eq!(keygen.status.code(), Some(0), "{}", text(&keygen.stderr));
+    let component = dir.path().join("counter.wasm");
+    std::fs::copy(COUNTER, &component).unwrap();
+    let component = component.to_str().unwrap();
+    let key = format!("{}.key", prefix.display());
+    let public = format!("{}.pub", prefix.display());
+
+    let sign = sovra(dir.path(), &["plugin", "sign", component, "--key", &key]);
+    assert_eq!(sign.status.code(), Some(0), "{}", text(&sign.stderr));
+    let verify = sovra(
+        dir.path(),
+        &["plugin", "verify", component, "--publisher", &public],
+    );
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
+    assert!(text(&verify.stdout).starts_with("verified: sha256:"));
+
+    // Another publisher's key, or a changed component, is refused.
+    let other = dir.path().join("mallory");
+    sovra(
+        dir.path(),
+        &["plugin", "keygen", "--out", other.to_str().unwrap()],
+    );
+    let wrong = sovra(
+        dir.path(),
+        &[
+            "plugin",
+            "verify",
+            component,
+            "--publisher",
+            &format!("{}.pub", other.display()),
+        ],
+    );
+    assert_eq!(wrong.status.code(), Some(3));
+    assert!(
+        text(&wrong.stderr).contains("not"),
+        "{}",
+        text(&wrong.stderr)
+    );
+    let mut bytes = std::fs::read(component).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(component, bytes).unwrap();
+    let tampered = sovra(
+        dir.path(),
+        &["plugin", "verify", component, "--publisher", &public],
+    );
+    assert_eq!(tampered.status.code(), Some(3));
+    assert!(
+        text(&tampered.stderr).contains("component digest does not match"),
+        "{}",
+        text(&tampered.stderr)
+    );
+}

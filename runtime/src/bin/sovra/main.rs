@@ -2,9 +2,11 @@
 //!
 //! - `sovra run`: the agent author's dev loop: run a component once.
 //! - `sovra inspect`: what a component is and what it asks for.
+//! - `sovra plugin`: publisher keys and signatures.
 
 mod exit;
 mod inspect;
+mod plugin;
 mod run;
 
 use std::process::ExitCode;
@@ -28,6 +30,9 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Show a component's world, imports, exports, manifest and digest.
     Inspect(inspect::InspectArgs),
+    /// Publisher tools: keys and signatures.
+    #[command(subcommand)]
+    Plugin(plugin::PluginCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Plugin(command) => plugin::plugin(command),
     };
     match result {
         Ok(code) => code,
