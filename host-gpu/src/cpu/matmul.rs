@@ -123,23 +123,24 @@ fn rows_product(
         (GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0, Some(q)) => Some(q),
         _ => None,
     };
+    // The kernels for this weight type, chosen once per task, not per row.
+    let [q4_0, q4_1, q8_0] = kernels();
+    let dot_blocks = match w.ty {
+        GgmlType::Q4_0 => q4_0,
+        GgmlType::Q4_1 => q4_1,
+        _ => q8_0,
+    };
+    // Four tokens at a time share each unpacked weight block.
+    let four = kernels4().and_then(|[q4_1x4, q8_0x4]| match w.ty {
+        GgmlType::Q4_1 => Some(q4_1x4),
+        GgmlType::Q8_0 => Some(q8_0x4),
+        _ => None,
+    });
     for r in rows {
         let row = w.row(r);
         let outs = &mut local[(r - first) * n..(r - first + 1) * n];
         match q8 {
             Some(q) => {
-                let [q4_0, q4_1, q8_0] = kernels();
-                let dot_blocks = match w.ty {
-                    GgmlType::Q4_0 => q4_0,
-                    GgmlType::Q4_1 => q4_1,
-                    _ => q8_0,
-                };
-                // Four tokens at a time share each unpacked weight block.
-                let four = kernels4().and_then(|[q4_1x4, q8_0x4]| match w.ty {
-                    GgmlType::Q4_1 => Some(q4_1x4),
-                    GgmlType::Q8_0 => Some(q8_0x4),
-                    _ => None,
-                });
                 let mut t = 0;
                 if let Some(dot4) = four {
                     while t + 4 <= n {
