@@ -44,10 +44,14 @@ def encode(rng, weights, qtype):
     return data, np.asarray(dequantize(data, qtype), dtype=np.float64).reshape(weights.shape)
 
 
-def build(name, arch, qtype, dim, ff, heads, kv_heads, vocab, seed):
+def build(name, arch, qtype, dim, ff, heads, kv_heads, vocab, seed, out=OUT, metadata=None):
+    """Writes out/name.gguf; `metadata(writer)` adds keys (a tokenizer).
+    Returns the exact logits of TOKENS."""
     rng = np.random.default_rng(seed)
     head_dim = dim // heads
-    writer = GGUFWriter(str(OUT / f"{name}.gguf"), arch)
+    writer = GGUFWriter(str(out / f"{name}.gguf"), arch)
+    if metadata:
+        metadata(writer)
     writer.add_block_count(1)
     writer.add_embedding_length(dim)
     writer.add_feed_forward_length(ff)

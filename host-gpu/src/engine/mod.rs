@@ -20,7 +20,7 @@ use crate::gguf::{GgufError, GgufFile};
 use crate::model::LlamaModel;
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, Generation, ModelService, RequestContext};
-use crate::tokenizer::{self, BpeTokenizer, TokenId};
+use crate::tokenizer::{self, TokenId, Tokenizer};
 use crate::{GenerateRequest, InferenceError, ModelDescriptor, ModelKind, Prompt};
 
 /// Tokens that end generation besides the file's EOS, when the vocabulary has them.
@@ -49,7 +49,7 @@ pub struct TextEngine {
     descriptor: ModelDescriptor,
     kv_bytes_per_token: usize,
     kv_budget_tokens: usize,
-    tokenizer: Arc<BpeTokenizer>,
+    tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     commands: Mutex<Sender<scheduler::Admission>>,
     seeds: AtomicU64,
@@ -153,7 +153,7 @@ impl TextEngine {
         })
     }
 
-    pub fn tokenizer(&self) -> &BpeTokenizer {
+    pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
     }
 
@@ -171,7 +171,17 @@ impl TextEngine {
                 }
             },
         };
-        Ok(self.tokenizer.encode(&text))
+        let mut tokens = self.tokenizer.encode(&text);
+        // A template that writes the BOS text itself (llama-2 style) plus a
+        // tokenizer that adds BOS would start the prompt with two.
+        if matches!(prompt, Prompt::Chat(_))
+            && tokens.len() >= 2
+            && tokens[0] == tokens[1]
+            && Some(tokens[0]) == self.tokenizer.bos()
+        {
+            tokens.remove(0);
+        }
+        Ok(tokens)
     }
 }
 

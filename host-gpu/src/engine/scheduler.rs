@@ -14,7 +14,7 @@ use super::text::TextStream;
 use crate::model::{KvCache, LlamaModel};
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, GenerationEvent};
-use crate::tokenizer::{BpeTokenizer, TokenId};
+use crate::tokenizer::{TokenId, Tokenizer};
 use crate::{FinishReason, Usage};
 
 /// Sequences stepped together at most.
@@ -84,7 +84,7 @@ impl Sequence {
 /// Runs until every sender of `commands` is gone and no sequence is live.
 pub(super) fn run(
     model: Arc<LlamaModel>,
-    tokenizer: Arc<BpeTokenizer>,
+    tokenizer: Arc<Tokenizer>,
     end_tokens: Vec<TokenId>,
     kv_budget_tokens: usize,
     commands: Receiver<Admission>,
