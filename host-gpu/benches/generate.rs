@@ -44,12 +44,16 @@ fn main() {
         // One sequence: prefill the prompt in one step, then greedy decode.
         let mut cache = model.new_cache();
         let started = Instant::now();
-        let logits = model.forward(&prompt, &vec![0; n], &mut [&mut cache], &[n - 1]);
+        let logits = model
+            .forward(&prompt, &vec![0; n], &mut [&mut cache], &[n - 1])
+            .unwrap();
         let prefill = started.elapsed().as_secs_f64();
         let mut next = argmax(&logits);
         let started = Instant::now();
         for _ in 0..DECODE_TOKENS {
-            let logits = model.forward(&[next], &[0], &mut [&mut cache], &[0]);
+            let logits = model
+                .forward(&[next], &[0], &mut [&mut cache], &[0])
+                .unwrap();
             next = argmax(&logits);
         }
         let decode = started.elapsed().as_secs_f64();
@@ -65,14 +69,14 @@ fn main() {
             let short = &prompt[..16];
             let mut last = Vec::new();
             for cache in caches.iter_mut() {
-                let logits = model.forward(short, &[0; 16], &mut [cache], &[15]);
+                let logits = model.forward(short, &[0; 16], &mut [cache], &[15]).unwrap();
                 last.push(argmax(&logits));
             }
             let owners: Vec<usize> = (0..sequences).collect();
             let started = Instant::now();
             for _ in 0..BATCH_STEPS {
                 let mut refs: Vec<_> = caches.iter_mut().collect();
-                let logits = model.forward(&last, &owners, &mut refs, &owners);
+                let logits = model.forward(&last, &owners, &mut refs, &owners).unwrap();
                 for (s, token) in last.iter_mut().enumerate() {
                     *token = argmax(&logits[s * vocab..(s + 1) * vocab]);
                 }

@@ -20,7 +20,9 @@ fn main() {
     let mut tokens = tokenizer.encode(&prompt);
     let started = Instant::now();
     let owners = vec![0; tokens.len()];
-    let mut logits = model.forward(&tokens, &owners, &mut [&mut cache], &[tokens.len() - 1]);
+    let mut logits = model
+        .forward(&tokens, &owners, &mut [&mut cache], &[tokens.len() - 1])
+        .unwrap();
     let prefill = started.elapsed();
     let started = Instant::now();
     let mut generated = Vec::new();
@@ -36,7 +38,9 @@ fn main() {
         }
         generated.push(next);
         tokens.push(next);
-        logits = model.forward(&[next], &[0], &mut [&mut cache], &[0]);
+        logits = model
+            .forward(&[next], &[0], &mut [&mut cache], &[0])
+            .unwrap();
     }
     let decode = started.elapsed();
     println!("{}", tokenizer.decode(&generated));

@@ -153,6 +153,9 @@ async fn a_dropped_generation_does_not_stop_others() {
     let (text, reason, _) = run(&engine, chat("What is the capital of France?", greedy(8))).await;
     assert!(!text.is_empty());
     assert!(matches!(reason, FinishReason::Length | FinishReason::Stop));
+    // The dropped and the cancelled sequence left at the next step, and
+    // their cache blocks went back to the pool with them.
+    assert_eq!(engine.kv_cache_usage().0, 0);
 }
 
 #[tokio::test]
@@ -203,6 +206,10 @@ async fn a_full_cache_makes_requests_wait_not_fail() {
     for (task, expected) in together.into_iter().zip(&solo) {
         assert_eq!(&task.await.unwrap(), expected);
     }
+    // Every finished sequence gave its blocks back to the pool.
+    let (in_use, capacity) = engine.kv_cache_usage();
+    assert_eq!(in_use, 0);
+    assert_eq!(capacity, 80 * per_token, "five blocks of 16 positions");
     let error = engine
         .start_generation(&context(), chat("hi", greedy(500)))
         .unwrap_err();

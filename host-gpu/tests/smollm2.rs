@@ -97,12 +97,14 @@ fn logits_and_greedy_continuations_match_llama_cpp() {
         assert_eq!(ids, expected_ids, "token ids of {prompt:?}");
 
         let mut cache = model.new_cache();
-        let logits = model.forward(
-            &ids,
-            &vec![0; ids.len()],
-            &mut [&mut cache],
-            &[ids.len() - 1],
-        );
+        let logits = model
+            .forward(
+                &ids,
+                &vec![0; ids.len()],
+                &mut [&mut cache],
+                &[ids.len() - 1],
+            )
+            .unwrap();
         let top_ids = numbers(&case["top_ids"]);
         let top_logits = numbers(&case["top_logits"]);
         let mut worst = 0.0f32;
@@ -126,7 +128,9 @@ fn logits_and_greedy_continuations_match_llama_cpp() {
                 .unwrap()
                 .0 as u32;
             ours.push(next);
-            logits = model.forward(&[next], &[0], &mut [&mut cache], &[0]);
+            logits = model
+                .forward(&[next], &[0], &mut [&mut cache], &[0])
+                .unwrap();
         }
         assert_eq!(
             ours,
@@ -156,12 +160,14 @@ fn exact_activations_match_an_exact_reference() {
         let prompt = case["prompt"].as_str().unwrap();
         let ids = tokenizer.encode(prompt);
         let mut cache = model.new_cache();
-        let logits = model.forward(
-            &ids,
-            &vec![0; ids.len()],
-            &mut [&mut cache],
-            &[ids.len() - 1],
-        );
+        let logits = model
+            .forward(
+                &ids,
+                &vec![0; ids.len()],
+                &mut [&mut cache],
+                &[ids.len() - 1],
+            )
+            .unwrap();
         let top: Vec<u64> = case["top_ids"]
             .as_array()
             .unwrap()

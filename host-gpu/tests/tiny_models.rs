@@ -17,7 +17,7 @@ fn logits(model: &LlamaModel, tokens: &[u32]) -> Vec<Vec<f32>> {
     let mut cache = model.new_cache();
     tokens
         .iter()
-        .map(|&t| model.forward(&[t], &[0], &mut [&mut cache], &[0]))
+        .map(|&t| model.forward(&[t], &[0], &mut [&mut cache], &[0]).unwrap())
         .collect()
 }
 
@@ -79,7 +79,9 @@ fn a_whole_prompt_in_one_step_equals_one_token_at_a_time() {
         let stepwise = logits(&model, &tokens);
         let mut cache = model.new_cache();
         let all: Vec<usize> = (0..tokens.len()).collect();
-        let batched = model.forward(&tokens, &[0; 6], &mut [&mut cache], &all);
+        let batched = model
+            .forward(&tokens, &[0; 6], &mut [&mut cache], &all)
+            .unwrap();
         let vocab = model.config().vocab;
         for (position, row) in stepwise.iter().enumerate() {
             let together = &batched[position * vocab..(position + 1) * vocab];

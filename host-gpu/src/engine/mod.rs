@@ -17,7 +17,7 @@ pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 
 use crate::chat_template::ChatTemplate;
 use crate::gguf::{GgufError, GgufFile};
-use crate::model::LlamaModel;
+use crate::model::{KvPool, LlamaModel, blocks_for};
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, Generation, ModelService, RequestContext};
 use crate::tokenizer::{self, TokenId, Tokenizer};
@@ -47,8 +47,7 @@ impl Default for EngineLimits {
 /// A loaded text-generation model and its scheduler.
 pub struct TextEngine {
     descriptor: ModelDescriptor,
-    kv_bytes_per_token: usize,
-    kv_budget_tokens: usize,
+    kv_pool: Arc<KvPool>,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     commands: Mutex<Sender<scheduler::Admission>>,
@@ -119,11 +118,10 @@ impl TextEngine {
             context_length: model.config().context_length as u32,
             embedding_length: 0,
         };
-        let config = model.config();
-        let kv_bytes_per_token = config.layers * config.kv_dim() * 2 * std::mem::size_of::<f32>();
-        let kv_budget_tokens = limits.kv_cache_bytes / kv_bytes_per_token;
+        let kv_pool = model.new_pool(limits.kv_cache_bytes);
         let (commands, receiver) = channel();
         let scheduler_tokenizer = Arc::clone(&tokenizer);
+        let scheduler_pool = Arc::clone(&kv_pool);
         std::thread::Builder::new()
             .name(format!("sovra-engine-{name}"))
             .spawn(move || {
@@ -131,7 +129,7 @@ impl TextEngine {
                     model,
                     scheduler_tokenizer,
                     end_tokens,
-                    kv_budget_tokens,
+                    scheduler_pool,
                     receiver,
                 )
             })
@@ -144,13 +142,19 @@ impl TextEngine {
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(TextEngine {
             descriptor,
-            kv_bytes_per_token,
-            kv_budget_tokens,
+            kv_pool,
             tokenizer,
             template,
             commands: Mutex::new(commands),
             seeds: AtomicU64::new(seed),
         })
+    }
+
+    /// KV cache bytes held by live sequences, and the engine's budget.
+    pub fn kv_cache_usage(&self) -> (usize, usize) {
+        let block = self.kv_pool.block_bytes();
+        let capacity = self.kv_pool.capacity().unwrap_or(0);
+        (self.kv_pool.blocks_in_use() * block, capacity * block)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -210,11 +214,13 @@ impl ModelService for TextEngine {
             )));
         }
         let kv_tokens = (prompt.len() + request.sampling.max_tokens as usize).min(context);
-        if kv_tokens > self.kv_budget_tokens {
+        let capacity = self.kv_pool.capacity().unwrap_or(usize::MAX);
+        if blocks_for(kv_tokens) > capacity {
+            let mib = |blocks: usize| (blocks * self.kv_pool.block_bytes()) >> 20;
             return Err(InferenceError::LimitExceeded(format!(
                 "the request needs {} MiB of KV cache; this engine has {} MiB",
-                (kv_tokens * self.kv_bytes_per_token) >> 20,
-                (self.kv_budget_tokens * self.kv_bytes_per_token) >> 20
+                mib(blocks_for(kv_tokens)),
+                mib(capacity)
             )));
         }
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();

@@ -11,11 +11,11 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::text::TextStream;
-use crate::model::{KvCache, LlamaModel};
+use crate::model::{KvCache, KvPool, LlamaModel, blocks_for};
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, GenerationEvent};
 use crate::tokenizer::{TokenId, Tokenizer};
-use crate::{FinishReason, Usage};
+use crate::{FinishReason, InferenceError, Usage};
 
 /// Sequences stepped together at most.
 pub const MAX_LIVE_SEQUENCES: usize = 64;
@@ -68,16 +68,22 @@ impl Sequence {
         self.cancel.is_cancelled() || self.events.is_closed()
     }
 
-    /// Sends the final event (the requester may be gone; that is fine).
-    fn finish(mut self, reason: FinishReason) {
-        let rest = self.text.finish();
+    /// Gives the cache back, then sends the final event (the requester may
+    /// be gone; that is fine).
+    fn finish(self, reason: FinishReason) {
+        let usage = self.usage();
+        let Sequence {
+            cache,
+            mut text,
+            events,
+            ..
+        } = self;
+        drop(cache);
+        let rest = text.finish();
         if !rest.is_empty() && reason != FinishReason::Cancelled {
-            let _ = self.events.send(GenerationEvent::Text(rest));
+            let _ = events.send(GenerationEvent::Text(rest));
         }
-        let _ = self.events.send(GenerationEvent::Finished {
-            reason,
-            usage: self.usage(),
-        });
+        let _ = events.send(GenerationEvent::Finished { reason, usage });
     }
 }
 
@@ -86,7 +92,7 @@ pub(super) fn run(
     model: Arc<LlamaModel>,
     tokenizer: Arc<Tokenizer>,
     end_tokens: Vec<TokenId>,
-    kv_budget_tokens: usize,
+    kv_pool: Arc<KvPool>,
     commands: Receiver<Admission>,
 ) {
     let mut waiting: VecDeque<Admission> = VecDeque::new();
@@ -112,24 +118,27 @@ pub(super) fn run(
             return;
         }
         waiting.retain(|a| !(a.cancel.is_cancelled() || a.events.is_closed()));
-        // Back-pressure: a request joins only when the cache positions it may
-        // fill fit beside those of the live sequences; until then it waits.
-        let mut reserved: usize = live.iter().map(|s| s.kv_tokens).sum();
+        // Back-pressure: a request joins only when the cache blocks it may
+        // fill fit beside those the live sequences may fill; until then it
+        // waits. Blocks are taken as positions fill, so this reservation is
+        // what guarantees a live sequence never finds the pool empty.
+        let capacity = kv_pool.capacity().unwrap_or(usize::MAX);
+        let mut reserved: usize = live.iter().map(|s| blocks_for(s.kv_tokens)).sum();
         while live.len() < MAX_LIVE_SEQUENCES {
             let fits = waiting
                 .front()
-                .is_some_and(|a| live.is_empty() || reserved + a.kv_tokens <= kv_budget_tokens);
+                .is_some_and(|a| live.is_empty() || reserved + blocks_for(a.kv_tokens) <= capacity);
             if !fits {
                 break;
             }
             let Some(a) = waiting.pop_front() else { break };
-            reserved += a.kv_tokens;
+            reserved += blocks_for(a.kv_tokens);
             live.push(Sequence {
                 kv_tokens: a.kv_tokens,
                 prompt_len: a.prompt.len(),
                 tokens: a.prompt,
                 fed: 0,
-                cache: model.new_cache(),
+                cache: kv_pool.new_cache(),
                 sampler: a.sampler,
                 max_tokens: a.max_tokens,
                 text: TextStream::new(a.stops),
@@ -169,7 +178,21 @@ pub(super) fn run(
             }
         }
         let mut caches: Vec<&mut KvCache> = live.iter_mut().map(|s| &mut s.cache).collect();
-        let mut logits = model.forward(&tokens, &owners, &mut caches, &wanted);
+        let mut logits = match model.forward(&tokens, &owners, &mut caches, &wanted) {
+            Ok(logits) => logits,
+            Err(full) => {
+                // Unreachable while reservations hold; fail the step's
+                // sequences rather than the engine if it ever happens.
+                for seq in live.drain(..) {
+                    let _ = seq
+                        .events
+                        .send(GenerationEvent::Failed(InferenceError::Unavailable(
+                            full.to_string(),
+                        )));
+                }
+                continue;
+            }
+        };
         for seq in live.iter_mut() {
             seq.fed = seq.cache.len();
         }

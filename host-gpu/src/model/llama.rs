@@ -9,7 +9,10 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use super::LlamaConfig;
+use super::kv_cache::{KvCache, KvCacheFull, KvPool};
 use rayon::prelude::*;
 
 use crate::cpu::{
@@ -50,24 +53,6 @@ impl std::fmt::Debug for LlamaModel {
         f.debug_struct("LlamaModel")
             .field("config", &self.config)
             .finish_non_exhaustive()
-    }
-}
-
-/// Keys and values of one sequence, for every layer and position so far.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    len: usize,
-}
-
-impl KvCache {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -191,31 +176,37 @@ impl LlamaModel {
         layer + self.output.bytes.len()
     }
 
-    /// A fresh, empty cache for one sequence.
+    /// A fresh, empty cache for one sequence, from an unbounded pool of its
+    /// own (for callers driving the model directly; the engine's scheduler
+    /// draws every sequence from one bounded [`KvPool`]).
     pub fn new_cache(&self) -> KvCache {
-        KvCache {
-            keys: vec![Vec::new(); self.config.layers],
-            values: vec![Vec::new(); self.config.layers],
-            len: 0,
-        }
+        KvPool::new(&self.config, None).new_cache()
+    }
+
+    /// A pool of cache blocks for this model's sequences, holding at most
+    /// `bytes` of keys and values.
+    pub fn new_pool(&self, bytes: usize) -> Arc<KvPool> {
+        KvPool::with_budget(&self.config, bytes)
     }
 
     /// Runs `tokens` through the model. `tokens[i]` belongs to the sequence
     /// whose cache is `caches[owners[i]]`, at that cache's next position;
     /// a sequence's tokens must appear in order. Returns the logits of the
     /// rows named in `wanted` (indices into `tokens`), each `vocab` long.
+    /// When a cache's pool has no room for its new positions, nothing runs
+    /// and no cache changes.
     pub fn forward(
         &self,
         tokens: &[u32],
         owners: &[usize],
         caches: &mut [&mut KvCache],
         wanted: &[usize],
-    ) -> Vec<f32> {
+    ) -> Result<Vec<f32>, KvCacheFull> {
         let c = &self.config;
         let (n, e, kv) = (tokens.len(), c.embedding, c.kv_dim());
         assert_eq!(owners.len(), n);
         // Position of each token in its own sequence.
-        let mut next_pos: Vec<usize> = caches.iter().map(|cache| cache.len).collect();
+        let mut next_pos: Vec<usize> = caches.iter().map(|cache| cache.len()).collect();
         let positions: Vec<usize> = owners
             .iter()
             .map(|&s| {
@@ -224,6 +215,9 @@ impl LlamaModel {
                 p
             })
             .collect();
+        for (cache, &end) in caches.iter_mut().zip(&next_pos) {
+            cache.reserve(end)?;
+        }
 
         let mut x = vec![0.0f32; n * e];
         for (row, &token) in x.chunks_exact_mut(e).zip(tokens) {
@@ -269,9 +263,12 @@ impl LlamaModel {
                     &self.rope_frequencies,
                     c.rope_style,
                 );
-                let cache = &mut caches[owners[t]];
-                cache.keys[li].extend_from_slice(&k[t * kv..(t + 1) * kv]);
-                cache.values[li].extend_from_slice(&v[t * kv..(t + 1) * kv]);
+                caches[owners[t]].write(
+                    li,
+                    positions[t],
+                    &k[t * kv..(t + 1) * kv],
+                    &v[t * kv..(t + 1) * kv],
+                );
             }
             // Every (token, head) pair attends independently: spread them
             // over the threads.
@@ -281,22 +278,18 @@ impl LlamaModel {
                 .for_each(|(pair, out)| {
                     let (t, head) = (pair / c.heads, pair % c.heads);
                     let cache = caches_now[owners[t]];
-                    let (keys, values) = (&cache.keys[li], &cache.values[li]);
-                    let kvh = head / group;
+                    let head_range = {
+                        let start = (head / group) * c.head_dim;
+                        start..start + c.head_dim
+                    };
                     let qh = &q[t * e + head * c.head_dim..t * e + (head + 1) * c.head_dim];
                     let mut scores: Vec<f32> = (0..=positions[t])
-                        .map(|p| {
-                            dot(
-                                qh,
-                                &keys[p * kv + kvh * c.head_dim..p * kv + (kvh + 1) * c.head_dim],
-                            ) * scale
-                        })
+                        .map(|p| dot(qh, &cache.get(li, false, p)[head_range.clone()]) * scale)
                         .collect();
                     softmax(&mut scores);
                     out.fill(0.0);
                     for (p, &weight) in scores.iter().enumerate() {
-                        let vp =
-                            &values[p * kv + kvh * c.head_dim..p * kv + (kvh + 1) * c.head_dim];
+                        let vp = &cache.get(li, true, p)[head_range.clone()];
                         for (o, val) in out.iter_mut().zip(vp) {
                             *o += weight * val;
                         }
@@ -319,8 +312,8 @@ impl LlamaModel {
             matmul(&layer.down, &gate, &mut proj, self.activations);
             add_into(&mut x, &proj);
         }
-        for (cache, end) in caches.iter_mut().zip(&next_pos) {
-            cache.len = *end;
+        for (cache, &end) in caches.iter_mut().zip(&next_pos) {
+            cache.set_len(end);
         }
 
         let mut last = Vec::with_capacity(wanted.len() * e);
@@ -331,7 +324,7 @@ impl LlamaModel {
         }
         let mut logits = vec![0.0f32; wanted.len() * c.vocab];
         matmul(&self.output, &last, &mut logits, self.activations);
-        logits
+        Ok(logits)
     }
 }
 

@@ -3,8 +3,10 @@
 
 mod bert;
 mod config;
+mod kv_cache;
 mod llama;
 
 pub use bert::BertModel;
 pub use config::{LlamaConfig, RopeStyle};
-pub use llama::{KvCache, LlamaModel};
+pub use kv_cache::{BLOCK_TOKENS, KvCache, KvCacheFull, KvPool, blocks_for};
+pub use llama::LlamaModel;
