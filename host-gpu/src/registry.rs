@@ -99,6 +99,14 @@ impl ModelRegistry {
             .collect()
     }
 
+    /// Descriptors of every registered model, by name (for the operator).
+    pub fn all_models(&self) -> Vec<ModelDescriptor> {
+        self.models
+            .values()
+            .map(|entry| entry.service.descriptor().clone())
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.models.is_empty()
     }

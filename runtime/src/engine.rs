@@ -51,6 +51,29 @@ pub(crate) fn new_engine() -> wasmtime::Result<Engine> {
     Engine::new(&engine_config())
 }
 
+/// Compiles a component into the compiled-code cache under `dir`, where a
+/// [`crate::Runtime`] with that `compiled_dir` finds it instead of compiling.
+///
+/// Meant for a separate, resource-limited worker process, so that a
+/// component crafted to exhaust the compiler cannot take the node down. The
+/// engine here allocates instances on demand (the pooling allocator's
+/// address-space reservation would not fit a memory-limited worker); that
+/// choice does not change compiled code, so the artifact is the runtime's.
+pub fn precompile_into(dir: &std::path::Path, bytes: &[u8]) -> Result<(), LoadError> {
+    let mut config = engine_config();
+    config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+    let engine = Engine::new(&config).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+    let digest = Digest::of(bytes);
+    let cache = CompileCache::new(Some(dir.to_owned()));
+    let path = cache
+        .path_for(&engine, &digest)
+        .expect("the cache has a directory");
+    let component = compile(&engine, bytes)?;
+    cache
+        .store(&path, &component)
+        .map_err(|e| LoadError::Compile(format!("cannot store the compiled component: {e:#}")))
+}
+
 fn pooling_config() -> PoolingAllocationConfig {
     let slots = MAX_CONCURRENT_INVOCATIONS;
     let mut pool = PoolingAllocationConfig::default();

@@ -1,5 +1,6 @@
-//! One call of an agent as the host describes it ([`Invocation`]) and
-//! everything it produced ([`InvocationReport`]).
+//! One call of an agent as the host describes it ([`Invocation`]), what it
+//! shows while it runs ([`LiveEvent`]) and everything it produced
+//! ([`InvocationReport`]).
 
 use std::time::Duration;
 
@@ -17,6 +18,21 @@ pub struct Invocation {
     pub limits: Limits,
     pub input: String,
     pub metadata: Vec<(String, String)>,
+    /// Where to send events while the agent runs (for streaming callers).
+    pub events: Option<EventSink>,
+}
+
+/// Receives an invocation's [`LiveEvent`]s as they happen. Their number is
+/// bounded by the invocation's own limits (log lines kept, tokens generated).
+pub type EventSink = tokio::sync::mpsc::UnboundedSender<LiveEvent>;
+
+/// Something an agent did that a streaming caller sees at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// A log line the agent wrote (only lines kept for the report).
+    Log(LogLine),
+    /// Text a model generated for the agent, as the agent receives it.
+    Token { model: String, text: String },
 }
 
 impl Invocation {
@@ -28,6 +44,7 @@ impl Invocation {
             limits: Limits::default(),
             input: input.into(),
             metadata: Vec::new(),
+            events: None,
         }
     }
 }
@@ -48,5 +65,7 @@ pub struct InvocationReport {
     pub stderr: Vec<u8>,
     pub logs: Vec<LogLine>,
     pub dropped_logs: usize,
+    /// Tokens models generated for this invocation.
+    pub generated_tokens: u64,
     pub duration: Duration,
 }

@@ -325,6 +325,7 @@ impl Runtime {
                     stderr: Vec::new(),
                     logs: Vec::new(),
                     dropped_logs: 0,
+                    generated_tokens: 0,
                     duration: Duration::ZERO,
                 },
                 denials,
@@ -395,6 +396,7 @@ impl Runtime {
                 stderr: stdio.stderr.contents(),
                 logs: sandbox.logs.lines,
                 dropped_logs: sandbox.logs.dropped,
+                generated_tokens: sandbox.generated_tokens,
                 duration: Duration::ZERO,
             },
             sandbox.denials,
@@ -447,6 +449,7 @@ impl Runtime {
                 grants: Arc::new(invocation.grants.clone()),
                 deadline,
             },
+            invocation.events.clone(),
         );
         let mut store = Store::new(&self.inner.engine, sandbox);
         store.limiter(|sandbox| &mut sandbox.limiter);

@@ -14,6 +14,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability::Grants;
+use crate::invocation::{EventSink, LiveEvent};
 use crate::limits::{
     MAX_HOST_CALLS, MAX_LOG_LINES, MAX_LOG_MESSAGE_BYTES, MAX_RESOURCES, MemoryLimiter,
 };
@@ -66,13 +67,15 @@ pub(crate) struct LogBuffer {
 }
 
 impl LogBuffer {
-    pub(crate) fn push(&mut self, mut line: LogLine) {
+    /// Keeps `line` (cut to size) unless the buffer is full; returns the kept line.
+    pub(crate) fn push(&mut self, mut line: LogLine) -> Option<&LogLine> {
         if self.lines.len() >= MAX_LOG_LINES {
             self.dropped += 1;
-            return;
+            return None;
         }
         truncate_to_char_boundary(&mut line.message, MAX_LOG_MESSAGE_BYTES);
         self.lines.push(line);
+        self.lines.last()
     }
 }
 
@@ -131,6 +134,10 @@ pub(crate) struct Sandbox {
     pub(crate) logs: LogBuffer,
     /// Capabilities and models refused during this invocation, for the audit.
     pub(crate) denials: Vec<String>,
+    /// Where live events go, when the caller streams.
+    pub(crate) events: Option<EventSink>,
+    /// Tokens models generated for this invocation.
+    pub(crate) generated_tokens: u64,
 }
 
 impl Sandbox {
@@ -140,6 +147,7 @@ impl Sandbox {
         identity: Arc<Identity>,
         storage: GrantedStorage,
         inference: InferenceAccess,
+        events: Option<EventSink>,
     ) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -155,6 +163,16 @@ impl Sandbox {
             inference,
             logs: LogBuffer::default(),
             denials: Vec::new(),
+            events,
+            generated_tokens: 0,
+        }
+    }
+
+    /// Sends `event` to a streaming caller, if there is one (a caller that
+    /// went away is no error: the invocation runs to its end regardless).
+    pub(crate) fn emit(&self, event: impl FnOnce() -> LiveEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event());
         }
     }
 

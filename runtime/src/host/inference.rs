@@ -15,6 +15,7 @@ use crate::bindings::sovra::agent::inference::{
     Completion, FinishReason, GenerateRequest, GenerationEvent, Host, HostGeneration, Message,
     ModelInfo, ModelKind, NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
 };
+use crate::invocation::LiveEvent;
 use crate::limits::{MAX_EMBED_TEXTS, MAX_TENSOR_RANK};
 use crate::sandbox::Sandbox;
 
@@ -23,6 +24,7 @@ type Reply<T> = wasmtime::Result<Result<T, GuestError>>;
 /// A streamed generation owned by a guest through a resource handle.
 #[derive(Debug)]
 pub struct GenerationStream {
+    model: String,
     generation: gpu::Generation,
     finished: Option<(FinishReason, Usage)>,
 }
@@ -110,6 +112,7 @@ impl Host for Sandbox {
 
     async fn generate(&mut self, request: GenerateRequest) -> Reply<Completion> {
         self.charge_host_call()?;
+        let model = request.model.clone();
         let mut generation = match self.start(request) {
             Ok(generation) => generation,
             Err(error) => return Ok(Err(error)),
@@ -117,8 +120,15 @@ impl Host for Sandbox {
         let mut text = String::new();
         loop {
             match generation.next().await {
-                Some(gpu::GenerationEvent::Text(piece)) => text.push_str(&piece),
+                Some(gpu::GenerationEvent::Text(piece)) => {
+                    self.emit(|| LiveEvent::Token {
+                        model: model.clone(),
+                        text: piece.clone(),
+                    });
+                    text.push_str(&piece);
+                }
                 Some(gpu::GenerationEvent::Finished { reason, usage }) => {
+                    self.generated_tokens += u64::from(usage.generated_tokens);
                     return Ok(Ok(Completion {
                         text,
                         finish_reason: to_guest_reason(reason),
@@ -138,11 +148,13 @@ impl Host for Sandbox {
         request: GenerateRequest,
     ) -> Reply<Resource<GenerationStream>> {
         self.charge_host_call()?;
+        let model = request.model.clone();
         let generation = match self.start(request) {
             Ok(generation) => generation,
             Err(error) => return Ok(Err(error)),
         };
         let stream = GenerationStream {
+            model,
             generation,
             finished: None,
         };
@@ -206,10 +218,18 @@ impl HostGeneration for Sandbox {
         }
         let event = stream.generation.next().await;
         match event {
-            Some(gpu::GenerationEvent::Text(text)) => Ok(Ok(GenerationEvent::Text(text))),
+            Some(gpu::GenerationEvent::Text(text)) => {
+                let model = stream.model.clone();
+                self.emit(|| LiveEvent::Token {
+                    model,
+                    text: text.clone(),
+                });
+                Ok(Ok(GenerationEvent::Text(text)))
+            }
             Some(gpu::GenerationEvent::Finished { reason, usage }) => {
                 let finished = (to_guest_reason(reason), to_guest_usage(usage));
                 stream.finished = Some(finished);
+                self.generated_tokens += u64::from(usage.generated_tokens);
                 Ok(Ok(GenerationEvent::Finished(finished)))
             }
             Some(gpu::GenerationEvent::Failed(error)) => {

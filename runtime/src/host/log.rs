@@ -4,6 +4,7 @@
 
 use crate::bindings::Pair;
 use crate::bindings::sovra::agent::log::{Host, Level};
+use crate::invocation::LiveEvent;
 use crate::sandbox::{LogLevel, LogLine, Sandbox};
 
 impl Host for Sandbox {
@@ -27,7 +28,10 @@ impl Host for Sandbox {
             fields: fields.into_iter().map(|p| (p.key, p.value)).collect(),
         };
         emit(&self.identity, &line);
-        self.logs.push(line);
+        if let Some(kept) = self.logs.push(line) {
+            let kept = kept.clone();
+            self.emit(|| LiveEvent::Log(kept));
+        }
         Ok(())
     }
 }

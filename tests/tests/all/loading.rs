@@ -77,6 +77,39 @@ fn compiled_components_are_cached_by_digest() {
 }
 
 #[test]
+fn a_component_precompiled_out_of_process_is_what_the_runtime_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = sovra_runtime::RuntimeConfig::new(dir.path());
+    let compiled = config.compiled_dir.clone().unwrap();
+    let bytes = std::fs::read(HELLO).unwrap();
+    sovra_runtime::precompile_into(&compiled, &bytes).unwrap();
+    let names = || -> Vec<_> {
+        std::fs::read_dir(&compiled)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    let before = names();
+    assert_eq!(before.len(), 1);
+    // The pooling runtime accepts the on-demand worker's artifact: it finds
+    // the same file and writes no second one.
+    let modified = std::fs::metadata(compiled.join(&before[0]))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let runtime = sovra_runtime::Runtime::new(config).unwrap();
+    runtime.load(&bytes, None).unwrap();
+    assert_eq!(names(), before);
+    let after = std::fs::metadata(compiled.join(&before[0]))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(modified, after, "the runtime did not recompile");
+    let error = sovra_runtime::precompile_into(&compiled, b"\0asm garbage").unwrap_err();
+    assert!(matches!(error, LoadError::Compile(_)), "{error:?}");
+}
+
+#[test]
 fn tenant_ids_are_validated() {
     for bad in ["../etc", "a/b", "", "UPPER"] {
         assert!(TenantId::new(bad).is_err(), "{bad}");

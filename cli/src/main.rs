@@ -2,12 +2,14 @@
 //!
 //! - `sovra run`: the agent author's dev loop: run a component once.
 //! - `sovra inspect`: what a component is and what it asks for.
-//! - `sovra plugin`: publisher keys and signatures.
+//! - `sovra plugin`: publisher keys, signatures, submission, the log.
+//! - `sovra serve`: run a node for tenants and publishers.
 
 mod exit;
 mod inspect;
 mod plugin;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -30,18 +32,28 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Show a component's world, imports, exports, manifest and digest.
     Inspect(inspect::InspectArgs),
-    /// Publisher tools: keys and signatures.
+    /// Publisher tools: keys, signatures, submission; the publisher log.
     #[command(subcommand)]
     Plugin(plugin::PluginCommand),
+    /// Run a node: the HTTP API for tenants, publishers and the operator.
+    Serve(serve::ServeArgs),
+    /// Compile one submitted component under resource limits (started by the node).
+    #[command(hide = true)]
+    CompileWorker(serve::CompileWorkerArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Command::CompileWorker(args) = cli.command {
+        return serve::compile_worker(args);
+    }
+    init_tracing(&cli.command);
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Plugin(command) => plugin::plugin(command),
+        Command::Serve(args) => serve::serve(args),
+        Command::CompileWorker(_) => unreachable!("handled above"),
     };
     match result {
         Ok(code) => code,
@@ -52,10 +64,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Host logs go to stderr, filtered by `SOVRA_LOG` (default `warn`).
-fn init_tracing() {
+/// Host logs go to stderr, filtered by `SOVRA_LOG` (default `warn`, and
+/// `info` for a node).
+fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Serve(_) => "info,sovra::guest=warn",
+        _ => "warn",
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOVRA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -111,6 +111,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         limits,
         input,
         metadata: args.metadata.clone(),
+        events: None,
     };
     let report = tokio.block_on(runtime.invoke(&agent, invocation));
     runtime.audit().flush();

@@ -1,5 +1,6 @@
-//! `sovra plugin`: what publishers do before submitting a plugin:
-//! make a key, sign a component with its manifest, check a signature.
+//! `sovra plugin`: what publishers do: make a key, sign a component with its
+//! manifest, check a signature, submit to a node; and what operators do
+//! with a node's publisher log: read it and verify its hash chain.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +11,9 @@ use sovra_runtime::ComponentInfo;
 use sovra_runtime::signature::{PluginSignature, PublisherId, PublisherKey};
 
 use crate::exit::{Code, Failure, WithCode};
+
+/// Longest a submission may take, the node's compile included.
+const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
@@ -44,6 +48,25 @@ pub enum PluginCommand {
         /// A manifest file shipped beside the component (default: the embedded one).
         #[arg(long)]
         manifest: Option<PathBuf>,
+    },
+    /// Submit a signed component to a node for review.
+    Submit {
+        component: PathBuf,
+        /// The node's base URL, such as http://127.0.0.1:8700.
+        #[arg(long, env = "SOVRA_NODE")]
+        node: String,
+        /// The signature (default: COMPONENT.sig).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+    },
+    /// Print a node's publisher log; with --verify, check its hash chain.
+    Log {
+        /// The node's data directory (holding node.db).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Exit non-zero unless every entry links to the one before.
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -135,6 +158,91 @@ pub fn plugin(command: PluginCommand) -> Result<ExitCode, Failure> {
                 signature.component, signature.publisher
             );
         }
+        PluginCommand::Submit {
+            component,
+            node,
+            signature,
+        } => submit(&component, &node, signature)?,
+        PluginCommand::Log { data_dir, verify } => return log(&data_dir, verify),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn submit(component: &Path, node: &str, signature: Option<PathBuf>) -> Result<(), Failure> {
+    let bytes = read(component).code(Code::Usage)?;
+    let path = signature.unwrap_or_else(|| with_extension(component, ".sig"));
+    let signature: PluginSignature = serde_json::from_slice(&read(&path).code(Code::Usage)?)
+        .with_context(|| format!("{} is not a sovra signature", path.display()))
+        .code(Code::Usage)?;
+    let header = serde_json::to_string(&signature).code(Code::Host)?;
+    let url = format!("{}/v1/plugins", node.trim_end_matches('/'));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(SUBMIT_TIMEOUT))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent
+        .post(&url)
+        .header("content-type", "application/wasm")
+        .header("sovra-signature", &header)
+        .send(&bytes[..])
+        .with_context(|| format!("cannot reach {url}"))
+        .code(Code::Host)?;
+    let status = response.status();
+    let body: serde_json::Value = response
+        .body_mut()
+        .read_json()
+        .with_context(|| format!("{url} answered {status} without JSON"))
+        .code(Code::Host)?;
+    if status.is_success() {
+        let plugin = &body["plugin"];
+        println!(
+            "submitted {}@{} (sha256:{}): {}, waiting for the operator's review",
+            plugin["name"].as_str().unwrap_or("?"),
+            plugin["version"].as_str().unwrap_or("?"),
+            plugin["digest"].as_str().unwrap_or("?"),
+            plugin["state"].as_str().unwrap_or("?"),
+        );
+        Ok(())
+    } else {
+        let code = if status.is_client_error() {
+            Code::Denied
+        } else {
+            Code::Host
+        };
+        Err(anyhow::anyhow!(
+            "the node refused the plugin ({status}, {}): {}",
+            body["error"]["code"].as_str().unwrap_or("?"),
+            body["error"]["message"].as_str().unwrap_or("?")
+        ))
+        .code(code)
+    }
+}
+
+fn log(data_dir: &Path, verify: bool) -> Result<ExitCode, Failure> {
+    let path = data_dir.join(sovra_server::db::NODE_DB_FILE);
+    if !path.exists() {
+        return Err(anyhow::anyhow!("{} does not exist", path.display())).code(Code::Usage);
+    }
+    let db = sovra_server::db::NodeDb::open(&path).code(Code::Host)?;
+    let entries = db.log_entries().code(Code::Host)?;
+    for e in &entries {
+        println!(
+            "{:>5}  {}  {:<21} {:<28} {}",
+            e.seq, e.at_ms, e.action, e.subject, e.detail
+        );
+    }
+    if !verify {
+        return Ok(ExitCode::SUCCESS);
+    }
+    match sovra_server::ledger::verify(&entries) {
+        Ok(head) => {
+            println!("verified: {} entries, head {head}", entries.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(broken) => Err(anyhow::anyhow!(
+            "the publisher log was tampered with: {broken}"
+        ))
+        .code(Code::Denied),
+    }
 }

@@ -1,0 +1,599 @@
+//! `sovra serve` end to end: a real node process on loopback, a real HTTP
+//! client, real signed plugins compiled by the node's worker process.
+
+mod support;
+
+use serde_json::{Value, json};
+use sovra_runtime::signature::PublisherKey;
+use sovra_test_artifacts::{COUNTER, HELLO, NET_CONNECT, SPIN};
+use support::{Client, Node, OPERATOR_TOKEN, sovra};
+
+const OP: Option<&str> = Some(OPERATOR_TOKEN);
+
+/// Creates a tenant and returns one of its API keys.
+fn tenant(client: &Client, id: &str) -> String {
+    let created = client.post("/v1/tenants", OP, json!({"id": id}));
+    assert_eq!(created.status, 201, "{}", created.text);
+    let key = client.post(&format!("/v1/tenants/{id}/keys"), OP, json!({}));
+    assert_eq!(key.status, 201, "{}", key.text);
+    key.body["key"].as_str().unwrap().to_owned()
+}
+
+/// Registers a new publisher and returns its key.
+fn publisher(client: &Client, name: &str) -> PublisherKey {
+    let key = PublisherKey::generate().unwrap();
+    let registered = client.post(
+        "/v1/publishers",
+        OP,
+        json!({"name": name, "public_key": key.public().to_hex()}),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    key
+}
+
+fn embedded_manifest(bytes: &[u8]) -> Vec<u8> {
+    sovra_runtime::ComponentInfo::read(bytes)
+        .unwrap()
+        .manifest_source
+        .unwrap()
+}
+
+fn signature(key: &PublisherKey, bytes: &[u8]) -> String {
+    serde_json::to_string(&key.sign(bytes, &embedded_manifest(bytes))).unwrap()
+}
+
+/// Submits and approves a component; returns its digest.
+fn publish(client: &Client, key: &PublisherKey, path: &str) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let submitted = client.submit(&bytes, Some(&signature(key, &bytes)));
+    assert_eq!(submitted.status, 201, "{}", submitted.text);
+    let plugin = &submitted.body["plugin"];
+    let approved = client.post(
+        &format!(
+            "/v1/plugins/{}/{}/approve",
+            plugin["name"].as_str().unwrap(),
+            plugin["version"].as_str().unwrap()
+        ),
+        OP,
+        json!({}),
+    );
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    plugin["digest"].as_str().unwrap().to_owned()
+}
+
+fn invoke(client: &Client, tenant: &str, key: &str, plugin: &str, input: &str) -> support::Reply {
+    client.post(
+        &format!("/v1/tenants/{tenant}/installs/{plugin}/invoke"),
+        Some(key),
+        json!({"input": input}),
+    )
+}
+
+#[test]
+fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "");
+    let client = node.client();
+    assert_eq!(client.get("/healthz", None).status, 200);
+    assert_eq!(client.get("/readyz", None).status, 200);
+    let acme = tenant(&client, "acme");
+
+    // The publisher's side, through the CLI: keygen, sign, submit.
+    let prefix = dir.path().join("publisher");
+    let out = sovra(&["plugin", "keygen", "--out", prefix.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let public = std::fs::read_to_string(dir.path().join("publisher.pub")).unwrap();
+    let registered = client.post(
+        "/v1/publishers",
+        OP,
+        json!({"name": "greeters", "public_key": public.trim()}),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    let hello = dir.path().join("hello.wasm");
+    std::fs::copy(HELLO, &hello).unwrap();
+    let key_file = dir.path().join("publisher.key");
+    let out = sovra(&[
+        "plugin",
+        "sign",
+        hello.to_str().unwrap(),
+        "--key",
+        key_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = sovra(&[
+        "plugin",
+        "submit",
+        hello.to_str().unwrap(),
+        "--node",
+        &node.url,
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("submitted hello@0.1.0"));
+
+    // Pending: invisible to tenants, not installable.
+    let listed = client.get("/v1/plugins", Some(&acme));
+    assert_eq!(listed.body["plugins"], json!([]));
+    let early = client.put(
+        "/v1/tenants/acme/installs/hello",
+        Some(&acme),
+        json!({"version": "0.1.0"}),
+    );
+    assert_eq!(early.status, 404, "{}", early.text);
+    let approved = client.post("/v1/plugins/hello/0.1.0/approve", OP, json!({}));
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    let listed = client.get("/v1/plugins", Some(&acme));
+    assert_eq!(listed.body["plugins"][0]["name"], "hello");
+
+    let installed = client.put(
+        "/v1/tenants/acme/installs/hello",
+        Some(&acme),
+        json!({"version": "0.1.0"}),
+    );
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    let reply = invoke(&client, "acme", &acme, "hello", "Ada");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["output"], "Hello, Ada!");
+
+    // A stateful agent, streamed: its log line arrives as an event, then
+    // the result.
+    let publisher = publisher(&client, "counters");
+    publish(&client, &publisher, COUNTER);
+    let installed = client.put(
+        "/v1/tenants/acme/installs/counter",
+        Some(&acme),
+        json!({"version": "0.1.0", "grants": {"kv": true}}),
+    );
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    let events = client.invoke_stream(
+        "/v1/tenants/acme/installs/counter/invoke",
+        &acme,
+        json!({"input": "apples"}),
+    );
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["log", "result"], "{events:?}");
+    assert_eq!(events[0].1["message"], "counted");
+    assert_eq!(events[0].1["fields"]["key"], "apples");
+    assert_eq!(events[1].1["output"], "apples: 1");
+
+    let history = client.get("/v1/tenants/acme/invocations", Some(&acme));
+    assert_eq!(history.status, 200);
+    let records = history.body["invocations"].as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["agent"], "counter");
+    assert_eq!(records[0]["outcome"], "ok");
+    let metrics = client.get("/metrics", None).text;
+    assert!(
+        metrics.contains("sovra_invocations_total{tenant=\"acme\",outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+
+    // Restart: keys, installs, tenant data and history are all still there.
+    assert!(node.stop().success());
+    let node = Node::start(dir.path(), "");
+    let client = node.client();
+    let reply = invoke(&client, "acme", &acme, "counter", "apples");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["output"], "apples: 2");
+    let history = client.get("/v1/tenants/acme/invocations?limit=10", Some(&acme));
+    assert_eq!(history.body["invocations"].as_array().unwrap().len(), 3);
+    let log = client.get("/v1/log", OP);
+    assert_eq!(log.body["intact"], true, "{}", log.text);
+    let data = node.data();
+    drop(node);
+
+    // The publisher log verifies offline, and tampering is caught.
+    let out = sovra(&[
+        "plugin",
+        "log",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("approved") && text.contains("verified: 6 entries"),
+        "{text}"
+    );
+    let db = rusqlite_connection(&data);
+    db.execute(
+        "UPDATE publisher_log SET subject = 'hello@9.9.9' WHERE action = 'approved'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let out = sovra(&[
+        "plugin",
+        "log",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tampered"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The node database, opened the way an attacker with disk access would.
+fn rusqlite_connection(data: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(data.join("node.db")).unwrap()
+}
+
+#[test]
+fn every_bad_submission_is_refused_by_name_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "[limits]\nmax-plugin = \"4MiB\"");
+    let client = node.client();
+    let key = publisher(&client, "acme-labs");
+    let hello = std::fs::read(HELLO).unwrap();
+    let sign = |bytes: &[u8]| signature(&key, bytes);
+
+    let check = |reply: support::Reply, status: u16, code: &str, needle: &str| {
+        assert_eq!(reply.status, status, "{code}: {}", reply.text);
+        assert_eq!(reply.code(), code, "{}", reply.text);
+        assert!(
+            reply.message().contains(needle),
+            "{code}: {:?} lacks {needle:?}",
+            reply.message()
+        );
+    };
+    let fake_signature = serde_json::to_string(&key.sign(b"x", b"y")).unwrap();
+    check(
+        client.submit(b"this is not wasm", Some(&fake_signature)),
+        422,
+        "not-wasm",
+        "not a WebAssembly file",
+    );
+    check(
+        client.submit(b"\0asm\x01\0\0\0", Some(&fake_signature)),
+        422,
+        "core-module",
+        "core WebAssembly module",
+    );
+    // An empty component: well formed, but no sovra world.
+    check(
+        client.submit(b"\0asm\x0d\0\x01\0", Some(&fake_signature)),
+        422,
+        "wrong-world",
+        "sovra",
+    );
+    let net = std::fs::read(NET_CONNECT).unwrap();
+    check(
+        client.submit(&net, Some(&sign(&net))),
+        422,
+        "forbidden-import",
+        "wasi:sockets",
+    );
+    // A manifest edited after the build: its version is no longer semver.
+    // (The custom section comes last; the data segment holds a copy too.)
+    let mut bad_manifest = hello.clone();
+    let at = rfind(&bad_manifest, b"version = \"0.1.0\"").expect("the manifest is embedded");
+    bad_manifest[at + 15] = b'x';
+    check(
+        client.submit(&bad_manifest, Some(&fake_signature)),
+        422,
+        "bad-manifest",
+        "version",
+    );
+    check(
+        client.submit(&hello, None),
+        400,
+        "missing-signature",
+        "Sovra-Signature",
+    );
+    check(
+        client.submit(&hello, Some("{not json")),
+        400,
+        "bad-signature",
+        "not a sovra signature",
+    );
+    let stranger = PublisherKey::generate().unwrap();
+    check(
+        client.submit(&hello, Some(&signature(&stranger, &hello))),
+        403,
+        "unknown-publisher",
+        "not registered",
+    );
+    // A registered key's signature over other bytes.
+    check(
+        client.submit(&hello, Some(&sign(&std::fs::read(COUNTER).unwrap()))),
+        403,
+        "bad-signature",
+        "digest",
+    );
+    let huge = vec![0u8; 5 << 20];
+    let too_large = client.submit(&huge, Some(&fake_signature));
+    assert_eq!(too_large.status, 413, "{}", too_large.text);
+    assert_eq!(too_large.code(), "too-large");
+
+    // Nothing above was stored.
+    assert_eq!(client.get("/v1/plugins", OP).body["plugins"], json!([]));
+    let artifacts = node.data().join("artifacts/sha256");
+    assert_eq!(std::fs::read_dir(&artifacts).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(node.data().join("staging"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+
+    // The good one goes in once; the same version again is a conflict, and
+    // another publisher cannot take the name.
+    let accepted = client.submit(&hello, Some(&sign(&hello)));
+    assert_eq!(accepted.status, 201, "{}", accepted.text);
+    assert_eq!(accepted.body["plugin"]["state"], "pending");
+    check(
+        client.submit(&hello, Some(&sign(&hello))),
+        409,
+        "duplicate-version",
+        "immutable",
+    );
+    let rival = publisher(&client, "rival");
+    check(
+        client.submit(&hello, Some(&signature(&rival, &hello))),
+        403,
+        "name-taken",
+        "acme-labs",
+    );
+    assert_eq!(std::fs::read_dir(&artifacts).unwrap().count(), 1);
+    let log = client.get("/v1/log", OP);
+    let actions: Vec<&str> = log.body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["publisher-registered", "submitted", "publisher-registered"]
+    );
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+#[test]
+fn tenants_cannot_reach_each_other_and_yanked_versions_stay_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "");
+    let client = node.client();
+    let acme = tenant(&client, "acme");
+    let globex = tenant(&client, "globex");
+    let key = publisher(&client, "pub");
+    publish(&client, &key, HELLO);
+    let installed = client.put(
+        "/v1/tenants/acme/installs/hello",
+        Some(&acme),
+        json!({"version": "0.1.0"}),
+    );
+    assert_eq!(installed.status, 200, "{}", installed.text);
+
+    // Another tenant's key: 403 on every acme route; no key or a made-up
+    // key: 401.
+    let routes: [(&str, &str, Option<Value>); 5] = [
+        ("GET", "/v1/tenants/acme/installs", None),
+        ("GET", "/v1/tenants/acme/installs/hello", None),
+        (
+            "PUT",
+            "/v1/tenants/acme/installs/hello",
+            Some(json!({"version": "0.1.0"})),
+        ),
+        (
+            "POST",
+            "/v1/tenants/acme/installs/hello/invoke",
+            Some(json!({"input": "x"})),
+        ),
+        ("GET", "/v1/tenants/acme/invocations", None),
+    ];
+    for (method, path, body) in &routes {
+        let reply = client.request(method, path, Some(&globex), body.clone());
+        assert_eq!(reply.status, 403, "{method} {path}: {}", reply.text);
+        assert_eq!(reply.code(), "wrong-tenant");
+        for token in [None, Some("sovra_sk_0000"), Some("")] {
+            let reply = client.request(method, path, token, body.clone());
+            assert_eq!(
+                reply.status, 401,
+                "{method} {path} {token:?}: {}",
+                reply.text
+            );
+        }
+    }
+    // Tenants cannot use operator endpoints, and the operator cannot act
+    // as a tenant in its sandbox.
+    assert_eq!(client.get("/v1/tenants", Some(&acme)).status, 403);
+    assert_eq!(
+        client
+            .post("/v1/plugins/hello/0.1.0/yank", Some(&acme), json!({}))
+            .status,
+        403
+    );
+    assert_eq!(
+        invoke(&client, "acme", OPERATOR_TOKEN, "hello", "x").status,
+        403
+    );
+    // globex sees none of acme's history.
+    invoke(&client, "acme", &acme, "hello", "private");
+    let history = client.get("/v1/tenants/globex/invocations", Some(&globex));
+    assert_eq!(history.body["invocations"], json!([]));
+
+    // Yanked: no new installs; the existing one keeps working.
+    let yanked = client.post("/v1/plugins/hello/0.1.0/yank", OP, json!({}));
+    assert_eq!(yanked.status, 200, "{}", yanked.text);
+    let refused = client.put(
+        "/v1/tenants/globex/installs/hello",
+        Some(&globex),
+        json!({"version": "0.1.0"}),
+    );
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert_eq!(refused.code(), "yanked");
+    assert_eq!(invoke(&client, "acme", &acme, "hello", "still").status, 200);
+    let again = client.post("/v1/plugins/hello/0.1.0/approve", OP, json!({}));
+    assert_eq!(again.status, 409, "{}", again.text);
+
+    // Grants above what the plugin asks or the node allows are refused.
+    publish(&client, &key, COUNTER);
+    let too_much = client.put(
+        "/v1/tenants/globex/installs/counter",
+        Some(&globex),
+        json!({"version": "0.1.0", "grants": {"kv": true, "sql": true}}),
+    );
+    assert_eq!(too_much.status, 422, "{}", too_much.text);
+    assert_eq!(too_much.code(), "not-requested");
+    let slow = client.put(
+        "/v1/tenants/globex/installs/counter",
+        Some(&globex),
+        json!({"version": "0.1.0", "grants": {"kv": true, "timeout_ms": 3_600_000}}),
+    );
+    assert_eq!(slow.status, 403, "{}", slow.text);
+    assert_eq!(slow.code(), "above-ceiling");
+    // An install without the kv grant runs, and is denied at the import.
+    let bare = client.put(
+        "/v1/tenants/globex/installs/counter",
+        Some(&globex),
+        json!({"version": "0.1.0"}),
+    );
+    assert_eq!(bare.status, 200, "{}", bare.text);
+    let denied = invoke(&client, "globex", &globex, "counter", "x");
+    assert_eq!(denied.status, 403, "{}", denied.text);
+    assert_eq!(denied.code(), "not-granted");
+
+    // A disabled tenant's key stops working; a revoked key too.
+    assert_eq!(
+        client
+            .post("/v1/tenants/globex/disable", OP, json!({}))
+            .status,
+        200
+    );
+    let disabled = client.get("/v1/tenants/globex/installs", Some(&globex));
+    assert_eq!((disabled.status, disabled.code()), (403, "tenant-disabled"));
+    let keys = client.get("/v1/tenants/acme/keys", OP);
+    let id = keys.body["keys"][0]["id"].as_str().unwrap().to_owned();
+    assert!(!keys.text.contains(&acme), "the secret is never listed");
+    let revoked = client.request("DELETE", &format!("/v1/tenants/acme/keys/{id}"), OP, None);
+    assert_eq!(revoked.status, 200, "{}", revoked.text);
+    assert_eq!(invoke(&client, "acme", &acme, "hello", "x").status, 401);
+}
+
+#[test]
+fn hostile_agents_fail_alone_and_the_node_drains_on_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        "[limits]\ntenant-rate = 1000\ntenant-burst = 1000\nmax-body = \"16KiB\"",
+    );
+    let client = node.client();
+    let acme = tenant(&client, "acme");
+    let key = publisher(&client, "pub");
+    publish(&client, &key, HELLO);
+    publish(&client, &key, SPIN);
+    for (plugin, grants) in [("hello", json!({})), ("spin", json!({"timeout_ms": 300}))] {
+        let reply = client.put(
+            &format!("/v1/tenants/acme/installs/{plugin}"),
+            Some(&acme),
+            json!({"version": "0.1.0", "grants": grants}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let spun = invoke(&client, "acme", &acme, "spin", "");
+    assert_eq!(spun.status, 504, "{}", spun.text);
+    assert_eq!(spun.code(), "timeout");
+    assert!(spun.body["invocation_id"].is_string());
+    assert_eq!(
+        invoke(&client, "acme", &acme, "hello", "Bo").body["output"],
+        "Hello, Bo!"
+    );
+
+    // Oversized JSON is refused before it is parsed.
+    let big = "x".repeat(32 << 10);
+    let reply = invoke(&client, "acme", &acme, "hello", &big);
+    assert_eq!(reply.status, 413, "{}", reply.text);
+    assert_eq!(reply.code(), "too-large");
+
+    // Shutdown while a call is in flight: the call still gets its answer.
+    let in_flight = {
+        let client = client.clone();
+        let acme = acme.clone();
+        std::thread::spawn(move || invoke(&client, "acme", &acme, "spin", ""))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let status = node.stop();
+    assert!(status.success(), "{status:?}");
+    let reply = in_flight.join().unwrap();
+    assert_eq!(reply.status, 504, "{}", reply.text);
+    assert_eq!(reply.code(), "timeout");
+}
+
+#[test]
+fn a_tenant_over_its_rate_gets_429_with_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "[limits]\ntenant-rate = 1\ntenant-burst = 3");
+    let client = node.client();
+    let acme = tenant(&client, "acme");
+    let globex = tenant(&client, "globex");
+    let key = publisher(&client, "pub");
+    publish(&client, &key, HELLO);
+    for (tenant, api_key) in [("acme", &acme), ("globex", &globex)] {
+        let reply = client.put(
+            &format!("/v1/tenants/{tenant}/installs/hello"),
+            Some(api_key),
+            json!({"version": "0.1.0"}),
+        );
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| invoke(&client, "acme", &acme, "hello", "x").status)
+        .collect();
+    assert_eq!(&statuses[..3], [200, 200, 200]);
+    let limited = invoke(&client, "acme", &acme, "hello", "x");
+    assert_eq!(limited.status, 429, "{}", limited.text);
+    assert_eq!(limited.code(), "rate-limited");
+    assert_eq!(limited.retry_after.as_deref(), Some("1"));
+    // The other tenant is not affected.
+    assert_eq!(invoke(&client, "globex", &globex, "hello", "x").status, 200);
+    let metrics = client.get("/metrics", None).text;
+    assert!(metrics.contains("sovra_invocations_refused_total{tenant=\"acme\",reason=\"rate\"}"));
+}
+
+#[test]
+fn a_submission_that_exhausts_the_compile_worker_is_refused_and_the_node_lives_on() {
+    for (limits, needle) in [
+        ("max-memory = \"64MiB\"", "limits"),
+        ("timeout = \"1ms\"", "longer than"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::start(dir.path(), &format!("[compile]\n{limits}"));
+        let client = node.client();
+        let key = publisher(&client, "pub");
+        let hello = std::fs::read(HELLO).unwrap();
+        let refused = client.submit(&hello, Some(&signature(&key, &hello)));
+        assert_eq!(refused.status, 422, "{limits}: {}", refused.text);
+        assert_eq!(refused.code(), "compile-failed");
+        assert!(
+            refused.message().contains(needle),
+            "{limits}: {}",
+            refused.message()
+        );
+        assert_eq!(client.get("/v1/plugins", OP).body["plugins"], json!([]));
+        assert_eq!(client.get("/readyz", None).status, 200);
+    }
+}

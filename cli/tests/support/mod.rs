@@ -1,0 +1,233 @@
+//! A real node for end-to-end tests: the `sovra` binary serving on a
+//! loopback port from its own data directory, and a small HTTP client.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
+
+/// A running `sovra serve`.
+pub struct Node {
+    pub dir: PathBuf,
+    pub url: String,
+    child: Option<Child>,
+}
+
+/// Writes the node's config into `dir` (once) and returns its path.
+pub fn config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("sovra.toml");
+    if !path.exists() {
+        std::fs::write(dir.join("operator.token"), format!("{OPERATOR_TOKEN}\n")).unwrap();
+        std::fs::write(
+            &path,
+            format!("data-dir = \"data\"\noperator-token-file = \"operator.token\"\n{extra}\n"),
+        )
+        .unwrap();
+    }
+    path
+}
+
+impl Node {
+    /// Starts a node over `dir` (creating its config with `extra` lines).
+    pub fn start(dir: &Path, extra: &str) -> Node {
+        let config = config(dir, extra);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sovra"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("SOVRA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("sovra serve starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("sovra node listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Node {
+            dir: dir.to_owned(),
+            url,
+            child: Some(child),
+        }
+    }
+
+    /// Sends SIGTERM and waits for the node to drain and exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().unwrap()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    pub fn client(&self) -> Client {
+        Client {
+            url: self.url.clone(),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(120)))
+                .build()
+                .into(),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A JSON client for one node.
+#[derive(Clone)]
+pub struct Client {
+    pub url: String,
+    agent: ureq::Agent,
+}
+
+/// A response: status, JSON body (or `Value::Null`), `Retry-After`.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+    pub text: String,
+    pub retry_after: Option<String>,
+}
+
+impl Reply {
+    /// The error code of an error reply.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl Client {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let url = format!("{}{path}", self.url);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let response = match body {
+            Some(body) => self.agent.run(
+                builder
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .unwrap(),
+            ),
+            None => self.agent.run(builder.body(()).unwrap()),
+        };
+        reply(response.expect("the node answers"))
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.request("GET", path, token, None)
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.request("POST", path, token, Some(body))
+    }
+
+    pub fn put(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.request("PUT", path, token, Some(body))
+    }
+
+    /// Submits component bytes with a signature header (or none).
+    pub fn submit(&self, bytes: &[u8], signature: Option<&str>) -> Reply {
+        let mut request = self
+            .agent
+            .post(format!("{}/v1/plugins", self.url))
+            .header("content-type", "application/wasm");
+        if let Some(signature) = signature {
+            request = request.header("sovra-signature", signature);
+        }
+        reply(request.send(bytes).expect("the node answers"))
+    }
+
+    /// An invocation streamed as server-sent events: `(event, data)` pairs.
+    pub fn invoke_stream(&self, path: &str, token: &str, body: Value) -> Vec<(String, Value)> {
+        let mut response = self
+            .agent
+            .post(format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "text/event-stream")
+            .send_json(body)
+            .expect("the node answers");
+        assert_eq!(response.status(), 200);
+        let text = response.body_mut().read_to_string().unwrap();
+        let mut events = Vec::new();
+        for block in text.split("\n\n") {
+            let mut event = None;
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(name) = line.strip_prefix("event: ") {
+                    event = Some(name.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if let Some(event) = event {
+                events.push((event, serde_json::from_str(&data).unwrap()));
+            }
+        }
+        events
+    }
+}
+
+fn reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply {
+        status,
+        body,
+        text,
+        retry_after,
+    }
+}
+
+/// Runs the `sovra` binary to completion.
+pub fn sovra(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sovra"))
+        .args(args)
+        .env_remove("SOVRA_LOG")
+        .output()
+        .expect("sovra runs")
+}

@@ -1,0 +1,215 @@
+//! The HTTP API (JSON, versioned under `/v1`): routes, credentials, errors.
+//!
+//! - operator (the node's admin token): tenants and their keys, publishers,
+//!   plugin review (approve, yank), the publisher log;
+//! - publishers: `POST /v1/plugins` with a signed component (the signature
+//!   is the credential);
+//! - tenants (their own API keys): installs, invocations (JSON or
+//!   server-sent events), invocation history, models.
+//!
+//! Every error is `{"error": {"code": "...", "message": "..."}}` with a
+//! status that says whose fault it is: 401 no or unknown credential, 403 a
+//! credential that may not do this, 4xx a request the node refuses (the code
+//! names the check), 5xx the node's own failure.
+
+mod errors;
+mod operator;
+mod plugins;
+mod system;
+mod tenant;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+
+pub use errors::ApiError;
+
+use crate::state::{AppState, Caller};
+
+/// Every route the node serves, as `(method, path)`; the OpenAPI document
+/// describes exactly these (checked by a test).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/v1/models"),
+    ("post", "/v1/tenants"),
+    ("get", "/v1/tenants"),
+    ("get", "/v1/tenants/{tenant}"),
+    ("post", "/v1/tenants/{tenant}/disable"),
+    ("post", "/v1/tenants/{tenant}/enable"),
+    ("post", "/v1/tenants/{tenant}/keys"),
+    ("get", "/v1/tenants/{tenant}/keys"),
+    ("delete", "/v1/tenants/{tenant}/keys/{key}"),
+    ("post", "/v1/publishers"),
+    ("get", "/v1/publishers"),
+    ("get", "/v1/log"),
+    ("post", "/v1/plugins"),
+    ("get", "/v1/plugins"),
+    ("get", "/v1/plugins/{name}/{version}"),
+    ("post", "/v1/plugins/{name}/{version}/approve"),
+    ("post", "/v1/plugins/{name}/{version}/yank"),
+    ("get", "/v1/tenants/{tenant}/installs"),
+    ("put", "/v1/tenants/{tenant}/installs/{plugin}"),
+    ("get", "/v1/tenants/{tenant}/installs/{plugin}"),
+    ("delete", "/v1/tenants/{tenant}/installs/{plugin}"),
+    ("post", "/v1/tenants/{tenant}/installs/{plugin}/invoke"),
+    ("get", "/v1/tenants/{tenant}/invocations"),
+];
+
+/// The node's router.
+pub fn router(state: Arc<AppState>) -> Router {
+    let max_plugin = state.config.limits.max_plugin;
+    let max_body = state.config.limits.max_body;
+    Router::new()
+        .route("/healthz", get(system::healthz))
+        .route("/readyz", get(system::readyz))
+        .route("/metrics", get(system::metrics))
+        .route("/v1/openapi.json", get(system::openapi))
+        .route("/v1/models", get(tenant::models))
+        .route(
+            "/v1/tenants",
+            post(operator::create_tenant).get(operator::list_tenants),
+        )
+        .route("/v1/tenants/{tenant}", get(operator::show_tenant))
+        .route(
+            "/v1/tenants/{tenant}/disable",
+            post(operator::disable_tenant),
+        )
+        .route("/v1/tenants/{tenant}/enable", post(operator::enable_tenant))
+        .route(
+            "/v1/tenants/{tenant}/keys",
+            post(operator::create_key).get(operator::list_keys),
+        )
+        .route(
+            "/v1/tenants/{tenant}/keys/{key}",
+            axum::routing::delete(operator::revoke_key),
+        )
+        .route(
+            "/v1/publishers",
+            post(operator::register_publisher).get(operator::list_publishers),
+        )
+        .route("/v1/log", get(operator::publisher_log))
+        .route(
+            "/v1/plugins",
+            post(plugins::submit)
+                .layer(DefaultBodyLimit::max(max_plugin))
+                .get(plugins::list),
+        )
+        .route("/v1/plugins/{name}/{version}", get(plugins::show))
+        .route(
+            "/v1/plugins/{name}/{version}/approve",
+            post(plugins::approve),
+        )
+        .route("/v1/plugins/{name}/{version}/yank", post(plugins::yank))
+        .route("/v1/tenants/{tenant}/installs", get(tenant::list_installs))
+        .route(
+            "/v1/tenants/{tenant}/installs/{plugin}",
+            put(tenant::install)
+                .get(tenant::show_install)
+                .delete(tenant::uninstall),
+        )
+        .route(
+            "/v1/tenants/{tenant}/installs/{plugin}/invoke",
+            post(tenant::invoke),
+        )
+        .route("/v1/tenants/{tenant}/invocations", get(tenant::history))
+        .fallback(|| async { ApiError::not_found("no-route", "no such endpoint").into_response() })
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            request_deadline,
+        ))
+        .with_state(state)
+}
+
+/// Ends a request that has not produced its response in time (a streamed
+/// body, once started, runs under the invocation's own deadline).
+async fn request_deadline(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let limit = state.config.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::timeout(format!("the request took longer than {limit:?}")).into_response()
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// The caller, resolved from the request's credential.
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(state.caller(bearer(headers))?)
+}
+
+/// Only the operator may go on.
+fn require_operator(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match caller(state, headers)? {
+        Caller::Operator => Ok(()),
+        Caller::Anonymous => Err(ApiError::unauthorized()),
+        _ => Err(ApiError::forbidden(
+            "operator-only",
+            "this endpoint needs the operator token",
+        )),
+    }
+}
+
+/// Whether the operator may act on a tenant route too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OperatorToo {
+    Yes,
+    No,
+}
+
+/// Only `tenant`'s own keys (and, where allowed, the operator) may go on.
+fn require_tenant(
+    state: &AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+    operator: OperatorToo,
+) -> Result<Caller, ApiError> {
+    let caller = caller(state, headers)?;
+    match &caller {
+        Caller::Tenant(own) if own == tenant => Ok(caller),
+        Caller::Operator if operator == OperatorToo::Yes => Ok(caller),
+        Caller::Operator => Err(ApiError::forbidden(
+            "tenant-only",
+            "only the tenant's own API key may do this",
+        )),
+        Caller::Tenant(_) => Err(ApiError::forbidden(
+            "wrong-tenant",
+            format!("this API key does not belong to tenant `{tenant}`"),
+        )),
+        Caller::DisabledTenant(own) => Err(ApiError::forbidden(
+            "tenant-disabled",
+            format!("tenant `{own}` is disabled"),
+        )),
+        Caller::Anonymous => Err(ApiError::unauthorized()),
+    }
+}
+
+/// Refuses new work while the node drains for shutdown.
+fn require_serving(state: &AppState) -> Result<(), ApiError> {
+    if state.draining.load(Ordering::Acquire) {
+        return Err(ApiError::unavailable("the node is shutting down"));
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! Operator endpoints: tenants, their API keys, publishers, the publisher log.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sovra_runtime::TenantId;
+use sovra_runtime::signature::PublisherId;
+
+use super::{ApiError, require_operator};
+use crate::keys::new_key;
+use crate::ledger;
+use crate::state::AppState;
+
+type Reply = Result<(StatusCode, Json<Value>), ApiError>;
+
+fn ok(value: Value) -> Reply {
+    Ok((StatusCode::OK, Json(value)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTenant {
+    id: String,
+}
+
+fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
+    TenantId::new(id).map_err(|e| ApiError::bad_request("bad-tenant-id", e.to_string()))
+}
+
+fn existing_tenant(state: &AppState, id: &str) -> Result<(), ApiError> {
+    match state.db.tenant(id)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found(
+            "no-such-tenant",
+            format!("no tenant `{id}`"),
+        )),
+    }
+}
+
+pub async fn create_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<NewTenant>, JsonRejection>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    let Json(body) = body?;
+    let id = tenant_id(&body.id)?;
+    if !state.db.create_tenant(id.as_str())? {
+        return Err(ApiError::conflict(
+            "tenant-exists",
+            format!("tenant `{id}` already exists"),
+        ));
+    }
+    Ok((StatusCode::CREATED, Json(json!({"id": id.as_str()}))))
+}
+
+pub async fn list_tenants(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    require_operator(&state, &headers)?;
+    ok(json!({"tenants": state.db.tenants()?}))
+}
+
+pub async fn show_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    let row = state
+        .db
+        .tenant(&tenant)?
+        .ok_or_else(|| ApiError::not_found("no-such-tenant", format!("no tenant `{tenant}`")))?;
+    ok(
+        json!({"tenant": row, "keys": state.db.keys(&tenant)?, "installs": state.db.installs(&tenant)?}),
+    )
+}
+
+async fn set_disabled(
+    state: &AppState,
+    headers: &HeaderMap,
+    tenant: &str,
+    disabled: bool,
+) -> Reply {
+    require_operator(state, headers)?;
+    if !state.db.set_tenant_disabled(tenant, disabled)? {
+        return Err(ApiError::not_found(
+            "no-such-tenant",
+            format!("no tenant `{tenant}`"),
+        ));
+    }
+    state.forget_keys();
+    ok(json!({"id": tenant, "disabled": disabled}))
+}
+
+pub async fn disable_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Reply {
+    set_disabled(&state, &headers, &tenant, true).await
+}
+
+pub async fn enable_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Reply {
+    set_disabled(&state, &headers, &tenant, false).await
+}
+
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    existing_tenant(&state, &tenant)?;
+    let key = new_key().map_err(ApiError::internal)?;
+    state.db.add_key(&key.id, &tenant, &key.hash)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": key.id,
+            "tenant": tenant,
+            "key": key.secret,
+            "note": "this is the only time the key is shown; the node keeps only its hash",
+        })),
+    ))
+}
+
+pub async fn list_keys(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    existing_tenant(&state, &tenant)?;
+    ok(json!({"keys": state.db.keys(&tenant)?}))
+}
+
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((tenant, key)): Path<(String, String)>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    if !state.db.revoke_key(&tenant, &key)? {
+        return Err(ApiError::not_found(
+            "no-such-key",
+            format!("tenant `{tenant}` has no live key `{key}`"),
+        ));
+    }
+    state.forget_keys();
+    ok(json!({"id": key, "revoked": true}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPublisher {
+    name: String,
+    public_key: String,
+}
+
+pub async fn register_publisher(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<NewPublisher>, JsonRejection>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    let Json(body) = body?;
+    TenantId::new(&body.name)
+        .map_err(|e| ApiError::bad_request("bad-publisher-name", format!("publisher name: {e}")))?;
+    let key = PublisherId::from_hex(&body.public_key)
+        .map_err(|e| ApiError::bad_request("bad-public-key", e.to_string()))?;
+    if !state.db.add_publisher(&body.name, &key.to_hex())? {
+        return Err(ApiError::conflict(
+            "publisher-exists",
+            "a publisher with this name or key is already registered",
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": body.name, "public_key": key.to_hex()})),
+    ))
+}
+
+pub async fn list_publishers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    require_operator(&state, &headers)?;
+    ok(json!({"publishers": state.db.publishers()?}))
+}
+
+pub async fn publisher_log(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
+    require_operator(&state, &headers)?;
+    let entries = state.db.log_entries()?;
+    let verified = ledger::verify(&entries);
+    ok(json!({
+        "entries": entries,
+        "intact": verified.is_ok(),
+        "head": verified.as_ref().ok(),
+        "broken": verified.err().map(|e| e.to_string()),
+    }))
+}

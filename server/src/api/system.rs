@@ -1,0 +1,100 @@
+//! Liveness, readiness, metrics and the OpenAPI document.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::{Value, json};
+
+use crate::db::PluginState;
+use crate::state::AppState;
+
+/// The OpenAPI 3.1 description of every route in [`super::ROUTES`].
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// The process is up.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// The node can serve: its database answers and it is not draining.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Value>) {
+    if state.draining.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        );
+    }
+    match state.db.ping() {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))),
+        Err(error) => {
+            tracing::error!(%error, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "database unavailable"})),
+            )
+        }
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let tenants = state.db.tenants().map(|t| t.len()).unwrap_or(0) as f64;
+    let plugins = |s| state.db.plugins(Some(s)).map(|p| p.len()).unwrap_or(0) as f64;
+    let gauges = [
+        ("sovra_tenants", "Tenants on this node.", tenants),
+        (
+            "sovra_plugins_pending",
+            "Plugin versions waiting for review.",
+            plugins(PluginState::Pending),
+        ),
+        (
+            "sovra_plugins_approved",
+            "Approved plugin versions.",
+            plugins(PluginState::Approved),
+        ),
+    ];
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(&gauges),
+    )
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes() {
+        let document: Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(document["openapi"], "3.1.0");
+        let paths = document["paths"].as_object().unwrap();
+        let mut described = 0;
+        for (path, methods) in paths {
+            for method in methods.as_object().unwrap().keys() {
+                if method == "parameters" {
+                    continue;
+                }
+                described += 1;
+                assert!(
+                    super::super::ROUTES.contains(&(method.as_str(), path.as_str())),
+                    "the document describes {method} {path}, which the node does not serve"
+                );
+            }
+        }
+        for (method, path) in super::super::ROUTES {
+            assert!(
+                paths.get(*path).and_then(|m| m.get(*method)).is_some(),
+                "{method} {path} is not in the OpenAPI document"
+            );
+        }
+        assert_eq!(described, super::super::ROUTES.len());
+    }
+}
