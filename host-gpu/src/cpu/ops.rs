@@ -1,6 +1,12 @@
 //! Element-wise operations of a llama layer.
 
+use rayon::prelude::*;
+
 use crate::model::RopeStyle;
+
+/// Elements of one parallel task of an element-wise operation: large enough
+/// that a task outweighs handing it to another thread.
+const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
 /// `x ← x / rms(x) * weight`.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
@@ -57,22 +63,79 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// In-place softmax.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut total = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        total += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= total;
+/// `e^x` within 2 ulp over the whole `f32` range (0 below -87.3, infinity
+/// above 88.7), without branches or calls, so loops over it vectorize: the
+/// argument is split as `x = n·ln2 + r` with `|r| ≤ ln2/2` (Cody-Waite, two
+/// parts of ln2), `e^r` comes from a degree-6 polynomial (Cephes `expf`) and
+/// `2^n` is put straight into the exponent bits.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.clamp(-87.336_54, 88.722_83);
+    let n = (x * std::f32::consts::LOG2_E).round();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    // n is in -126..=128; 2^128 overflows to infinity as expf does.
+    let scale = f32::from_bits(((n as i32 + 127).clamp(0, 255) as u32) << 23);
+    if n >= 128.0 {
+        f32::INFINITY
+    } else {
+        er * scale
     }
 }
 
-/// `gate ← silu(gate) * up`.
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for v in x.iter_mut() {
+        *v = exp(*v - max);
+    }
+    let total: f32 = x.iter().sum();
+    let inverse = 1.0 / total;
+    for v in x.iter_mut() {
+        *v *= inverse;
+    }
+}
+
+/// `gate ← silu(gate) * up`, spread over the threads when it is large
+/// (a whole prompt's feed-forward activations).
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+    let apply = |(g, u): (&mut [f32], &[f32])| {
+        for (g, u) in g.iter_mut().zip(u) {
+            *g = *g / (1.0 + exp(-*g)) * u;
+        }
+    };
+    if gate.len() <= ELEMENTS_PER_TASK {
+        apply((gate, up));
+    } else {
+        gate.par_chunks_mut(ELEMENTS_PER_TASK)
+            .zip(up.par_chunks(ELEMENTS_PER_TASK))
+            .for_each(apply);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_the_standard_library() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (got, want) = (exp(x), x.exp());
+            let ulp = got.to_bits().abs_diff(want.to_bits());
+            assert!(ulp <= 2, "exp({x}) = {got}, std says {want} ({ulp} ulp)");
+            x += 0.0137;
+        }
+        assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
+        assert_eq!(exp(1000.0), f32::INFINITY);
+        assert_eq!(exp(0.0), 1.0);
     }
 }

@@ -202,6 +202,20 @@ impl LlamaModel {
         caches: &mut [&mut KvCache],
         wanted: &[usize],
     ) -> Result<Vec<f32>, KvCacheFull> {
+        // The whole pass runs on a worker of the thread pool, so its parallel
+        // products fork and join among the workers directly. Called from
+        // outside the pool, each of the ~150 products per token would wake
+        // the pool and put this thread to sleep until it finished.
+        rayon::scope(|_| self.forward_in_pool(tokens, owners, caches, wanted))
+    }
+
+    fn forward_in_pool(
+        &self,
+        tokens: &[u32],
+        owners: &[usize],
+        caches: &mut [&mut KvCache],
+        wanted: &[usize],
+    ) -> Result<Vec<f32>, KvCacheFull> {
         let c = &self.config;
         let (n, e, kv) = (tokens.len(), c.embedding, c.kv_dim());
         assert_eq!(owners.len(), n);
