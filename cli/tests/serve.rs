@@ -597,3 +597,78 @@ fn a_submission_that_exhausts_the_compile_worker_is_refused_and_the_node_lives_o
         assert_eq!(client.get("/readyz", None).status, 200);
     }
 }
+
+/// The repository's models file, when the model files have been fetched
+/// (`SOVRA_REQUIRE_MODELS` makes their absence a failure).
+fn models_file() -> Option<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let gguf = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.exists() {
+        assert!(
+            std::env::var_os("SOVRA_REQUIRE_MODELS").is_none(),
+            "SOVRA_REQUIRE_MODELS is set but {} is missing; run scripts/fetch-models",
+            gguf.display()
+        );
+        eprintln!(
+            "skipped: {} is missing (scripts/fetch-models)",
+            gguf.display()
+        );
+        return None;
+    }
+    Some(root.join("models.toml").canonicalize().unwrap())
+}
+
+#[test]
+fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
+    let Some(models) = models_file() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(
+        dir.path(),
+        &format!("models = {:?}", models.to_str().unwrap()),
+    );
+    let client = node.client();
+    let acme = tenant(&client, "acme");
+    let models = client.get("/v1/models", Some(&acme));
+    assert!(models.text.contains("\"smollm2\""), "{}", models.text);
+    let key = publisher(&client, "pub");
+    publish(&client, &key, sovra_test_artifacts::CHAT);
+    let not_allowed = client.put(
+        "/v1/tenants/acme/installs/chat",
+        Some(&acme),
+        json!({"version": "0.1.0", "grants": {"kv": true, "models": ["llama-70b"]}}),
+    );
+    assert_eq!(not_allowed.status, 403, "{}", not_allowed.text);
+    assert_eq!(not_allowed.code(), "model-not-allowed");
+    let installed = client.put(
+        "/v1/tenants/acme/installs/chat",
+        Some(&acme),
+        json!({"version": "0.1.0", "grants": {"kv": true, "models": ["smollm2"], "timeout_ms": 30000}}),
+    );
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    let events = client.invoke_stream(
+        "/v1/tenants/acme/installs/chat/invoke",
+        &acme,
+        json!({"input": "What is the capital of France?"}),
+    );
+    let tokens: String = events
+        .iter()
+        .filter(|(e, _)| e == "token")
+        .map(|(_, d)| {
+            assert_eq!(d["model"], "smollm2");
+            d["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let (last, result) = events.last().unwrap();
+    assert_eq!(last, "result", "{events:?}");
+    assert!(tokens.contains("Paris"), "{tokens}");
+    assert!(
+        result["output"].as_str().unwrap().contains(tokens.trim()),
+        "{result}"
+    );
+    assert!(result["generated_tokens"].as_u64().unwrap() > 0);
+    let metrics = client.get("/metrics", None).text;
+    assert!(
+        metrics.contains("sovra_generated_tokens_total{tenant=\"acme\"}"),
+        "{metrics}"
+    );
+}

@@ -132,12 +132,24 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Ends a request that has not produced its response in time (a streamed
 /// body, once started, runs under the invocation's own deadline).
+/// Submissions get the compile worker's time on top, and invocations at
+/// least the longest timeout an install may have, so that neither is cut
+/// short by the generic limit.
 async fn request_deadline(
     State(state): State<Arc<AppState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let limit = state.config.limits.request_timeout;
+    let limits = &state.config;
+    let generic = limits.limits.request_timeout;
+    let path = request.uri().path();
+    let limit = if path == "/v1/plugins" && request.method() == axum::http::Method::POST {
+        generic + limits.compile.timeout
+    } else if path.ends_with("/invoke") {
+        generic.max(limits.ceilings.timeout + INVOKE_GRACE)
+    } else {
+        generic
+    };
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
@@ -145,6 +157,10 @@ async fn request_deadline(
         }
     }
 }
+
+/// Time an invocation's response may take beyond its own timeout (the
+/// sandbox's outer deadline and the audit write).
+const INVOKE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -320,9 +320,18 @@ pub async fn invoke(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.contains("text/event-stream"));
     if !wants_stream {
-        let report = state.runtime.invoke(&ready.agent, invocation).await;
-        drop(permit);
-        record(&state, &tenant, &report);
+        // In its own task: a client that hangs up does not cut the
+        // invocation short, so it still ends cleanly and is audited.
+        let runner = Arc::clone(&state);
+        let owner = tenant.clone();
+        let report = tokio::spawn(async move {
+            let report = runner.runtime.invoke(&ready.agent, invocation).await;
+            drop(permit);
+            record(&runner, &owner, &report);
+            report
+        })
+        .await
+        .map_err(ApiError::internal)?;
         return Ok(match report.result {
             Ok(ref response) => (
                 StatusCode::OK,
