@@ -1,7 +1,9 @@
 //! The text-generation engine of one model: prompt rendering and
 //! tokenization on the caller's thread, then a scheduler thread that steps
-//! every live sequence together ([`scheduler`]).
+//! every live sequence together ([`scheduler`]) on a [`Backend`] (the CPU
+//! today; the scheduler has nothing device-specific in it).
 
+mod backend;
 mod embedding;
 mod scheduler;
 mod text;
@@ -12,12 +14,13 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use backend::{Backend, BackendError, CpuBackend, SequenceCache};
 pub use embedding::{EmbeddingEngine, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 
 use crate::chat_template::ChatTemplate;
 use crate::gguf::{GgufError, GgufFile};
-use crate::model::{KvPool, LlamaModel, blocks_for};
+use crate::model::{LlamaModel, blocks_for};
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, Generation, ModelService, RequestContext};
 use crate::tokenizer::{self, TokenId, Tokenizer};
@@ -47,7 +50,8 @@ impl Default for EngineLimits {
 /// A loaded text-generation model and its scheduler.
 pub struct TextEngine {
     descriptor: ModelDescriptor,
-    kv_pool: Arc<KvPool>,
+    /// Reports the cache pool's use: (blocks in use, capacity, bytes per block).
+    cache_usage: Box<dyn Fn() -> (usize, usize, usize) + Send + Sync>,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     commands: Mutex<Sender<scheduler::Admission>>,
@@ -118,21 +122,20 @@ impl TextEngine {
             context_length: model.config().context_length as u32,
             embedding_length: 0,
         };
-        let kv_pool = model.new_pool(limits.kv_cache_bytes);
+        let backend = Arc::new(CpuBackend::new(model, limits.kv_cache_bytes));
+        let reporter = Arc::clone(&backend);
+        let cache_usage = Box::new(move || {
+            (
+                reporter.cache_blocks_in_use(),
+                reporter.cache_capacity_blocks(),
+                reporter.cache_block_bytes(),
+            )
+        });
         let (commands, receiver) = channel();
         let scheduler_tokenizer = Arc::clone(&tokenizer);
-        let scheduler_pool = Arc::clone(&kv_pool);
         std::thread::Builder::new()
             .name(format!("sovra-engine-{name}"))
-            .spawn(move || {
-                scheduler::run(
-                    model,
-                    scheduler_tokenizer,
-                    end_tokens,
-                    scheduler_pool,
-                    receiver,
-                )
-            })
+            .spawn(move || scheduler::run(backend, scheduler_tokenizer, end_tokens, receiver))
             .map_err(|e| GgufError::Io {
                 path: path.to_owned(),
                 source: e,
@@ -142,7 +145,7 @@ impl TextEngine {
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(TextEngine {
             descriptor,
-            kv_pool,
+            cache_usage,
             tokenizer,
             template,
             commands: Mutex::new(commands),
@@ -152,9 +155,8 @@ impl TextEngine {
 
     /// KV cache bytes held by live sequences, and the engine's budget.
     pub fn kv_cache_usage(&self) -> (usize, usize) {
-        let block = self.kv_pool.block_bytes();
-        let capacity = self.kv_pool.capacity().unwrap_or(0);
-        (self.kv_pool.blocks_in_use() * block, capacity * block)
+        let (in_use, capacity, block) = (self.cache_usage)();
+        (in_use * block, capacity.saturating_mul(block))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -214,9 +216,9 @@ impl ModelService for TextEngine {
             )));
         }
         let kv_tokens = (prompt.len() + request.sampling.max_tokens as usize).min(context);
-        let capacity = self.kv_pool.capacity().unwrap_or(usize::MAX);
+        let (_, capacity, block_bytes) = (self.cache_usage)();
         if blocks_for(kv_tokens) > capacity {
-            let mib = |blocks: usize| (blocks * self.kv_pool.block_bytes()) >> 20;
+            let mib = |blocks: usize| blocks.saturating_mul(block_bytes) >> 20;
             return Err(InferenceError::LimitExceeded(format!(
                 "the request needs {} MiB of KV cache; this engine has {} MiB",
                 mib(blocks_for(kv_tokens)),

@@ -10,8 +10,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::backend::{Backend, BackendError, SequenceCache};
 use super::text::TextStream;
-use crate::model::{KvCache, KvPool, LlamaModel, blocks_for};
+use crate::model::blocks_for;
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, GenerationEvent};
 use crate::tokenizer::{TokenId, Tokenizer};
@@ -39,12 +40,12 @@ pub(super) struct Admission {
     pub cancel: CancelToken,
 }
 
-struct Sequence {
+struct Sequence<C> {
     kv_tokens: usize,
     tokens: Vec<TokenId>,
     prompt_len: usize,
     fed: usize,
-    cache: KvCache,
+    cache: C,
     sampler: Sampler,
     max_tokens: u32,
     text: TextStream,
@@ -52,7 +53,7 @@ struct Sequence {
     cancel: CancelToken,
 }
 
-impl Sequence {
+impl<C: SequenceCache> Sequence<C> {
     fn generated(&self) -> u32 {
         (self.tokens.len() - self.prompt_len) as u32
     }
@@ -88,16 +89,15 @@ impl Sequence {
 }
 
 /// Runs until every sender of `commands` is gone and no sequence is live.
-pub(super) fn run(
-    model: Arc<LlamaModel>,
+pub(super) fn run<B: Backend>(
+    backend: Arc<B>,
     tokenizer: Arc<Tokenizer>,
     end_tokens: Vec<TokenId>,
-    kv_pool: Arc<KvPool>,
     commands: Receiver<Admission>,
 ) {
     let mut waiting: VecDeque<Admission> = VecDeque::new();
-    let mut live: Vec<Sequence> = Vec::new();
-    let context = model.config().context_length;
+    let mut live: Vec<Sequence<B::Cache>> = Vec::new();
+    let context = backend.config().context_length;
     let mut open = true;
     loop {
         // Intake: block only when there is nothing to do.
@@ -122,7 +122,7 @@ pub(super) fn run(
         // fill fit beside those the live sequences may fill; until then it
         // waits. Blocks are taken as positions fill, so this reservation is
         // what guarantees a live sequence never finds the pool empty.
-        let capacity = kv_pool.capacity().unwrap_or(usize::MAX);
+        let capacity = backend.cache_capacity_blocks();
         let mut reserved: usize = live.iter().map(|s| blocks_for(s.kv_tokens)).sum();
         while live.len() < MAX_LIVE_SEQUENCES {
             let fits = waiting
@@ -138,7 +138,7 @@ pub(super) fn run(
                 prompt_len: a.prompt.len(),
                 tokens: a.prompt,
                 fed: 0,
-                cache: kv_pool.new_cache(),
+                cache: backend.new_cache(),
                 sampler: a.sampler,
                 max_tokens: a.max_tokens,
                 text: TextStream::new(a.stops),
@@ -177,27 +177,30 @@ pub(super) fn run(
                 sampled_seqs.push(s);
             }
         }
-        let mut caches: Vec<&mut KvCache> = live.iter_mut().map(|s| &mut s.cache).collect();
-        let mut logits = match model.forward(&tokens, &owners, &mut caches, &wanted) {
+        let mut caches: Vec<&mut B::Cache> = live.iter_mut().map(|s| &mut s.cache).collect();
+        let mut logits = match backend.forward(&tokens, &owners, &mut caches, &wanted) {
             Ok(logits) => logits,
-            Err(full) => {
-                // Unreachable while reservations hold; fail the step's
-                // sequences rather than the engine if it ever happens.
+            Err(error) => {
+                // A full pool is unreachable while reservations hold; a
+                // device error fails this step's sequences, not the engine.
+                let error = match error {
+                    BackendError::CacheFull(full) => InferenceError::Unavailable(full.to_string()),
+                    BackendError::Device(e) => {
+                        tracing::error!(device = %backend.device(), error = %e, "step failed");
+                        InferenceError::Internal(format!("{}: {e}", backend.device()))
+                    }
+                };
                 for seq in live.drain(..) {
-                    let _ = seq
-                        .events
-                        .send(GenerationEvent::Failed(InferenceError::Unavailable(
-                            full.to_string(),
-                        )));
+                    let _ = seq.events.send(GenerationEvent::Failed(error.clone()));
                 }
                 continue;
             }
         };
         for seq in live.iter_mut() {
-            seq.fed = seq.cache.len();
+            seq.fed = seq.cache.filled();
         }
 
-        let vocab = model.config().vocab;
+        let vocab = backend.config().vocab;
         let mut finished = Vec::new();
         let mut bytes = Vec::new();
         for (row, &s) in sampled_seqs.iter().enumerate() {
