@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use sovra_gpu::config::load_registry;
+use sovra_gpu::config::load_registry_on;
+use sovra_gpu::cuda::DeviceChoice;
 use sovra_runtime::units::{parse_bytes, parse_duration};
 use sovra_runtime::{
     AgentManifest, Capability, Grants, Invocation, InvocationReport, Limits, Runtime,
@@ -56,6 +57,10 @@ pub struct RunArgs {
     /// The operator's model file (models.toml) listing the models to serve.
     #[arg(long, env = "SOVRA_MODELS")]
     models: Option<PathBuf>,
+    /// Where text models run: auto (the first usable GPU, else the CPU),
+    /// cpu, cuda or cuda:N.
+    #[arg(long, env = "SOVRA_DEVICE", default_value = "auto")]
+    device: DeviceChoice,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -86,7 +91,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 
     let mut config = RuntimeConfig::new(&data_dir);
     if let Some(models) = &args.models {
-        config.models = Arc::new(load_registry(models).code(Code::Usage)?);
+        config.models = Arc::new(load_registry_on(models, args.device).code(Code::Usage)?);
     }
     let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
     let runtime = Runtime::new(config).code(Code::Host)?;

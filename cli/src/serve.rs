@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use sovra_gpu::ModelRegistry;
-use sovra_gpu::config::load_registry;
+use sovra_gpu::config::load_registry_on;
 use sovra_server::{AppState, NodeConfig};
 
 use crate::exit::{Code, Failure, WithCode};
@@ -53,7 +53,7 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode, Failure> {
         config.listen = listen;
     }
     let models = match &config.models {
-        Some(path) => load_registry(path).code(Code::Usage)?,
+        Some(path) => load_registry_on(path, config.device).code(Code::Usage)?,
         None => ModelRegistry::empty(),
     };
     let worker = std::env::current_exe()

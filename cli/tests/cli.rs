@@ -208,3 +208,52 @@ fn publishers_sign_and_anyone_can_verify() {
         text(&tampered.stderr)
     );
 }
+
+#[test]
+fn asking_for_a_gpu_where_there_is_none_is_a_clear_error() {
+    if sovra_gpu::cuda::probe().usable(0) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../host-gpu/tests/reference/tiny/llama-spm.gguf")
+        .canonicalize()
+        .unwrap();
+    let models = dir.path().join("models.toml");
+    std::fs::write(
+        &models,
+        format!(
+            "[[model]]\nname = \"tiny\"\npath = {:?}\nkind = \"text-generation\"\ntenants = \"all\"\n",
+            model.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let models = models.to_str().unwrap();
+    let out = sovra(
+        dir.path(),
+        &[
+            "run", HELLO, "--models", models, "--device", "cuda", "--input", "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("cannot use cuda:0"),
+        "{}",
+        text(&out.stderr)
+    );
+    // auto falls back to the CPU and runs.
+    let out = sovra(
+        dir.path(),
+        &[
+            "run", HELLO, "--models", models, "--device", "auto", "--input", "x",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = sovra(dir.path(), &["run", HELLO, "--device", "tpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`tpu` is not a device"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::engine::{EmbeddingEngine, TextEngine};
+use crate::cuda::DeviceChoice;
+use crate::engine::{EmbeddingEngine, EngineLimits, TextEngine};
 use crate::{ModelRegistry, TenantScope};
 
 /// Longest model name.
@@ -68,8 +69,15 @@ enum Tenants {
     Only(BTreeSet<String>),
 }
 
-/// Reads `path` and loads every model it lists (once; shared by all tenants).
+/// Reads `path` and loads every model it lists (once; shared by all
+/// tenants), text models on the first usable GPU or else the CPU.
 pub fn load_registry(path: &Path) -> Result<ModelRegistry, ConfigError> {
+    load_registry_on(path, DeviceChoice::Auto)
+}
+
+/// [`load_registry`] with text models on `device` (`cuda` on a machine
+/// without a usable GPU is an error naming why).
+pub fn load_registry_on(path: &Path, device: DeviceChoice) -> Result<ModelRegistry, ConfigError> {
     let invalid = |message: String| ConfigError::Invalid {
         path: path.to_owned(),
         message,
@@ -104,15 +112,21 @@ pub fn load_registry(path: &Path) -> Result<ModelRegistry, ConfigError> {
         };
         let file = base.join(&model.path);
         let service: Arc<dyn crate::ModelService> = match model.kind.as_str() {
-            "text-generation" => {
-                Arc::new(
-                    TextEngine::load(&name, &file).map_err(|error| ConfigError::Load {
-                        path: path.to_owned(),
-                        name: name.clone(),
-                        error: Box::new(error),
-                    })?,
+            "text-generation" => Arc::new(
+                TextEngine::load_with_limits(
+                    &name,
+                    &file,
+                    EngineLimits {
+                        device,
+                        ..EngineLimits::default()
+                    },
                 )
-            }
+                .map_err(|error| ConfigError::Load {
+                    path: path.to_owned(),
+                    name: name.clone(),
+                    error: Box::new(error),
+                })?,
+            ),
             "embedding" => Arc::new(EmbeddingEngine::load(&name, &file).map_err(|error| {
                 ConfigError::Load {
                     path: path.to_owned(),

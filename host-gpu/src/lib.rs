@@ -27,6 +27,7 @@
 pub mod chat_template;
 pub mod config;
 pub mod cpu;
+pub mod cuda;
 mod descriptor;
 pub mod engine;
 mod error;

@@ -184,6 +184,7 @@ async fn a_full_cache_makes_requests_wait_not_fail() {
     let per_token = 30 * 192 * 2 * 4;
     let limits = sovra_gpu::engine::EngineLimits {
         kv_cache_bytes: 80 * per_token,
+        device: sovra_gpu::cuda::DeviceChoice::Cpu,
     };
     let engine = Arc::new(TextEngine::load_with_limits("smollm2", &path, limits).unwrap());
     let prompts = [

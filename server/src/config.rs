@@ -7,6 +7,7 @@
 //! listen = "127.0.0.1:8700"
 //! data-dir = "/var/lib/sovra"
 //! models = "/etc/sovra/models.toml"      # optional
+//! device = "auto"                        # auto, cpu, cuda, cuda:N
 //! operator-token-env = "SOVRA_OPERATOR_TOKEN"   # or operator-token-file = "..."
 //!
 //! [limits]
@@ -33,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sovra_gpu::cuda::DeviceChoice;
 use sovra_runtime::Capability;
 use sovra_runtime::limits::{MAX_COMPONENT_BYTES, MAX_MEMORY_CEILING, MAX_TIMEOUT};
 use sovra_runtime::units::{parse_bytes, parse_duration};
@@ -53,6 +55,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub models: Option<PathBuf>,
+    /// Where text models run.
+    pub device: DeviceChoice,
     pub operator_token: OperatorTokenSource,
     pub limits: ServerLimits,
     pub ceilings: Ceilings,
@@ -171,6 +175,7 @@ struct RawConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     models: Option<PathBuf>,
+    device: Option<String>,
     operator_token_env: Option<String>,
     operator_token_file: Option<PathBuf>,
     #[serde(default)]
@@ -214,6 +219,7 @@ impl NodeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8700)),
             data_dir: data_dir.into(),
             models: None,
+            device: DeviceChoice::Auto,
             operator_token: OperatorTokenSource::Env(DEFAULT_OPERATOR_TOKEN_ENV.into()),
             limits: ServerLimits::default(),
             ceilings: Ceilings::default(),
@@ -253,6 +259,11 @@ impl NodeConfig {
             })?;
         }
         config.models = raw.models.map(anchor);
+        if let Some(device) = raw.device {
+            config.device = device
+                .parse()
+                .map_err(|e| invalid(format!("`device`: {e}")))?;
+        }
         config.operator_token = match (raw.operator_token_env, raw.operator_token_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -421,6 +432,7 @@ mod tests {
             ("listen = \"x\"\ndata-dir = \"d\"", "listen"),
             ("", "data-dir"),
             ("data-dir = \"d\"\nbogus = 1", "bogus"),
+            ("data-dir = \"d\"\ndevice = \"tpu\"", "`device`"),
             (
                 "data-dir = \"d\"\n[limits]\nmax-body = \"lots\"",
                 "limits.max-body",

@@ -11,7 +11,7 @@ mod text;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use backend::{Backend, BackendError, CpuBackend, SequenceCache};
@@ -19,6 +19,7 @@ pub use embedding::{EmbeddingEngine, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 
 use crate::chat_template::ChatTemplate;
+use crate::cuda::{CudaBackend, CudaLoadError, CudaProbe, Device, DeviceChoice, DeviceUnavailable};
 use crate::gguf::{GgufError, GgufFile};
 use crate::model::{LlamaModel, blocks_for};
 use crate::sampling::Sampler;
@@ -37,21 +38,33 @@ pub struct EngineLimits {
     /// is refused.
     /// Stops: concurrent long generations exhausting host memory.
     pub kv_cache_bytes: usize,
+    /// Where the model runs: `Auto` takes the first usable CUDA device and
+    /// otherwise the CPU.
+    pub device: DeviceChoice,
 }
 
 impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits {
             kv_cache_bytes: 1 << 30,
+            device: DeviceChoice::Auto,
         }
     }
 }
 
+/// What this machine's CUDA looks like, probed once per process.
+fn cuda_probe() -> &'static CudaProbe {
+    static PROBE: OnceLock<CudaProbe> = OnceLock::new();
+    PROBE.get_or_init(crate::cuda::probe)
+}
+
+/// Reports a backend's cache pool: (blocks in use, capacity, bytes per block).
+type CacheUsage = Box<dyn Fn() -> (usize, usize, usize) + Send + Sync>;
+
 /// A loaded text-generation model and its scheduler.
 pub struct TextEngine {
     descriptor: ModelDescriptor,
-    /// Reports the cache pool's use: (blocks in use, capacity, bytes per block).
-    cache_usage: Box<dyn Fn() -> (usize, usize, usize) + Send + Sync>,
+    cache_usage: CacheUsage,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     commands: Mutex<Sender<scheduler::Admission>>,
@@ -77,6 +90,29 @@ pub enum LoadError {
     Template { path: String, error: InferenceError },
     #[error(transparent)]
     Safetensors(#[from] crate::safetensors::SafetensorsError),
+    #[error(transparent)]
+    Device(#[from] DeviceUnavailable),
+    #[error("{path}: cannot load onto the GPU: {error}")]
+    Cuda { path: String, error: CudaLoadError },
+}
+
+/// Starts the scheduler thread on `backend`; returns how to read its cache use.
+fn start<B: Backend>(
+    thread: std::thread::Builder,
+    backend: Arc<B>,
+    tokenizer: Arc<Tokenizer>,
+    end_tokens: Vec<TokenId>,
+    commands: std::sync::mpsc::Receiver<scheduler::Admission>,
+) -> std::io::Result<CacheUsage> {
+    let reporter = Arc::clone(&backend);
+    thread.spawn(move || scheduler::run(backend, tokenizer, end_tokens, commands))?;
+    Ok(Box::new(move || {
+        (
+            reporter.cache_blocks_in_use(),
+            reporter.cache_capacity_blocks(),
+            reporter.cache_block_bytes(),
+        )
+    }))
 }
 
 impl TextEngine {
@@ -122,24 +158,43 @@ impl TextEngine {
             context_length: model.config().context_length as u32,
             embedding_length: 0,
         };
-        let backend = Arc::new(CpuBackend::new(model, limits.kv_cache_bytes));
-        let reporter = Arc::clone(&backend);
-        let cache_usage = Box::new(move || {
-            (
-                reporter.cache_blocks_in_use(),
-                reporter.cache_capacity_blocks(),
-                reporter.cache_block_bytes(),
-            )
-        });
+        let (device, note) = limits.device.resolve(cuda_probe())?;
+        if let Some(note) = note {
+            tracing::info!(model = name, "{note}");
+        }
         let (commands, receiver) = channel();
+        let thread = std::thread::Builder::new().name(format!("sovra-engine-{name}"));
         let scheduler_tokenizer = Arc::clone(&tokenizer);
-        std::thread::Builder::new()
-            .name(format!("sovra-engine-{name}"))
-            .spawn(move || scheduler::run(backend, scheduler_tokenizer, end_tokens, receiver))
-            .map_err(|e| GgufError::Io {
-                path: path.to_owned(),
-                source: e,
-            })?;
+        let spawned =
+            match device {
+                Device::Cpu => start(
+                    thread,
+                    Arc::new(CpuBackend::new(model, limits.kv_cache_bytes)),
+                    scheduler_tokenizer,
+                    end_tokens,
+                    receiver,
+                ),
+                Device::Cuda(ordinal) => {
+                    let backend = CudaBackend::new(&model, ordinal, limits.kv_cache_bytes)
+                        .map_err(|error| LoadError::Cuda {
+                            path: path.display().to_string(),
+                            error,
+                        })?;
+                    drop(model);
+                    tracing::info!(model = name, device = %device, "model loaded onto the GPU");
+                    start(
+                        thread,
+                        Arc::new(backend),
+                        scheduler_tokenizer,
+                        end_tokens,
+                        receiver,
+                    )
+                }
+            };
+        let cache_usage = spawned.map_err(|e| GgufError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

@@ -36,6 +36,24 @@ struct Layer {
     down: Matrix,
 }
 
+/// One layer's weights as the file holds them, for backends that copy them
+/// to a device.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerWeights<'a> {
+    pub attn_norm: &'a [f32],
+    pub q: &'a Matrix,
+    pub k: &'a Matrix,
+    pub v: &'a Matrix,
+    pub q_bias: Option<&'a [f32]>,
+    pub k_bias: Option<&'a [f32]>,
+    pub v_bias: Option<&'a [f32]>,
+    pub out: &'a Matrix,
+    pub ffn_norm: &'a [f32],
+    pub gate: &'a Matrix,
+    pub up: &'a Matrix,
+    pub down: &'a Matrix,
+}
+
 /// A loaded llama-family model: one copy of the weights, shared by every
 /// sequence and tenant.
 pub struct LlamaModel {
@@ -163,6 +181,34 @@ impl LlamaModel {
 
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// Every layer's weights, in order.
+    pub fn layer_weights(&self) -> impl Iterator<Item = LayerWeights<'_>> {
+        self.layers.iter().map(|l| LayerWeights {
+            attn_norm: &l.attn_norm,
+            q: &l.q,
+            k: &l.k,
+            v: &l.v,
+            q_bias: l.q_bias.as_deref(),
+            k_bias: l.k_bias.as_deref(),
+            v_bias: l.v_bias.as_deref(),
+            out: &l.out,
+            ffn_norm: &l.ffn_norm,
+            gate: &l.gate,
+            up: &l.up,
+            down: &l.down,
+        })
+    }
+
+    /// The token embeddings, the final norm and the vocabulary projection
+    /// (the embeddings again when they are tied).
+    pub fn edge_weights(&self) -> (&Matrix, &[f32], &Matrix) {
+        (&self.embeddings, &self.output_norm, &self.output)
+    }
+
+    pub fn rope_frequencies(&self) -> &[f32] {
+        &self.rope_frequencies
     }
 
     /// Bytes of weights read per forward step.

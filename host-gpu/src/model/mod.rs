@@ -9,4 +9,4 @@ mod llama;
 pub use bert::BertModel;
 pub use config::{LlamaConfig, RopeStyle};
 pub use kv_cache::{BLOCK_TOKENS, KvCache, KvCacheFull, KvPool, blocks_for};
-pub use llama::LlamaModel;
+pub use llama::{LayerWeights, LlamaModel};

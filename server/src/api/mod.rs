@@ -7,6 +7,10 @@
 //! - tenants (their own API keys): installs, invocations (JSON or
 //!   server-sent events), invocation history, models.
 //!
+//! Handlers that need no body still read it (`_unread: Bytes`): answering
+//! before the body is read makes hyper close the connection, which breaks a
+//! client's keep-alive.
+//!
 //! Every error is `{"error": {"code": "...", "message": "..."}}` with a
 //! status that says whose fault it is: 401 no or unknown credential, 403 a
 //! credential that may not do this, 4xx a request the node refuses (the code

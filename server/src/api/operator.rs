@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -100,6 +101,7 @@ pub async fn disable_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    _unread: Bytes,
 ) -> Reply {
     set_disabled(&state, &headers, &tenant, true).await
 }
@@ -108,6 +110,7 @@ pub async fn enable_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    _unread: Bytes,
 ) -> Reply {
     set_disabled(&state, &headers, &tenant, false).await
 }
@@ -116,6 +119,7 @@ pub async fn create_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    _unread: Bytes,
 ) -> Reply {
     require_operator(&state, &headers)?;
     existing_tenant(&state, &tenant)?;
@@ -146,6 +150,7 @@ pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, key)): Path<(String, String)>,
+    _unread: Bytes,
 ) -> Reply {
     require_operator(&state, &headers)?;
     if !state.db.revoke_key(&tenant, &key)? {

@@ -119,6 +119,7 @@ pub async fn approve(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
+    _unread: Bytes,
 ) -> Reply {
     transition(
         &state,
@@ -136,6 +137,7 @@ pub async fn yank(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
+    _unread: Bytes,
 ) -> Reply {
     transition(
         &state,

@@ -7,6 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -212,6 +213,7 @@ pub async fn uninstall(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, plugin)): Path<(String, String)>,
+    _unread: Bytes,
 ) -> Reply {
     require_tenant(&state, &headers, &tenant, OperatorToo::Yes)?;
     if !state.db.uninstall(&tenant, &plugin)? {

@@ -1,0 +1,162 @@
+//! The CUDA backend. Without a GPU: every kernel compiles with NVRTC for
+//! sm_90 (NVRTC runs on the CPU; `scripts/fetch-nvrtc` provides it, and
+//! `SOVRA_REQUIRE_NVRTC=1` makes its absence a failure), and device probing
+//! never panics. With a GPU (`SOVRA_REQUIRE_GPU=1` makes its absence a
+//! failure): the tiny models of every weight type give the CPU's exact
+//! logits within bf16 tolerance, a batched step equals its solo steps, and
+//! the engine generates on the device.
+
+use std::path::Path;
+
+use sovra_gpu::cuda::{self, CudaBackend, DeviceChoice, kernels};
+use sovra_gpu::engine::{Backend, CpuBackend};
+use sovra_gpu::model::LlamaModel;
+
+fn nvrtc_present() -> bool {
+    // SAFETY: only opens the library by name.
+    let present = unsafe { cudarc::nvrtc::sys::is_culib_present() };
+    if !present {
+        assert!(
+            std::env::var_os("SOVRA_REQUIRE_NVRTC").is_none(),
+            "SOVRA_REQUIRE_NVRTC is set but libnvrtc.so is not on LD_LIBRARY_PATH \
+             (scripts/fetch-nvrtc prints its directory)"
+        );
+        eprintln!("skipping: NVRTC not found (scripts/fetch-nvrtc, then LD_LIBRARY_PATH)");
+    }
+    present
+}
+
+/// Device 0, or `None` (with a message) on a machine without a usable GPU.
+fn gpu() -> Option<usize> {
+    let probe = cuda::probe();
+    if probe.usable(0) {
+        return Some(0);
+    }
+    assert!(
+        std::env::var_os("SOVRA_REQUIRE_GPU").is_none(),
+        "SOVRA_REQUIRE_GPU is set but there is no usable GPU: {:?}",
+        probe.problem
+    );
+    eprintln!("skipping: no usable GPU ({:?})", probe.problem);
+    None
+}
+
+#[test]
+fn every_kernel_compiles_for_hopper_without_warnings() {
+    if !nvrtc_present() {
+        return;
+    }
+    let compiled = kernels::compile("sm_90").unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !compiled.log.to_lowercase().contains("warning"),
+        "NVRTC warned:\n{}",
+        compiled.log
+    );
+    for kernel in kernels::KERNELS {
+        assert!(
+            compiled.ptx.contains(&format!(".entry {kernel}(")),
+            "{kernel}"
+        );
+    }
+    assert!(compiled.ptx.contains(".target sm_90"));
+    // A broken kernel is reported with NVRTC's message, not a panic.
+    let error = kernels::compile("sm_1").unwrap_err();
+    assert!(error.to_string().contains("sm_1"), "{error}");
+}
+
+#[test]
+fn asking_for_cuda_without_a_gpu_is_a_clear_error() {
+    let probe = cuda::probe();
+    if probe.usable(0) {
+        return;
+    }
+    let error = DeviceChoice::Cuda(0).resolve(&probe).unwrap_err();
+    assert!(
+        error.to_string().starts_with("cannot use cuda:0: "),
+        "{error}"
+    );
+    let (device, note) = DeviceChoice::Auto.resolve(&probe).unwrap();
+    assert_eq!(device, cuda::Device::Cpu);
+    assert!(note.is_some());
+}
+
+fn tiny(name: &str) -> LlamaModel {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/tiny/{name}.gguf"));
+    LlamaModel::load(&path).unwrap()
+}
+
+/// Logits of every position, one token per step, through `backend`.
+fn stepwise<B: Backend>(backend: &B, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = backend.new_cache();
+    tokens
+        .iter()
+        .map(|&t| {
+            backend
+                .forward(&[t], &[0], &mut [&mut cache], &[0])
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn the_gpu_gives_the_cpu_logits_on_every_weight_type() {
+    let Some(device) = gpu() else { return };
+    let tokens = [3u32, 17, 42, 5, 29, 8];
+    for name in [
+        "llama-f32",
+        "llama-f16",
+        "llama-bf16",
+        "llama-q4_0",
+        "llama-q4_1",
+        "llama-q8_0",
+        "llama-q4_k",
+        "llama-q6_k",
+        "qwen2-q8_0",
+        "llama-spm",
+    ] {
+        let model = tiny(name);
+        let gpu = CudaBackend::new(&model, device, 64 << 20).unwrap();
+        let cpu = CpuBackend::new(
+            std::sync::Arc::new(tiny(name).with_activations(sovra_gpu::cpu::Activations::Exact)),
+            64 << 20,
+        );
+        let (want, got) = (stepwise(&cpu, &tokens), stepwise(&gpu, &tokens));
+        for (position, (w, g)) in want.iter().zip(&got).enumerate() {
+            let scale = w.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let worst = w
+                .iter()
+                .zip(g)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                worst <= 2e-2 * scale,
+                "{name} position {position}: off by {worst} (scale {scale})"
+            );
+        }
+        // Two sequences in one step equal each alone.
+        let mut a = gpu.new_cache();
+        let mut b = gpu.new_cache();
+        let both = gpu
+            .forward(
+                &[3, 17, 42, 5],
+                &[0, 0, 1, 1],
+                &mut [&mut a, &mut b],
+                &[1, 3],
+            )
+            .unwrap();
+        let vocab = model.config().vocab;
+        let alone_a = &stepwise(&gpu, &[3, 17])[1];
+        let alone_b = &stepwise(&gpu, &[42, 5])[1];
+        for (x, y) in both[..vocab]
+            .iter()
+            .zip(alone_a)
+            .chain(both[vocab..].iter().zip(alone_b))
+        {
+            assert!(
+                (x - y).abs() <= 1e-3 * x.abs().max(1.0),
+                "{name}: batched {x} vs solo {y}"
+            );
+        }
+    }
+}
