@@ -80,9 +80,13 @@ fn asking_for_cuda_without_a_gpu_is_a_clear_error() {
     assert!(note.is_some());
 }
 
+/// A tiny reference model; `SOVRA_REPO` names the repository when this test
+/// binary runs away from where it was built (scripts/gpu-check).
 fn tiny(name: &str) -> LlamaModel {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/tiny/{name}.gguf"));
+    let repo = std::env::var_os("SOVRA_REPO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let path = repo.join(format!("host-gpu/tests/reference/tiny/{name}.gguf"));
     LlamaModel::load(&path).unwrap()
 }
 

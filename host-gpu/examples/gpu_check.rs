@@ -1,0 +1,422 @@
+//! The GPU check, for a machine with an NVIDIA GPU and no Rust toolchain
+//! (`scripts/gpu-check` runs this binary, built beforehand with
+//! `cargo build --release -p sovra-gpu --example gpu_check`).
+//!
+//! 1. Probes CUDA and compiles the kernels for the device.
+//! 2. The tiny models of every weight type (`host-gpu/tests/reference/tiny`):
+//!    GPU logits against the CPU's exact ones.
+//! 3. A model of SmolLM2-135M's shapes with random Q4_1 weights (the real
+//!    file is too large to carry): GPU against CPU logits (bf16 relative
+//!    error) and greedy continuations.
+//! 4. Llama-3.2-1B shapes with random bf16 weights made on the device:
+//!    prefill and decode tokens/s at batch 1, 8 and 64, and batch-1 decode
+//!    against the bandwidth roofline (weight bytes per token over the copy
+//!    bandwidth measured here).
+//!
+//! Exit code 0 when every check passes, 1 when one fails, 2 without a GPU.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sovra_gpu::cpu::Activations;
+use sovra_gpu::cuda::{self, CudaBackend};
+use sovra_gpu::engine::{Backend, CpuBackend};
+use sovra_gpu::gguf::{GgmlType, GgufWriter, MetadataValue};
+use sovra_gpu::model::{LlamaConfig, LlamaModel, RopeStyle};
+
+/// Largest GPU-vs-CPU logit difference allowed, relative to the largest
+/// logit (bf16 weights and activations against exact f32).
+const TOLERANCE: f32 = 1e-2;
+
+/// Greedy tokens compared between the backends on the SmolLM2 shapes.
+const GREEDY_TOKENS: usize = 16;
+
+fn argmax(logits: &[f32]) -> u32 {
+    logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as u32)
+}
+
+/// Largest |a - b| over the largest |a|.
+fn relative_error(want: &[f32], got: &[f32]) -> f32 {
+    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    want.iter()
+        .zip(got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+fn prompt_logits<B: Backend>(backend: &B, prompt: &[u32]) -> Vec<f32> {
+    let mut cache = backend.new_cache();
+    let owners = vec![0; prompt.len()];
+    backend
+        .forward(prompt, &owners, &mut [&mut cache], &[prompt.len() - 1])
+        .expect("forward")
+}
+
+fn greedy<B: Backend>(backend: &B, prompt: &[u32], n: usize) -> Vec<u32> {
+    let mut cache = backend.new_cache();
+    let owners = vec![0; prompt.len()];
+    let mut logits = backend
+        .forward(prompt, &owners, &mut [&mut cache], &[prompt.len() - 1])
+        .expect("forward");
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let next = argmax(&logits);
+        out.push(next);
+        logits = backend
+            .forward(&[next], &[0], &mut [&mut cache], &[0])
+            .expect("forward");
+    }
+    out
+}
+
+/// Deterministic pseudo-random numbers (splitmix64).
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn uniform(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Random Q4_1 blocks for `rows × cols` weights of about ±`scale`.
+fn q4_1(random: &mut Random, rows: usize, cols: usize, scale: f32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows * cols / 32 * 20);
+    for _ in 0..rows * cols / 32 {
+        let d = half::f16::from_f32(2.0 * scale / 15.0);
+        let m = half::f16::from_f32(-scale);
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend_from_slice(&m.to_le_bytes());
+        for _ in 0..16 {
+            out.push(random.next() as u8);
+        }
+    }
+    out
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// A GGUF of SmolLM2-135M's shapes with random Q4_1 weights.
+fn smollm2_shaped(path: &std::path::Path) -> std::io::Result<()> {
+    let (layers, e, ff, heads, kv_heads, vocab) = (30usize, 576usize, 1536usize, 9, 3, 49152usize);
+    let kv = kv_heads * (e / heads);
+    let mut random = Random(7);
+    let mut w = GgufWriter::new();
+    let int = |v: usize| MetadataValue::U32(v as u32);
+    w.metadata(
+        "general.architecture",
+        MetadataValue::String("llama".into()),
+    )
+    .metadata("llama.block_count", int(layers))
+    .metadata("llama.embedding_length", int(e))
+    .metadata("llama.feed_forward_length", int(ff))
+    .metadata("llama.attention.head_count", int(heads))
+    .metadata("llama.attention.head_count_kv", int(kv_heads))
+    .metadata("llama.context_length", int(2048))
+    .metadata("llama.rope.freq_base", MetadataValue::F32(100_000.0))
+    .metadata(
+        "llama.attention.layer_norm_rms_epsilon",
+        MetadataValue::F32(1e-5),
+    )
+    .metadata("llama.vocab_size", int(vocab));
+    let norm = |random: &mut Random| -> Vec<u8> {
+        f32_bytes(
+            &(0..e)
+                .map(|_| 0.9 + 0.2 * random.uniform())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let q4 = GgmlType::Q4_1;
+    let x = 1.0 / (e as f32).sqrt();
+    w.tensor(
+        "token_embd.weight",
+        &[e as u64, vocab as u64],
+        q4,
+        q4_1(&mut random, vocab, e, 1.0),
+    );
+    for i in 0..layers {
+        let name = |part: &str| format!("blk.{i}.{part}");
+        let (en, kvn, ffn) = (e as u64, kv as u64, ff as u64);
+        w.tensor(
+            &name("attn_norm.weight"),
+            &[en],
+            GgmlType::F32,
+            norm(&mut random),
+        )
+        .tensor(
+            &name("attn_q.weight"),
+            &[en, en],
+            q4,
+            q4_1(&mut random, e, e, x),
+        )
+        .tensor(
+            &name("attn_k.weight"),
+            &[en, kvn],
+            q4,
+            q4_1(&mut random, kv, e, x),
+        )
+        .tensor(
+            &name("attn_v.weight"),
+            &[en, kvn],
+            q4,
+            q4_1(&mut random, kv, e, x),
+        )
+        .tensor(
+            &name("attn_output.weight"),
+            &[en, en],
+            q4,
+            q4_1(&mut random, e, e, x),
+        )
+        .tensor(
+            &name("ffn_norm.weight"),
+            &[en],
+            GgmlType::F32,
+            norm(&mut random),
+        )
+        .tensor(
+            &name("ffn_gate.weight"),
+            &[en, ffn],
+            q4,
+            q4_1(&mut random, ff, e, x),
+        )
+        .tensor(
+            &name("ffn_up.weight"),
+            &[en, ffn],
+            q4,
+            q4_1(&mut random, ff, e, x),
+        )
+        .tensor(
+            &name("ffn_down.weight"),
+            &[ffn, en],
+            q4,
+            q4_1(&mut random, e, ff, 1.0 / (ff as f32).sqrt()),
+        );
+    }
+    w.tensor(
+        "output_norm.weight",
+        &[e as u64],
+        GgmlType::F32,
+        norm(&mut random),
+    );
+    w.write(path)
+}
+
+fn llama_1b() -> LlamaConfig {
+    LlamaConfig {
+        architecture: "llama".into(),
+        layers: 16,
+        embedding: 2048,
+        feed_forward: 8192,
+        heads: 32,
+        kv_heads: 8,
+        head_dim: 64,
+        context_length: 4096,
+        rope_base: 500_000.0,
+        rope_style: RopeStyle::Interleaved,
+        rms_eps: 1e-5,
+        vocab: 128_256,
+    }
+}
+
+/// Device-to-device copy bandwidth (bytes read + written per second).
+fn copy_bandwidth(backend: &CudaBackend) -> f64 {
+    let stream = backend.stream();
+    let bytes = 1usize << 30;
+    let src = stream.alloc_zeros::<u8>(bytes).expect("alloc");
+    let mut dst = stream.alloc_zeros::<u8>(bytes).expect("alloc");
+    stream.memcpy_dtod(&src, &mut dst).expect("copy");
+    stream.synchronize().expect("sync");
+    let rounds = 10;
+    let started = Instant::now();
+    for _ in 0..rounds {
+        stream.memcpy_dtod(&src, &mut dst).expect("copy");
+    }
+    stream.synchronize().expect("sync");
+    (2 * bytes * rounds) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// (prefill tok/s, aggregate decode tok/s) for `batch` sequences.
+fn throughput(backend: &CudaBackend, batch: usize, prompt: usize, steps: usize) -> (f64, f64) {
+    let mut caches: Vec<_> = (0..batch).map(|_| backend.new_cache()).collect();
+    let tokens: Vec<u32> = (0..batch * prompt)
+        .map(|i| (i * 7919 % 50_000) as u32)
+        .collect();
+    let owners: Vec<usize> = (0..batch * prompt).map(|i| i / prompt).collect();
+    let last: Vec<usize> = (0..batch).map(|s| s * prompt + prompt - 1).collect();
+    let mut refs: Vec<_> = caches.iter_mut().collect();
+    let started = Instant::now();
+    backend
+        .forward(&tokens, &owners, &mut refs, &last)
+        .expect("prefill");
+    let prefill = (batch * prompt) as f64 / started.elapsed().as_secs_f64();
+    let step_owners: Vec<usize> = (0..batch).collect();
+    let mut next: Vec<u32> = (0..batch as u32).collect();
+    let started = Instant::now();
+    for _ in 0..steps {
+        let logits = backend
+            .forward(&next, &step_owners, &mut refs, &step_owners)
+            .expect("decode");
+        let vocab = backend.config().vocab;
+        next = (0..batch)
+            .map(|s| argmax(&logits[s * vocab..(s + 1) * vocab]))
+            .collect();
+    }
+    let decode = (batch * steps) as f64 / started.elapsed().as_secs_f64();
+    (prefill, decode)
+}
+
+fn main() -> ExitCode {
+    let repo = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let probe = cuda::probe();
+    println!("## CUDA probe\n\n{probe:#?}\n");
+    if !probe.usable(0) {
+        println!("no usable GPU: {:?}", probe.problem);
+        return ExitCode::from(2);
+    }
+    let device = 0;
+    let mut failed = false;
+
+    println!("## Tiny models: GPU (bf16) against CPU (exact f32) logits\n");
+    println!("| model | worst relative error | within {TOLERANCE} |\n|---|---|---|");
+    let tokens = [3u32, 17, 42, 5, 29, 8];
+    for name in [
+        "llama-f32",
+        "llama-f16",
+        "llama-bf16",
+        "llama-q4_0",
+        "llama-q4_1",
+        "llama-q8_0",
+        "llama-q4_k",
+        "llama-q6_k",
+        "qwen2-q8_0",
+        "llama-spm",
+    ] {
+        let path = repo.join(format!("host-gpu/tests/reference/tiny/{name}.gguf"));
+        let model = match LlamaModel::load(&path) {
+            Ok(model) => model,
+            Err(e) => {
+                println!("| {name} | cannot load: {e} | no |");
+                failed = true;
+                continue;
+            }
+        };
+        let gpu = match CudaBackend::new(&model, device, 64 << 20) {
+            Ok(gpu) => gpu,
+            Err(e) => {
+                println!("| {name} | GPU load failed: {e} | no |");
+                failed = true;
+                continue;
+            }
+        };
+        let cpu = CpuBackend::new(
+            Arc::new(model.with_activations(Activations::Exact)),
+            64 << 20,
+        );
+        let mut worst = 0.0f32;
+        let (mut a, mut b) = (cpu.new_cache(), gpu.new_cache());
+        for &t in &tokens {
+            let want = cpu.forward(&[t], &[0], &mut [&mut a], &[0]).expect("cpu");
+            let got = gpu.forward(&[t], &[0], &mut [&mut b], &[0]).expect("gpu");
+            worst = worst.max(relative_error(&want, &got));
+        }
+        let ok = worst <= TOLERANCE;
+        failed |= !ok;
+        println!(
+            "| {name} | {worst:.2e} | {} |",
+            if ok { "yes" } else { "NO" }
+        );
+    }
+
+    println!("\n## SmolLM2-135M shapes, random Q4_1 weights: GPU against CPU\n");
+    let path = std::env::temp_dir().join("sovra-smollm2-shaped.gguf");
+    smollm2_shaped(&path).expect("write the SmolLM2-shaped model");
+    let model = LlamaModel::load(&path).expect("load it");
+    let started = Instant::now();
+    let gpu = CudaBackend::new(&model, device, 1 << 30).expect("upload");
+    println!(
+        "upload and decode to bf16: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let cpu = CpuBackend::new(
+        Arc::new(model.with_activations(Activations::Exact)),
+        1 << 30,
+    );
+    let prompt: Vec<u32> = (0..32).map(|i| (i * 1543 % 49_152) as u32).collect();
+    let error = relative_error(&prompt_logits(&cpu, &prompt), &prompt_logits(&gpu, &prompt));
+    let ok = error <= TOLERANCE;
+    failed |= !ok;
+    println!(
+        "logits after a 32-token prompt: relative error {error:.2e} (limit {TOLERANCE}): {}",
+        if ok { "ok" } else { "FAILED" }
+    );
+    let (want, got) = (
+        greedy(&cpu, &prompt, GREEDY_TOKENS),
+        greedy(&gpu, &prompt, GREEDY_TOKENS),
+    );
+    let same = want.iter().zip(&got).take_while(|(a, b)| a == b).count();
+    println!(
+        "greedy continuation: {same} of {GREEDY_TOKENS} tokens identical\n  cpu {want:?}\n  gpu {got:?}"
+    );
+    failed |= same < GREEDY_TOKENS;
+
+    println!("\n## Llama-3.2-1B shapes, random bf16 weights on the device\n");
+    let big = CudaBackend::random(llama_1b(), device, 8 << 30, 42).expect("random 1B");
+    let bandwidth = copy_bandwidth(&big);
+    let weight_bytes = big.weight_bytes() as f64;
+    let roofline = bandwidth / weight_bytes;
+    println!(
+        "copy bandwidth {:.0} GB/s; weights {:.2} GB per step; batch-1 decode roofline {roofline:.0} tok/s\n",
+        bandwidth / 1e9,
+        weight_bytes / 1e9
+    );
+    println!(
+        "| batch | prefill tok/s (128-token prompts) | decode tok/s (aggregate) | decode vs batch 1 | batch-1 roofline share |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut single = 0.0;
+    for batch in [1usize, 8, 64] {
+        let _ = throughput(&big, batch, 16, 4); // warm-up
+        let (prefill, decode) = throughput(&big, batch, 128, 64);
+        if batch == 1 {
+            single = decode;
+        }
+        println!(
+            "| {batch} | {prefill:.0} | {decode:.0} | {:.1}x | {} |",
+            decode / single,
+            if batch == 1 {
+                format!("{:.0}%", 100.0 * decode / roofline)
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!(
+        "\naims: batch-1 decode at 60% or more of the roofline; batch 64 at 20x batch 1 or more"
+    );
+    if failed {
+        println!("\nSOME CHECKS FAILED");
+        ExitCode::from(1)
+    } else {
+        println!("\nall checks passed");
+        ExitCode::SUCCESS
+    }
+}
