@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use super::ops::dot;
-use super::q8::{Q8Block, kernels, kernels4, quantize_row};
+use super::q8::{Q8Block, kernels, kernels4, kernels8, quantize_row};
 use crate::gguf::{GgmlType, TensorBytes};
 use crate::quant::dequantize;
 
@@ -130,7 +130,12 @@ fn rows_product(
         GgmlType::Q4_1 => q4_1,
         _ => q8_0,
     };
-    // Four tokens at a time share each unpacked weight block.
+    // Eight, then four tokens at a time share each unpacked weight block.
+    let eight = kernels8().and_then(|[q4_1x8, q8_0x8]| match w.ty {
+        GgmlType::Q4_1 => Some(q4_1x8),
+        GgmlType::Q8_0 => Some(q8_0x8),
+        _ => None,
+    });
     let four = kernels4().and_then(|[q4_1x4, q8_0x4]| match w.ty {
         GgmlType::Q4_1 => Some(q4_1x4),
         GgmlType::Q8_0 => Some(q8_0x4),
@@ -142,6 +147,13 @@ fn rows_product(
         match q8 {
             Some(q) => {
                 let mut t = 0;
+                if let Some(dot8) = eight {
+                    while t + 8 <= n {
+                        let got = dot8(row, std::array::from_fn(|i| &q[t + i][..]));
+                        outs[t..t + 8].copy_from_slice(&got);
+                        t += 8;
+                    }
+                }
                 if let Some(dot4) = four {
                     while t + 4 <= n {
                         let got = dot4(row, [&q[t], &q[t + 1], &q[t + 2], &q[t + 3]]);

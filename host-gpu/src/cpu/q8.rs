@@ -81,6 +81,32 @@ pub(super) fn kernels() -> [BlockDot; 3] {
     })
 }
 
+/// A kernel for one weight row against eight tokens.
+pub(super) type BlockDot8 = fn(&[u8], [&[Q8Block]; 8]) -> [f32; 8];
+
+/// Eight-token kernels for Q4_1 and Q8_0 weights, where the processor has
+/// the registers for them (AVX-512 VNNI: 32 vector registers).
+pub(super) fn kernels8() -> Option<[BlockDot8; 2]> {
+    static KERNELS: std::sync::OnceLock<Option<[BlockDot8; 2]>> = std::sync::OnceLock::new();
+    *KERNELS.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+        {
+            use super::simd::vnni;
+            // SAFETY: the features each kernel needs were just detected.
+            return Some([
+                |r, x| unsafe { vnni::dotn_q4_1(r, x) },
+                |r, x| unsafe { vnni::dotn_q8_0(r, x) },
+            ]);
+        }
+        None
+    })
+}
+
 /// A kernel for one weight row against four tokens.
 pub(super) type BlockDot4 = fn(&[u8], [&[Q8Block]; 4]) -> [f32; 4];
 
@@ -98,8 +124,8 @@ pub(super) fn kernels4() -> Option<[BlockDot4; 2]> {
             use super::simd::vnni;
             // SAFETY: the features each kernel needs were just detected.
             return Some([
-                |r, x| unsafe { vnni::dot4_q4_1(r, x) },
-                |r, x| unsafe { vnni::dot4_q8_0(r, x) },
+                |r, x| unsafe { vnni::dotn_q4_1(r, x) },
+                |r, x| unsafe { vnni::dotn_q8_0(r, x) },
             ]);
         }
         #[cfg(target_arch = "x86_64")]
@@ -200,6 +226,39 @@ mod tests {
                 (a - b).abs() <= 1e-4 * a.abs().max(1.0),
                 "{name}: {a} vs {b}"
             );
+        }
+    }
+
+    #[test]
+    fn many_token_kernels_equal_the_one_token_kernel_bit_for_bit() {
+        let tokens: Vec<Vec<Q8Block>> = (0..8)
+            .map(|t| {
+                let x: Vec<f32> = (0..256)
+                    .map(|i| ((i * 37 + t * 11) % 101) as f32 / 9.0 - 5.0)
+                    .collect();
+                let mut q = Vec::new();
+                quantize_row(&x, &mut q);
+                q
+            })
+            .collect();
+        let [_, one_q4_1, one_q8_0] = kernels();
+        let rows = [blocks(20, &[0, 2], 8, 2), blocks(34, &[0], 8, 3)];
+        let ones = [one_q4_1, one_q8_0];
+        if let Some(fours) = kernels4() {
+            for ((row, one), four) in rows.iter().zip(ones).zip(fours) {
+                let got = four(row, std::array::from_fn(|t| &tokens[t][..]));
+                for t in 0..4 {
+                    assert_eq!(got[t].to_bits(), one(row, &tokens[t]).to_bits());
+                }
+            }
+        }
+        if let Some(eights) = kernels8() {
+            for ((row, one), eight) in rows.iter().zip(ones).zip(eights) {
+                let got = eight(row, std::array::from_fn(|t| &tokens[t][..]));
+                for t in 0..8 {
+                    assert_eq!(got[t].to_bits(), one(row, &tokens[t]).to_bits());
+                }
+            }
         }
     }
 }

@@ -156,17 +156,21 @@ pub(super) mod vnni {
     use super::super::q8::Q8Block;
     use super::avx2::{f16, hsum, unpack_nibbles};
 
+    /// A Q4_1 row against `N` tokens (4 or 8): each weight block is
+    /// unpacked once and used `N` times; each token's sum runs in the same
+    /// order as the one-token kernel's, so results do not depend on `N`.
+    ///
     /// # Safety
     /// The processor must have AVX2, FMA, F16C, AVX512-VL and AVX512-VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512vl,avx512vnni")]
-    pub unsafe fn dot4_q4_1(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
+    pub unsafe fn dotn_q4_1<const N: usize>(row: &[u8], x: [&[Q8Block]; N]) -> [f32; N] {
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut mins = [0.0f32; 4];
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut mins = [0.0f32; N];
             for (i, b) in row.chunks_exact(20).enumerate() {
                 let w = unpack_nibbles(b.as_ptr().add(4));
                 let (d, m) = (f16(b, 0), f16(b, 2));
-                for t in 0..4 {
+                for t in 0..N {
                     let xb = &x[t][i];
                     let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
                     let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, q);
@@ -179,17 +183,19 @@ pub(super) mod vnni {
         }
     }
 
+    /// A Q8_0 row against `N` tokens (4 or 8).
+    ///
     /// # Safety
     /// The processor must have AVX2, FMA, F16C, AVX512-VL and AVX512-VNNI.
     #[target_feature(enable = "avx2,fma,f16c,avx512vl,avx512vnni")]
-    pub unsafe fn dot4_q8_0(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
+    pub unsafe fn dotn_q8_0<const N: usize>(row: &[u8], x: [&[Q8Block]; N]) -> [f32; N] {
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc = [_mm256_setzero_ps(); N];
             for (i, b) in row.chunks_exact(34).enumerate() {
                 let w = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
                 let w_abs = _mm256_sign_epi8(w, w);
                 let d = f16(b, 0);
-                for t in 0..4 {
+                for t in 0..N {
                     let xb = &x[t][i];
                     let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
                     let sums =
