@@ -65,10 +65,7 @@ pub(super) fn kernels() -> [BlockDot; 3] {
     static KERNELS: std::sync::OnceLock<[BlockDot; 3]> = std::sync::OnceLock::new();
     *KERNELS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
+        if has_avx2() {
             use super::simd::avx2;
             // SAFETY: the features each kernel needs were just detected.
             return [
@@ -81,58 +78,63 @@ pub(super) fn kernels() -> [BlockDot; 3] {
     })
 }
 
-/// A kernel for one weight row against eight tokens.
-pub(super) type BlockDot8 = fn(&[u8], [&[Q8Block]; 8]) -> [f32; 8];
+/// Whether the processor has what the AVX2 kernels need.
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c");
+    #[allow(unreachable_code)]
+    false
+}
+
+/// Whether the processor also has AVX-512 VNNI on 256-bit registers.
+fn has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return has_avx2()
+        && is_x86_feature_detected!("avx512vnni")
+        && is_x86_feature_detected!("avx512vl");
+    #[allow(unreachable_code)]
+    false
+}
+
+/// A kernel for one weight row against `N` tokens.
+pub(super) type BlockDotN<const N: usize> = fn(&[u8], [&[Q8Block]; N]) -> [f32; N];
+
+/// The VNNI `N`-token kernels for Q4_1 and Q8_0 (callers check [`has_vnni`]).
+#[cfg(target_arch = "x86_64")]
+fn vnni_kernels<const N: usize>() -> [BlockDotN<N>; 2] {
+    use super::simd::vnni;
+    // SAFETY: only handed out after `has_vnni()` said yes.
+    [
+        |r, x| unsafe { vnni::dotn_q4_1(r, x) },
+        |r, x| unsafe { vnni::dotn_q8_0(r, x) },
+    ]
+}
 
 /// Eight-token kernels for Q4_1 and Q8_0 weights, where the processor has
 /// the registers for them (AVX-512 VNNI: 32 vector registers).
-pub(super) fn kernels8() -> Option<[BlockDot8; 2]> {
-    static KERNELS: std::sync::OnceLock<Option<[BlockDot8; 2]>> = std::sync::OnceLock::new();
+pub(super) fn kernels8() -> Option<[BlockDotN<8>; 2]> {
+    static KERNELS: std::sync::OnceLock<Option<[BlockDotN<8>; 2]>> = std::sync::OnceLock::new();
     *KERNELS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
-            use super::simd::vnni;
-            // SAFETY: the features each kernel needs were just detected.
-            return Some([
-                |r, x| unsafe { vnni::dotn_q4_1(r, x) },
-                |r, x| unsafe { vnni::dotn_q8_0(r, x) },
-            ]);
+        if has_vnni() {
+            return Some(vnni_kernels());
         }
         None
     })
 }
 
-/// A kernel for one weight row against four tokens.
-pub(super) type BlockDot4 = fn(&[u8], [&[Q8Block]; 4]) -> [f32; 4];
-
 /// Four-token kernels for Q4_1 and Q8_0 weights, where the processor has them.
-pub(super) fn kernels4() -> Option<[BlockDot4; 2]> {
-    static KERNELS: std::sync::OnceLock<Option<[BlockDot4; 2]>> = std::sync::OnceLock::new();
+pub(super) fn kernels4() -> Option<[BlockDotN<4>; 2]> {
+    static KERNELS: std::sync::OnceLock<Option<[BlockDotN<4>; 2]>> = std::sync::OnceLock::new();
     *KERNELS.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx512vnni")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
-            use super::simd::vnni;
-            // SAFETY: the features each kernel needs were just detected.
-            return Some([
-                |r, x| unsafe { vnni::dotn_q4_1(r, x) },
-                |r, x| unsafe { vnni::dotn_q8_0(r, x) },
-            ]);
+        if has_vnni() {
+            return Some(vnni_kernels());
         }
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
-        {
+        if has_avx2() {
             use super::simd::avx2;
             // SAFETY: the features each kernel needs were just detected.
             return Some([
