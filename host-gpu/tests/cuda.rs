@@ -59,6 +59,10 @@ fn every_kernel_compiles_for_hopper_without_warnings() {
         );
     }
     assert!(compiled.ptx.contains(".target sm_90"));
+    assert!(
+        compiled.cubin.starts_with(b"\x7fELF"),
+        "NVRTC made machine code for sm_90"
+    );
     // A broken kernel is reported with NVRTC's message, not a panic.
     let error = kernels::compile("sm_1").unwrap_err();
     assert!(error.to_string().contains("sm_1"), "{error}");

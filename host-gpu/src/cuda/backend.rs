@@ -163,9 +163,12 @@ impl std::fmt::Debug for CudaBackend {
     }
 }
 
+/// One thread per element. Panics past 2^32 blocks of threads, which no
+/// tensor reaches (checked at upload; steps are far smaller).
 fn launch_1d(n: usize) -> LaunchConfig {
+    let blocks = u32::try_from(n.div_ceil(THREADS as usize)).expect("checked at upload");
     LaunchConfig {
-        grid_dim: ((n as u32).div_ceil(THREADS).max(1), 1, 1),
+        grid_dim: (blocks.max(1), 1, 1),
         block_dim: (THREADS, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -190,9 +193,12 @@ fn open(ordinal: usize) -> Result<Device, CudaLoadError> {
     let context = CudaContext::new(ordinal).map_err(cuda)?;
     let (major, minor) = context.compute_capability().map_err(cuda)?;
     let compiled = kernels::compile(&format!("sm_{major}{minor}"))?;
-    let module = context
-        .load_module(Ptx::from_src(compiled.ptx))
-        .map_err(cuda)?;
+    let image = if compiled.cubin.is_empty() {
+        Ptx::from_src(compiled.ptx)
+    } else {
+        Ptx::from_binary(compiled.cubin)
+    };
+    let module = context.load_module(image).map_err(cuda)?;
     let load = |name: &str| module.load_function(name).map_err(cuda);
     let f = Functions {
         dequant: [
@@ -226,7 +232,9 @@ impl Device {
     /// A file matrix decoded to bf16 on the device.
     fn upload(&self, m: &crate::cpu::Matrix) -> Result<DeviceMatrix, CudaLoadError> {
         let n = m.rows * m.cols;
-        let raw = self.stream.clone_htod(&m.bytes[..]).map_err(cuda)?;
+        if n.div_ceil(THREADS as usize) > u32::MAX as usize {
+            return Err(CudaLoadError::Unsupported("tensors this large as"));
+        }
         let mut data = self.stream.alloc_zeros::<u16>(n).map_err(cuda)?;
         let kernel = match m.ty {
             GgmlType::Bf16 => {
@@ -252,6 +260,7 @@ impl Device {
             GgmlType::Q4K => &self.f.dequant[5],
             GgmlType::Q6K => &self.f.dequant[6],
         };
+        let raw = self.stream.clone_htod(&m.bytes[..]).map_err(cuda)?;
         let count = n as i64;
         let mut launch = self.stream.launch_builder(kernel);
         launch.arg(&raw).arg(&mut data).arg(&count);
@@ -592,7 +601,6 @@ impl Backend for CudaBackend {
         let d_tables = self.upload_i32(&tables)?;
         let d_starts = self.upload_i32(&table_start)?;
         let d_slots = self.upload_i32(&slots)?;
-        let d_wanted = self.upload_i32(&wanted_rows)?;
 
         let mut x = self.alloc::<f32>(n * e)?;
         let mut h = self.alloc::<u16>(n * e)?;
@@ -714,11 +722,14 @@ impl Backend for CudaBackend {
 
         let w = wanted.len();
         if w == 0 {
+            // A prefill-only step: wait for it, so that its errors are its own.
+            self.stream.synchronize().map_err(device_error)?;
             for (cache, &end) in caches.iter_mut().zip(&next) {
                 cache.len = end;
             }
             return Ok(Vec::new());
         }
+        let d_wanted = self.upload_i32(&wanted_rows)?;
         let mut last = self.alloc::<f32>(w * e)?;
         self.run(&f.gather_rows, per_row(w, norm_threads), |l| {
             l.arg(&x).arg(&d_wanted).arg(&mut last).arg(&dim);

@@ -33,10 +33,15 @@ pub const KERNELS: &[&str] = &[
     "to_bf16",
 ];
 
-/// PTX and what NVRTC said while making it.
+/// The compiled kernels and what NVRTC said while making them.
 #[derive(Debug, Clone)]
 pub struct CompiledKernels {
+    /// PTX (checked for every kernel's entry point).
     pub ptx: String,
+    /// Machine code for exactly the target architecture, which the driver
+    /// loads without compiling PTX again (so a driver older than NVRTC
+    /// still loads it).
+    pub cubin: Vec<u8>,
     /// NVRTC's log (warnings), empty when it had nothing to say.
     pub log: String,
 }
@@ -72,10 +77,14 @@ pub fn compile(arch: &str) -> Result<CompiledKernels, KernelError> {
     let source = CString::new(SOURCE).expect("the source has no NUL");
     let name = CString::new("llama.cu").expect("no NUL");
     let program = result::create_program(&source, Some(&name)).map_err(nvrtc)?;
+    // Fast division and flush-to-zero, but accurate sin/cos (RoPE angles
+    // grow with the position); the kernels call __expf where they want it.
     let options = [
         format!("--gpu-architecture={arch}"),
         "--std=c++17".to_owned(),
-        "--use_fast_math".to_owned(),
+        "--ftz=true".to_owned(),
+        "--prec-div=false".to_owned(),
+        "--fmad=true".to_owned(),
     ];
     // SAFETY: `program` is a live program; the options are valid strings.
     let compiled = unsafe { result::compile_program(program, &options) };
@@ -89,15 +98,37 @@ pub fn compile(arch: &str) -> Result<CompiledKernels, KernelError> {
             log: log.clone(),
         }),
         // SAFETY: the program compiled.
-        Ok(()) => unsafe { result::get_ptx(program) }.map(text).map_err(nvrtc),
+        Ok(()) => unsafe { result::get_ptx(program) }
+            .map(text)
+            .map_err(nvrtc)
+            .and_then(|ptx| Ok((ptx, cubin(program)?))),
     };
     // SAFETY: destroyed once, after its last use.
     let _ = unsafe { result::destroy_program(program) };
-    let ptx = outcome?;
+    let (ptx, cubin) = outcome?;
     for kernel in KERNELS {
         if !ptx.contains(&format!(".entry {kernel}(")) {
             return Err(KernelError::Missing(kernel));
         }
     }
-    Ok(CompiledKernels { ptx, log })
+    Ok(CompiledKernels { ptx, cubin, log })
+}
+
+/// The machine code of a compiled program (empty when NVRTC made none,
+/// as for a virtual `compute_XX` target).
+fn cubin(program: cudarc::nvrtc::sys::nvrtcProgram) -> Result<Vec<u8>, KernelError> {
+    use cudarc::nvrtc::sys;
+    let check = |r: sys::nvrtcResult| match r {
+        sys::nvrtcResult::NVRTC_SUCCESS => Ok(()),
+        other => Err(KernelError::Nvrtc(format!("{other:?}"))),
+    };
+    let mut size = 0usize;
+    // SAFETY: `program` compiled; `size` is a valid out pointer.
+    check(unsafe { sys::nvrtcGetCUBINSize(program, &mut size) })?;
+    let mut bytes = vec![0u8; size];
+    if size > 0 {
+        // SAFETY: `bytes` holds the `size` bytes NVRTC said it needs.
+        check(unsafe { sys::nvrtcGetCUBIN(program, bytes.as_mut_ptr().cast()) })?;
+    }
+    Ok(bytes)
 }

@@ -80,7 +80,10 @@ pub struct CudaProbe {
 impl CudaProbe {
     /// Whether `ordinal` can run models.
     pub fn usable(&self, ordinal: usize) -> bool {
-        self.driver && self.cublas && self.nvrtc && ordinal < self.devices.len()
+        self.driver
+            && self.cublas
+            && self.nvrtc
+            && self.devices.iter().any(|d| d.ordinal == ordinal)
     }
 }
 
