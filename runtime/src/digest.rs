@@ -17,6 +17,11 @@ impl Digest {
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// The digest written as 64 hex digits, or `None`.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        hex::decode(text).ok()?.try_into().ok().map(Digest)
+    }
 }
 
 impl fmt::Display for Digest {

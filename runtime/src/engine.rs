@@ -172,7 +172,7 @@ impl CompileCache {
         Ok(component)
     }
 
-    fn path_for(&self, engine: &Engine, digest: &Digest) -> Option<PathBuf> {
+    pub(crate) fn path_for(&self, engine: &Engine, digest: &Digest) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -78,6 +78,17 @@ pub const MAX_LOG_LINES: usize = 1_000;
 /// Bytes kept of one log message (longer ones are cut).
 pub const MAX_LOG_MESSAGE_BYTES: usize = 4 * KIB as usize;
 
+/// Fields kept per log line, and bytes per field key or value.
+/// Stops: a guest parking megabytes in log fields, which are kept for the
+/// report and streamed to callers.
+pub const MAX_LOG_FIELDS: usize = 32;
+pub const MAX_LOG_FIELD_BYTES: usize = KIB as usize;
+
+/// Bytes of log lines (messages and fields) kept per invocation; lines past
+/// it are dropped and counted.
+/// Stops: many maximal lines adding up to a memory bomb.
+pub const MAX_LOG_BYTES: usize = MIB as usize;
+
 /// Size of the request input an agent is given.
 /// Stops: oversized requests copied into every sandbox.
 pub const MAX_INPUT_BYTES: usize = 4 * MIB as usize;

@@ -257,6 +257,15 @@ impl Runtime {
         Ok(entry)
     }
 
+    /// Whether the compiled code of the component with `digest` is in the
+    /// compiled-code cache (so [`Runtime::load`] will not compile it).
+    pub fn is_compiled(&self, digest: &Digest) -> bool {
+        self.inner
+            .compile_cache
+            .path_for(&self.inner.engine, digest)
+            .is_some_and(|path| path.exists())
+    }
+
     fn next_invocation_id(&self) -> String {
         let n = self
             .inner

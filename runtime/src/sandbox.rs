@@ -16,7 +16,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::capability::Grants;
 use crate::invocation::{EventSink, LiveEvent};
 use crate::limits::{
-    MAX_HOST_CALLS, MAX_LOG_LINES, MAX_LOG_MESSAGE_BYTES, MAX_RESOURCES, MemoryLimiter,
+    MAX_HOST_CALLS, MAX_LOG_BYTES, MAX_LOG_FIELD_BYTES, MAX_LOG_FIELDS, MAX_LOG_LINES,
+    MAX_LOG_MESSAGE_BYTES, MAX_RESOURCES, MemoryLimiter,
 };
 use crate::names::TenantId;
 use crate::storage::TenantDb;
@@ -64,16 +65,29 @@ pub struct LogLine {
 pub(crate) struct LogBuffer {
     pub(crate) lines: Vec<LogLine>,
     pub(crate) dropped: usize,
+    bytes: usize,
 }
 
 impl LogBuffer {
     /// Keeps `line` (cut to size) unless the buffer is full; returns the kept line.
     pub(crate) fn push(&mut self, mut line: LogLine) -> Option<&LogLine> {
-        if self.lines.len() >= MAX_LOG_LINES {
+        truncate_to_char_boundary(&mut line.message, MAX_LOG_MESSAGE_BYTES);
+        line.fields.truncate(MAX_LOG_FIELDS);
+        for (key, value) in &mut line.fields {
+            truncate_to_char_boundary(key, MAX_LOG_FIELD_BYTES);
+            truncate_to_char_boundary(value, MAX_LOG_FIELD_BYTES);
+        }
+        let size = line.message.len()
+            + line
+                .fields
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if self.lines.len() >= MAX_LOG_LINES || self.bytes + size > MAX_LOG_BYTES {
             self.dropped += 1;
             return None;
         }
-        truncate_to_char_boundary(&mut line.message, MAX_LOG_MESSAGE_BYTES);
+        self.bytes += size;
         self.lines.push(line);
         self.lines.last()
     }
@@ -211,8 +225,29 @@ mod tests {
                 fields: Vec::new(),
             });
         }
-        assert_eq!(buffer.lines.len(), MAX_LOG_LINES);
-        assert_eq!(buffer.dropped, 5);
+        // 4 KiB messages reach the byte budget before the line count.
+        assert_eq!(buffer.lines.len(), MAX_LOG_BYTES / MAX_LOG_MESSAGE_BYTES);
+        assert_eq!(buffer.dropped, MAX_LOG_LINES + 5 - buffer.lines.len());
         assert!(buffer.lines[0].message.len() <= MAX_LOG_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn log_fields_are_bounded_in_number_and_size() {
+        let mut buffer = LogBuffer::default();
+        let line = buffer
+            .push(LogLine {
+                level: LogLevel::Info,
+                message: "m".into(),
+                fields: (0..100)
+                    .map(|i| (format!("k{i}"), "v".repeat(MAX_LOG_FIELD_BYTES * 8)))
+                    .collect(),
+            })
+            .unwrap();
+        assert_eq!(line.fields.len(), MAX_LOG_FIELDS);
+        assert!(
+            line.fields
+                .iter()
+                .all(|(_, v)| v.len() == MAX_LOG_FIELD_BYTES)
+        );
     }
 }

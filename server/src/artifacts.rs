@@ -33,14 +33,12 @@ impl ArtifactStore {
         if path.exists() {
             return Ok(digest);
         }
-        let temporary = self
-            .dir
-            .join(format!(".{digest}.{}.tmp", std::process::id()));
-        let mut file = std::fs::File::create(&temporary)?;
+        // A private temporary name: two stores of the same bytes at once
+        // never write one file.
+        let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temporary, &path)?;
+        file.as_file().sync_all()?;
+        file.persist(&path).map_err(|e| e.error)?;
         Ok(digest)
     }
 

@@ -42,7 +42,10 @@ pub struct CompileWorker {
 impl CompileWorker {
     /// Compiles the component at `component` into `compiled_dir` in a worker.
     pub async fn compile(&self, component: &Path, compiled_dir: &Path) -> Result<(), CompileError> {
+        // The worker sees none of the node's environment (the operator
+        // token may be there).
         let mut child = tokio::process::Command::new(&self.program)
+            .env_clear()
             .arg("compile-worker")
             .arg("--component")
             .arg(component)
@@ -60,11 +63,17 @@ impl CompileWorker {
             .map_err(|e| CompileError::Worker(format!("{}: {e}", self.program.display())))?;
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let run = async {
+            // Keep the start of what it says, and drain the rest so a
+            // chatty worker never blocks on a full pipe.
             let mut message = Vec::new();
-            let _ = (&mut stderr)
-                .take(MAX_WORKER_MESSAGE as u64)
-                .read_to_end(&mut message)
-                .await;
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_WORKER_MESSAGE.saturating_sub(message.len());
+                message.extend_from_slice(&chunk[..n.min(room)]);
+            }
             (child.wait().await, message)
         };
         let (status, message) = match tokio::time::timeout(self.limits.timeout, run).await {
@@ -77,6 +86,8 @@ impl CompileWorker {
         match status.code() {
             Some(0) => Ok(()),
             Some(WORKER_INVALID) => Err(CompileError::Invalid(message)),
+            // The worker could not set itself up: the node's fault.
+            Some(WORKER_SETUP_FAILED) => Err(CompileError::Worker(message)),
             Some(code) => Err(CompileError::Crashed(format!(
                 "exit code {code}: {message}"
             ))),
@@ -100,6 +111,9 @@ fn signal_name(status: &std::process::ExitStatus) -> String {
 /// The worker's exit code for a component that is not valid Wasm.
 pub const WORKER_INVALID: i32 = 3;
 
+/// The worker's exit code when it could not limit itself or read its input.
+pub const WORKER_SETUP_FAILED: i32 = 2;
+
 /// The worker's body: caps itself, then compiles. Returns the exit code.
 pub fn run_worker(
     component: &Path,
@@ -122,13 +136,15 @@ pub fn run_worker(
         .and_then(|()| cap(Resource::Core, 0))
     {
         eprintln!("cannot limit the worker: {e}");
-        return 2;
+        return WORKER_SETUP_FAILED;
     }
     let bytes = match std::fs::read(component) {
         Ok(bytes) => bytes,
         Err(e) => {
+            // Under a tight memory limit even this read can fail: a limit,
+            // not a broken node.
             eprintln!("cannot read {}: {e}", component.display());
-            return 2;
+            return 4;
         }
     };
     match sovra_runtime::precompile_into(compiled_dir, &bytes) {

@@ -178,6 +178,16 @@ pub struct InstallRow {
     pub installed_ms: i64,
 }
 
+/// What storing a submitted version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddPlugin {
+    Added,
+    /// That version exists already.
+    Duplicate,
+    /// Another publisher owns the name.
+    NameTaken(String),
+}
+
 /// The node database.
 #[derive(Debug)]
 pub struct NodeDb {
@@ -361,18 +371,33 @@ impl NodeDb {
         Ok(self
             .lock()
             .query_row(
-                "SELECT publisher FROM plugins WHERE name = ?1 ORDER BY submitted_ms LIMIT 1",
+                "SELECT publisher FROM plugins WHERE name = ?1
+                 ORDER BY submitted_ms, rowid LIMIT 1",
                 [name],
                 |row| row.get(0),
             )
             .optional()?)
     }
 
-    /// Stores a submitted version (pending) and logs it; `false` if that
-    /// version already exists (versions are immutable).
-    pub fn add_plugin(&self, plugin: &PluginRow, signature: &str) -> Result<bool, DbError> {
+    /// Stores a submitted version (pending) and logs it. Refused when that
+    /// version already exists (versions are immutable) or another publisher
+    /// owns the name, checked in the same transaction as the write.
+    pub fn add_plugin(&self, plugin: &PluginRow, signature: &str) -> Result<AddPlugin, DbError> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
+        let owner: Option<String> = transaction
+            .query_row(
+                "SELECT publisher FROM plugins WHERE name = ?1
+                 ORDER BY submitted_ms, rowid LIMIT 1",
+                [&plugin.name],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(owner) = owner
+            && owner != plugin.publisher
+        {
+            return Ok(AddPlugin::NameTaken(owner));
+        }
         let requests = serde_json::to_string(&plugin.requests).expect("requests serialize");
         let changed = transaction.execute(
             "INSERT OR IGNORE INTO plugins (name, version, publisher, digest, size, world,
@@ -401,7 +426,11 @@ impl NodeDb {
             )?;
         }
         transaction.commit()?;
-        Ok(changed == 1)
+        Ok(if changed == 1 {
+            AddPlugin::Added
+        } else {
+            AddPlugin::Duplicate
+        })
     }
 
     const PLUGIN_COLUMNS: &str = "name, version, publisher, digest, size, world, description,

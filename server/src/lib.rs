@@ -47,6 +47,15 @@ pub async fn serve(
             tracing::info!("shutting down: draining in-flight requests");
         })
         .await?;
+    // Invocations whose client went away run on after their connection;
+    // wait for them too (their deadline bounds the wait).
+    let grace = state.config.ceilings.timeout + std::time::Duration::from_secs(5);
+    if tokio::time::timeout(grace, state.in_flight.idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!("invocations still running after {grace:?}; stopping anyway");
+    }
     state.runtime.audit().flush();
     Ok(())
 }

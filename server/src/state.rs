@@ -2,13 +2,17 @@
 //! the runtime, the artifact store, admission and metrics, plus two caches
 //! that keep the invocation path off SQLite (API keys to tenants, and
 //! installs with their loaded agents). Every write that changes what a cache
-//! holds clears it.
+//! holds clears it and bumps the cache's generation; a lookup that started
+//! before a clear does not store its (possibly stale) answer, so a revoked
+//! key or a changed install is never served from the cache afterwards.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
 
 use sovra_gpu::ModelRegistry;
 use sovra_runtime::{Agent, Grants, Limits, Runtime, RuntimeConfig};
@@ -54,9 +58,97 @@ pub struct AppState {
     pub limiter: TenantLimiter,
     pub metrics: Metrics,
     pub draining: AtomicBool,
+    /// Invocations running, including those whose client went away.
+    pub in_flight: InFlight,
+    /// Compile workers that may run at once.
+    /// Stops: a burst of submissions starting a 2 GiB worker each.
+    pub compile_slots: Semaphore,
     operator_token: String,
-    keys: RwLock<HashMap<String, Caller>>,
-    installs: RwLock<HashMap<(String, String), Arc<ReadyInstall>>>,
+    keys: Generational<String, Caller>,
+    installs: Generational<(String, String), Arc<ReadyInstall>>,
+}
+
+/// Compile workers running at once, at most.
+pub const MAX_CONCURRENT_COMPILES: usize = 2;
+
+/// A cache whose clears invalidate lookups already under way.
+#[derive(Debug)]
+pub struct Generational<K, V> {
+    map: RwLock<HashMap<K, V>>,
+    generation: AtomicU64,
+}
+
+impl<K: std::hash::Hash + Eq, V: Clone> Generational<K, V> {
+    fn new() -> Self {
+        Generational {
+            map: RwLock::new(HashMap::new()),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Read before looking something up, to hand to [`Self::store`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Stores `value` unless the cache was cleared since `generation`.
+    fn store(&self, key: K, value: V, generation: u64) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        if self.generation.load(Ordering::Acquire) == generation {
+            map.insert(key, value);
+        }
+    }
+
+    fn clear(&self, which: impl Fn(&K) -> bool) {
+        let mut map = self.map.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        map.retain(|k, _| !which(k));
+    }
+}
+
+/// Counts running invocations so shutdown can wait for all of them.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Held while one invocation runs.
+#[derive(Debug)]
+pub struct InFlightGuard<'a>(&'a InFlight);
+
+impl InFlight {
+    pub fn enter(&self) -> InFlightGuard<'_> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self)
+    }
+
+    /// Resolves once no invocation runs.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Why the node could not start.
@@ -114,9 +206,11 @@ impl AppState {
             compiled_dir,
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
+            in_flight: InFlight::default(),
+            compile_slots: Semaphore::new(MAX_CONCURRENT_COMPILES),
             operator_token,
-            keys: RwLock::new(HashMap::new()),
-            installs: RwLock::new(HashMap::new()),
+            keys: Generational::new(),
+            installs: Generational::new(),
         })
     }
 
@@ -129,14 +223,10 @@ impl AppState {
             return Ok(Caller::Operator);
         }
         let hash = hash_key(token);
-        if let Some(caller) = self
-            .keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&hash)
-        {
-            return Ok(caller.clone());
+        if let Some(caller) = self.keys.get(&hash) {
+            return Ok(caller);
         }
+        let generation = self.keys.generation();
         let caller = match self.db.tenant_of_key(&hash)? {
             None => Caller::Anonymous,
             Some(tenant) => match self.db.tenant(&tenant)? {
@@ -147,41 +237,35 @@ impl AppState {
         // Unknown keys are not cached: a flood of random keys must not grow
         // the cache.
         if caller != Caller::Anonymous {
-            self.keys
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(hash, caller.clone());
+            self.keys.store(hash, caller.clone(), generation);
         }
         Ok(caller)
     }
 
     /// Forgets cached credentials (after a revocation or a tenant change).
     pub fn forget_keys(&self) {
-        self.keys.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.keys.clear(|_| true);
     }
 
     /// Forgets a cached install (after it changed or went away).
     pub fn forget_install(&self, tenant: &str, plugin: &str) {
         self.installs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(tenant.to_owned(), plugin.to_owned()));
+            .clear(|(t, p)| t.as_str() == tenant && p.as_str() == plugin);
     }
 
     pub fn cached_install(&self, tenant: &str, plugin: &str) -> Option<Arc<ReadyInstall>> {
-        self.installs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&(tenant.to_owned(), plugin.to_owned()))
-            .cloned()
+        self.installs.get(&(tenant.to_owned(), plugin.to_owned()))
     }
 
-    pub fn cache_install(&self, install: Arc<ReadyInstall>) {
+    /// Generation of the install cache, read before loading an install.
+    pub fn install_generation(&self) -> u64 {
+        self.installs.generation()
+    }
+
+    /// Caches a loaded install unless installs changed since `generation`.
+    pub fn cache_install(&self, install: Arc<ReadyInstall>, generation: u64) {
         let key = (install.row.tenant.clone(), install.row.plugin.clone());
-        self.installs
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, install);
+        self.installs.store(key, install, generation);
     }
 
     /// The limits an install runs under: what it asked for, else the
@@ -197,5 +281,46 @@ impl AppState {
                 .unwrap_or(defaults.max_memory)
                 .min(self.config.ceilings.max_memory),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lookup_that_started_before_a_clear_is_not_cached() {
+        let cache: Generational<&str, u32> = Generational::new();
+        let before = cache.generation();
+        cache.clear(|_| true); // a revocation lands while the lookup runs
+        cache.store("key", 1, before);
+        assert_eq!(cache.get(&"key"), None);
+        let now = cache.generation();
+        cache.store("key", 2, now);
+        assert_eq!(cache.get(&"key"), Some(2));
+        cache.clear(|k| *k == "other");
+        assert_eq!(
+            cache.get(&"key"),
+            Some(2),
+            "clears take only what they name"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_waits_for_every_running_invocation() {
+        let in_flight = Arc::new(InFlight::default());
+        in_flight.idle().await;
+        let guard = in_flight.enter();
+        let waiter = {
+            let in_flight = Arc::clone(&in_flight);
+            tokio::spawn(async move { in_flight.idle().await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        drop(guard);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -18,7 +18,7 @@ use sovra_runtime::signature::{PluginSignature, PublisherId, SignatureError};
 use sovra_runtime::{ComponentInfo, LoadError};
 
 use crate::api::ApiError;
-use crate::db::{PluginRow, PluginState, Requests, now_ms};
+use crate::db::{AddPlugin, PluginRow, PluginState, Requests, now_ms};
 use crate::state::AppState;
 
 /// Runs every check on a submission and stores it as pending.
@@ -98,7 +98,14 @@ pub async fn submit(
     }
 
     // Compile out of process from a private temporary copy, before anything
-    // is stored under the node's artifacts.
+    // is stored under the node's artifacts; a few workers at a time.
+    let _slot = state.compile_slots.try_acquire().map_err(|_| {
+        ApiError::too_many(
+            "compile-busy",
+            "the node is compiling other submissions; retry shortly",
+            std::time::Duration::from_secs(5),
+        )
+    })?;
     let staging = tempfile_in(&state.config.data_dir)?;
     std::fs::write(staging.path(), bytes).map_err(ApiError::internal)?;
     state
@@ -129,19 +136,23 @@ pub async fn submit(
         submitted_ms: now_ms(),
     };
     let signature_json = serde_json::to_string(&signature).expect("signatures serialize");
-    match state.db.add_plugin(&row, &signature_json) {
-        Ok(true) => Ok(row),
-        Ok(false) => Err(ApiError::conflict(
+    let refused = match state.db.add_plugin(&row, &signature_json) {
+        Ok(AddPlugin::Added) => return Ok(row),
+        Ok(AddPlugin::Duplicate) => ApiError::conflict(
             "duplicate-version",
             format!("{}@{} already exists", row.name, row.version),
-        )),
-        Err(e) => {
-            if !state.db.digest_in_use(&digest).unwrap_or(true) {
-                state.artifacts.remove(&digest);
-            }
-            Err(e.into())
-        }
+        ),
+        Ok(AddPlugin::NameTaken(owner)) => ApiError::forbidden(
+            "name-taken",
+            format!("plugin `{}` belongs to publisher `{owner}`", row.name),
+        ),
+        Err(e) => e.into(),
+    };
+    // Nothing else refers to the artifact just stored: take it back.
+    if !state.db.digest_in_use(&digest).unwrap_or(true) {
+        state.artifacts.remove(&digest);
     }
+    Err(refused)
 }
 
 /// A private temporary file under the data directory (same filesystem).

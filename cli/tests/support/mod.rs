@@ -166,6 +166,11 @@ impl Client {
 
     /// Submits component bytes with a signature header (or none).
     pub fn submit(&self, bytes: &[u8], signature: Option<&str>) -> Reply {
+        self.try_submit(bytes, signature).expect("the node answers")
+    }
+
+    /// [`Client::submit`], where the node may also cut the upload short.
+    pub fn try_submit(&self, bytes: &[u8], signature: Option<&str>) -> Result<Reply, ureq::Error> {
         let mut request = self
             .agent
             .post(format!("{}/v1/plugins", self.url))
@@ -173,7 +178,7 @@ impl Client {
         if let Some(signature) = signature {
             request = request.header("sovra-signature", signature);
         }
-        reply(request.send(bytes).expect("the node answers"))
+        request.send(bytes).map(reply)
     }
 
     /// An invocation streamed as server-sent events: `(event, data)` pairs.

@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_gpu::ModelKind;
 use sovra_runtime::{
-    Capability, Grants, Invocation, InvocationReport, InvokeError, LiveEvent, LogLine, TenantId,
+    Capability, Digest, Grants, Invocation, InvocationReport, InvokeError, LiveEvent, LogLine,
+    TenantId,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -224,7 +225,9 @@ pub async fn uninstall(
 }
 
 /// The install, loaded and ready (from the cache, or from the database and
-/// the artifact store; the runtime finds the code the worker compiled).
+/// the artifact store). Code that is not compiled yet (a new engine version)
+/// is compiled by the worker process first, never in the node. Grants are
+/// cut to the node's current ceilings, which may have changed since install.
 async fn ready_install(
     state: &Arc<AppState>,
     tenant: &str,
@@ -233,6 +236,7 @@ async fn ready_install(
     if let Some(ready) = state.cached_install(tenant, plugin) {
         return Ok(ready);
     }
+    let generation = state.install_generation();
     let row = state
         .db
         .installed(tenant, plugin)?
@@ -240,10 +244,27 @@ async fn ready_install(
     let plugin_row = state.db.plugin(&row.plugin, &row.version)?.ok_or_else(|| {
         ApiError::internal(format!("install of missing {plugin}@{}", row.version))
     })?;
+    let digest = Digest::from_hex(&plugin_row.digest)
+        .ok_or_else(|| ApiError::internal(format!("bad stored digest {}", plugin_row.digest)))?;
+    if !state.runtime.is_compiled(&digest) {
+        let _slot = state
+            .compile_slots
+            .acquire()
+            .await
+            .map_err(ApiError::internal)?;
+        state
+            .compiler
+            .compile(
+                &state.artifacts.path(&plugin_row.digest),
+                &state.compiled_dir,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+    }
     let loader = Arc::clone(state);
-    let digest = plugin_row.digest.clone();
+    let hex = plugin_row.digest.clone();
     let agent = tokio::task::spawn_blocking(move || {
-        let bytes = loader.artifacts.get(&digest).map_err(ApiError::internal)?;
+        let bytes = loader.artifacts.get(&hex).map_err(ApiError::internal)?;
         loader
             .runtime
             .load(&bytes, None)
@@ -251,11 +272,16 @@ async fn ready_install(
     })
     .await
     .map_err(ApiError::internal)??;
+    let allowed = &state.config.ceilings.capabilities;
     let grants = Grants {
-        kv: row.grants.kv,
-        sql: row.grants.sql,
-        vector: row.grants.vector,
-        models: row.grants.models.iter().cloned().collect(),
+        kv: row.grants.kv && allowed.contains(&Capability::Kv),
+        sql: row.grants.sql && allowed.contains(&Capability::Sql),
+        vector: row.grants.vector && allowed.contains(&Capability::Vector),
+        models: if allowed.contains(&Capability::Inference) {
+            row.grants.models.iter().cloned().collect()
+        } else {
+            Default::default()
+        },
     };
     let limits = state.install_limits(row.grants.timeout_ms, row.grants.max_memory);
     let ready = Arc::new(ReadyInstall {
@@ -264,7 +290,7 @@ async fn ready_install(
         grants,
         limits,
     });
-    state.cache_install(Arc::clone(&ready));
+    state.cache_install(Arc::clone(&ready), generation);
     Ok(ready)
 }
 
@@ -289,7 +315,7 @@ pub async fn invoke(
     require_serving(&state)?;
     require_tenant(&state, &headers, &tenant, OperatorToo::No)?;
     let Json(body) = body?;
-    let ready = ready_install(&state, &tenant, &plugin).await?;
+    // Admission first: loading an install must not be a way around it.
     let permit = state
         .limiter
         .admit(&tenant)
@@ -311,6 +337,7 @@ pub async fn invoke(
                 )
             }
         })?;
+    let ready = ready_install(&state, &tenant, &plugin).await?;
     let tenant_id = TenantId::new(&tenant).map_err(ApiError::internal)?;
     let mut invocation = Invocation::new(tenant_id, body.input);
     invocation.grants = ready.grants.clone();
@@ -327,6 +354,7 @@ pub async fn invoke(
         let runner = Arc::clone(&state);
         let owner = tenant.clone();
         let report = tokio::spawn(async move {
+            let _running = runner.in_flight.enter();
             let report = runner.runtime.invoke(&ready.agent, invocation).await;
             drop(permit);
             record(&runner, &owner, &report);
@@ -362,6 +390,7 @@ pub async fn invoke(
     let (done, outcome) = tokio::sync::oneshot::channel();
     let runner = Arc::clone(&state);
     tokio::spawn(async move {
+        let _running = runner.in_flight.enter();
         let report = runner.runtime.invoke(&ready.agent, invocation).await;
         drop(permit);
         record(&runner, &tenant, &report);
