@@ -522,7 +522,7 @@ fn hostile_agents_fail_alone_and_the_node_drains_on_shutdown() {
     let key = publisher(&client, "pub");
     publish(&client, &key, HELLO);
     publish(&client, &key, SPIN);
-    for (plugin, grants) in [("hello", json!({})), ("spin", json!({"timeout_ms": 300}))] {
+    for (plugin, grants) in [("hello", json!({})), ("spin", json!({"timeout_ms": 1000}))] {
         let reply = client.put(
             &format!("/v1/tenants/acme/installs/{plugin}"),
             Some(&acme),
@@ -552,7 +552,7 @@ fn hostile_agents_fail_alone_and_the_node_drains_on_shutdown() {
         let acme = acme.clone();
         std::thread::spawn(move || invoke(&client, "acme", &acme, "spin", ""))
     };
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::thread::sleep(std::time::Duration::from_millis(300));
     let status = node.stop();
     assert!(status.success(), "{status:?}");
     let reply = in_flight.join().unwrap();
@@ -712,10 +712,11 @@ fn ceilings_lowered_after_an_install_apply_to_it_and_hung_up_calls_finish_before
     }
     assert_eq!(invoke(&client, "acme", &acme, "counter", "x").status, 200);
 
-    // A caller that hangs up at once, then the node is told to stop: the
-    // call still runs to its end and is audited before the node exits.
+    // A caller that hangs up, then the node is told to stop: the call still
+    // runs to its end and is audited before the node exits (the history
+    // after the restart shows its timeout; a call cut short leaves no record).
     let hung_up: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(std::time::Duration::from_millis(200)))
+        .timeout_global(Some(std::time::Duration::from_millis(500)))
         .build()
         .into();
     let gone = hung_up
@@ -723,12 +724,7 @@ fn ceilings_lowered_after_an_install_apply_to_it_and_hung_up_calls_finish_before
         .header("authorization", format!("Bearer {acme}"))
         .send_json(json!({"input": ""}));
     assert!(gone.is_err(), "the caller gave up");
-    let started = std::time::Instant::now();
     assert!(node.stop().success());
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(800),
-        "the node waited for the running call"
-    );
 
     // The operator drops kv from the ceilings: the existing install loses it.
     let config = dir.path().join("sovra.toml");
