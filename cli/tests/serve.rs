@@ -61,6 +61,21 @@ fn publish(client: &Client, key: &PublisherKey, path: &str) -> String {
     plugin["digest"].as_str().unwrap().to_owned()
 }
 
+/// Installs version 0.1.0 of `plugin` for `tenant` with `grants`.
+fn install(
+    client: &Client,
+    tenant: &str,
+    key: &str,
+    plugin: &str,
+    grants: Value,
+) -> support::Reply {
+    client.put(
+        &format!("/v1/tenants/{tenant}/installs/{plugin}"),
+        Some(key),
+        json!({"version": "0.1.0", "grants": grants}),
+    )
+}
+
 fn invoke(client: &Client, tenant: &str, key: &str, plugin: &str, input: &str) -> support::Reply {
     client.post(
         &format!("/v1/tenants/{tenant}/installs/{plugin}/invoke"),
@@ -125,22 +140,14 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
     // Pending: invisible to tenants, not installable.
     let listed = client.get("/v1/plugins", Some(&acme));
     assert_eq!(listed.body["plugins"], json!([]));
-    let early = client.put(
-        "/v1/tenants/acme/installs/hello",
-        Some(&acme),
-        json!({"version": "0.1.0"}),
-    );
+    let early = install(&client, "acme", &acme, "hello", json!({}));
     assert_eq!(early.status, 404, "{}", early.text);
     let approved = client.post("/v1/plugins/hello/0.1.0/approve", OP, json!({}));
     assert_eq!(approved.status, 200, "{}", approved.text);
     let listed = client.get("/v1/plugins", Some(&acme));
     assert_eq!(listed.body["plugins"][0]["name"], "hello");
 
-    let installed = client.put(
-        "/v1/tenants/acme/installs/hello",
-        Some(&acme),
-        json!({"version": "0.1.0"}),
-    );
+    let installed = install(&client, "acme", &acme, "hello", json!({}));
     assert_eq!(installed.status, 200, "{}", installed.text);
     let reply = invoke(&client, "acme", &acme, "hello", "Ada");
     assert_eq!(reply.status, 200, "{}", reply.text);
@@ -150,11 +157,7 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
     // the result.
     let publisher = publisher(&client, "counters");
     publish(&client, &publisher, COUNTER);
-    let installed = client.put(
-        "/v1/tenants/acme/installs/counter",
-        Some(&acme),
-        json!({"version": "0.1.0", "grants": {"kv": true}}),
-    );
+    let installed = install(&client, "acme", &acme, "counter", json!({"kv": true}));
     assert_eq!(installed.status, 200, "{}", installed.text);
     let events = client.invoke_stream(
         "/v1/tenants/acme/installs/counter/invoke",
@@ -397,11 +400,7 @@ fn tenants_cannot_reach_each_other_and_yanked_versions_stay_out() {
     let globex = tenant(&client, "globex");
     let key = publisher(&client, "pub");
     publish(&client, &key, HELLO);
-    let installed = client.put(
-        "/v1/tenants/acme/installs/hello",
-        Some(&acme),
-        json!({"version": "0.1.0"}),
-    );
+    let installed = install(&client, "acme", &acme, "hello", json!({}));
     assert_eq!(installed.status, 200, "{}", installed.text);
 
     // Another tenant's key: 403 on every acme route; no key or a made-up
@@ -455,11 +454,7 @@ fn tenants_cannot_reach_each_other_and_yanked_versions_stay_out() {
     // Yanked: no new installs; the existing one keeps working.
     let yanked = client.post("/v1/plugins/hello/0.1.0/yank", OP, json!({}));
     assert_eq!(yanked.status, 200, "{}", yanked.text);
-    let refused = client.put(
-        "/v1/tenants/globex/installs/hello",
-        Some(&globex),
-        json!({"version": "0.1.0"}),
-    );
+    let refused = install(&client, "globex", &globex, "hello", json!({}));
     assert_eq!(refused.status, 409, "{}", refused.text);
     assert_eq!(refused.code(), "yanked");
     assert_eq!(invoke(&client, "acme", &acme, "hello", "still").status, 200);
@@ -468,26 +463,26 @@ fn tenants_cannot_reach_each_other_and_yanked_versions_stay_out() {
 
     // Grants above what the plugin asks or the node allows are refused.
     publish(&client, &key, COUNTER);
-    let too_much = client.put(
-        "/v1/tenants/globex/installs/counter",
-        Some(&globex),
-        json!({"version": "0.1.0", "grants": {"kv": true, "sql": true}}),
+    let too_much = install(
+        &client,
+        "globex",
+        &globex,
+        "counter",
+        json!({"kv": true, "sql": true}),
     );
     assert_eq!(too_much.status, 422, "{}", too_much.text);
     assert_eq!(too_much.code(), "not-requested");
-    let slow = client.put(
-        "/v1/tenants/globex/installs/counter",
-        Some(&globex),
-        json!({"version": "0.1.0", "grants": {"kv": true, "timeout_ms": 3_600_000}}),
+    let slow = install(
+        &client,
+        "globex",
+        &globex,
+        "counter",
+        json!({"kv": true, "timeout_ms": 3_600_000}),
     );
     assert_eq!(slow.status, 403, "{}", slow.text);
     assert_eq!(slow.code(), "above-ceiling");
     // An install without the kv grant runs, and is denied at the import.
-    let bare = client.put(
-        "/v1/tenants/globex/installs/counter",
-        Some(&globex),
-        json!({"version": "0.1.0"}),
-    );
+    let bare = install(&client, "globex", &globex, "counter", json!({}));
     assert_eq!(bare.status, 200, "{}", bare.text);
     let denied = invoke(&client, "globex", &globex, "counter", "x");
     assert_eq!(denied.status, 403, "{}", denied.text);
@@ -523,11 +518,7 @@ fn hostile_agents_fail_alone_and_the_node_drains_on_shutdown() {
     publish(&client, &key, HELLO);
     publish(&client, &key, SPIN);
     for (plugin, grants) in [("hello", json!({})), ("spin", json!({"timeout_ms": 1000}))] {
-        let reply = client.put(
-            &format!("/v1/tenants/acme/installs/{plugin}"),
-            Some(&acme),
-            json!({"version": "0.1.0", "grants": grants}),
-        );
+        let reply = install(&client, "acme", &acme, plugin, grants);
         assert_eq!(reply.status, 200, "{}", reply.text);
     }
     let spun = invoke(&client, "acme", &acme, "spin", "");
@@ -570,11 +561,7 @@ fn a_tenant_over_its_rate_gets_429_with_retry_after() {
     let key = publisher(&client, "pub");
     publish(&client, &key, HELLO);
     for (tenant, api_key) in [("acme", &acme), ("globex", &globex)] {
-        let reply = client.put(
-            &format!("/v1/tenants/{tenant}/installs/hello"),
-            Some(api_key),
-            json!({"version": "0.1.0"}),
-        );
+        let reply = install(&client, tenant, api_key, "hello", json!({}));
         assert_eq!(reply.status, 200, "{}", reply.text);
     }
     let statuses: Vec<u16> = (0..5)
@@ -649,17 +636,21 @@ fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
     assert!(models.text.contains("\"smollm2\""), "{}", models.text);
     let key = publisher(&client, "pub");
     publish(&client, &key, sovra_test_artifacts::CHAT);
-    let not_allowed = client.put(
-        "/v1/tenants/acme/installs/chat",
-        Some(&acme),
-        json!({"version": "0.1.0", "grants": {"kv": true, "models": ["llama-70b"]}}),
+    let not_allowed = install(
+        &client,
+        "acme",
+        &acme,
+        "chat",
+        json!({"kv": true, "models": ["llama-70b"]}),
     );
     assert_eq!(not_allowed.status, 403, "{}", not_allowed.text);
     assert_eq!(not_allowed.code(), "model-not-allowed");
-    let installed = client.put(
-        "/v1/tenants/acme/installs/chat",
-        Some(&acme),
-        json!({"version": "0.1.0", "grants": {"kv": true, "models": ["smollm2"], "timeout_ms": 30000}}),
+    let installed = install(
+        &client,
+        "acme",
+        &acme,
+        "chat",
+        json!({"kv": true, "models": ["smollm2"], "timeout_ms": 30000}),
     );
     assert_eq!(installed.status, 200, "{}", installed.text);
     let events = client.invoke_stream(
@@ -703,11 +694,7 @@ fn ceilings_lowered_after_an_install_apply_to_it_and_hung_up_calls_finish_before
         ("counter", json!({"kv": true})),
         ("spin", json!({"timeout_ms": 1500})),
     ] {
-        let reply = client.put(
-            &format!("/v1/tenants/acme/installs/{plugin}"),
-            Some(&acme),
-            json!({"version": "0.1.0", "grants": grants}),
-        );
+        let reply = install(&client, "acme", &acme, plugin, grants);
         assert_eq!(reply.status, 200, "{}", reply.text);
     }
     assert_eq!(invoke(&client, "acme", &acme, "counter", "x").status, 200);

@@ -194,6 +194,17 @@ pub struct NodeDb {
     connection: Mutex<Connection>,
 }
 
+/// The publisher of a plugin name's first version.
+fn owner_of(connection: &Connection, name: &str) -> Result<Option<String>, DbError> {
+    Ok(connection
+        .query_row(
+            "SELECT publisher FROM plugins WHERE name = ?1 ORDER BY submitted_ms, rowid LIMIT 1",
+            [name],
+            |row| row.get(0),
+        )
+        .optional()?)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -368,15 +379,7 @@ impl NodeDb {
 
     /// Who owns a plugin name (the publisher of its first version).
     pub fn plugin_owner(&self, name: &str) -> Result<Option<String>, DbError> {
-        Ok(self
-            .lock()
-            .query_row(
-                "SELECT publisher FROM plugins WHERE name = ?1
-                 ORDER BY submitted_ms, rowid LIMIT 1",
-                [name],
-                |row| row.get(0),
-            )
-            .optional()?)
+        owner_of(&self.lock(), name)
     }
 
     /// Stores a submitted version (pending) and logs it. Refused when that
@@ -385,15 +388,7 @@ impl NodeDb {
     pub fn add_plugin(&self, plugin: &PluginRow, signature: &str) -> Result<AddPlugin, DbError> {
         let mut connection = self.lock();
         let transaction = connection.transaction()?;
-        let owner: Option<String> = transaction
-            .query_row(
-                "SELECT publisher FROM plugins WHERE name = ?1
-                 ORDER BY submitted_ms, rowid LIMIT 1",
-                [&plugin.name],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if let Some(owner) = owner
+        if let Some(owner) = owner_of(&transaction, &plugin.name)?
             && owner != plugin.publisher
         {
             return Ok(AddPlugin::NameTaken(owner));
