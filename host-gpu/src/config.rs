@@ -7,6 +7,8 @@
 //! path = "SmolLM2-135M-Instruct.Q4_1.gguf"          # relative to this file
 //! kind = "text-generation"
 //! tenants = "all"                                   # or ["acme", "globex"]
+//! kv-cache-mib = 1024        # optional: KV cache of all its sequences
+//! tenant-share-percent = 50  # optional: most of the cache and batch one tenant holds
 //!
 //! [[model]]
 //! name = "minilm"
@@ -54,13 +56,19 @@ struct RawFile {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawModel {
     name: String,
     path: PathBuf,
     kind: String,
     tenants: Tenants,
+    kv_cache_mib: Option<u64>,
+    tenant_share_percent: Option<u8>,
 }
+
+/// Largest KV cache one model may be given, in MiB (the card's memory is
+/// the real bound; this catches a value in the wrong unit).
+pub const MAX_KV_CACHE_MIB: u64 = 1 << 20;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -111,20 +119,45 @@ pub fn load_registry_on(path: &Path, device: DeviceChoice) -> Result<ModelRegist
             Tenants::Only(list) => TenantScope::Only(list),
         };
         let file = base.join(&model.path);
+        let mut limits = EngineLimits {
+            device,
+            ..EngineLimits::default()
+        };
+        if model.kind != "text-generation"
+            && (model.kv_cache_mib.is_some() || model.tenant_share_percent.is_some())
+        {
+            return Err(invalid(format!(
+                "model `{name}`: kv-cache-mib and tenant-share-percent apply to text-generation models only"
+            )));
+        }
+        if let Some(mib) = model.kv_cache_mib {
+            if !(1..=MAX_KV_CACHE_MIB).contains(&mib) {
+                return Err(invalid(format!(
+                    "model `{name}`: kv-cache-mib {mib} is outside 1..={MAX_KV_CACHE_MIB}"
+                )));
+            }
+            limits.kv_cache_bytes = usize::try_from(mib << 20).map_err(|_| {
+                invalid(format!(
+                    "model `{name}`: kv-cache-mib {mib} does not fit this machine"
+                ))
+            })?;
+        }
+        if let Some(percent) = model.tenant_share_percent {
+            if !(1..=100).contains(&percent) {
+                return Err(invalid(format!(
+                    "model `{name}`: tenant-share-percent {percent} is outside 1..=100"
+                )));
+            }
+            limits.tenant_share_percent = percent;
+        }
         let service: Arc<dyn crate::ModelService> = match model.kind.as_str() {
             "text-generation" => Arc::new(
-                TextEngine::load_with_limits(
-                    &name,
-                    &file,
-                    EngineLimits {
-                        device,
-                        ..EngineLimits::default()
-                    },
-                )
-                .map_err(|error| ConfigError::Load {
-                    path: path.to_owned(),
-                    name: name.clone(),
-                    error: Box::new(error),
+                TextEngine::load_with_limits(&name, &file, limits).map_err(|error| {
+                    ConfigError::Load {
+                        path: path.to_owned(),
+                        name: name.clone(),
+                        error: Box::new(error),
+                    }
                 })?,
             ),
             "embedding" => Arc::new(EmbeddingEngine::load(&name, &file).map_err(|error| {
@@ -145,4 +178,48 @@ pub fn load_registry_on(path: &Path, device: DeviceChoice) -> Result<ModelRegist
             .map_err(|e| invalid(e.to_string()))?;
     }
     Ok(registry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A models file with one tiny text model and `extra` lines in its table.
+    fn load(extra: &str) -> Result<ModelRegistry, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let model =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/tiny/llama-spm.gguf");
+        let path = dir.path().join("models.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[model]]\nname = \"tiny\"\npath = {:?}\nkind = \"text-generation\"\ntenants = \"all\"\n{extra}\n",
+                model.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        load_registry_on(&path, DeviceChoice::Cpu)
+    }
+
+    #[test]
+    fn cache_size_and_tenant_share_are_read_and_checked() {
+        let registry = load("kv-cache-mib = 3\ntenant-share-percent = 25").unwrap();
+        let service = registry.lookup("anyone", "tiny").unwrap();
+        assert_eq!(service.descriptor().name, "tiny");
+        for (line, needle) in [
+            ("kv-cache-mib = 0", "kv-cache-mib 0 is outside"),
+            (
+                "tenant-share-percent = 0",
+                "tenant-share-percent 0 is outside",
+            ),
+            (
+                "tenant-share-percent = 101",
+                "tenant-share-percent 101 is outside",
+            ),
+            ("kv-cache = 3", "unknown field `kv-cache`"),
+        ] {
+            let error = load(line).unwrap_err().to_string();
+            assert!(error.contains(needle), "{line}: {error}");
+        }
+    }
 }

@@ -5,7 +5,8 @@ mod support;
 
 use std::sync::Arc;
 
-use sovra_gpu::engine::TextEngine;
+use sovra_gpu::cuda::DeviceChoice;
+use sovra_gpu::engine::{EngineLimits, TextEngine};
 use sovra_gpu::{
     ChatMessage, FinishReason, GenerateRequest, GenerationEvent, ModelService, Prompt,
     RequestContext, Role, Sampling,
@@ -182,9 +183,10 @@ async fn a_full_cache_makes_requests_wait_not_fail() {
     };
     // Room for about one request of this size at a time.
     let per_token = 30 * 192 * 2 * 4;
-    let limits = sovra_gpu::engine::EngineLimits {
+    let limits = EngineLimits {
         kv_cache_bytes: 80 * per_token,
-        device: sovra_gpu::cuda::DeviceChoice::Cpu,
+        tenant_share_percent: 100,
+        device: DeviceChoice::Cpu,
     };
     let engine = Arc::new(TextEngine::load_with_limits("smollm2", &path, limits).unwrap());
     let prompts = [
@@ -215,4 +217,69 @@ async fn a_full_cache_makes_requests_wait_not_fail() {
         .start_generation(&context(), chat("hi", greedy(500)))
         .unwrap_err();
     assert!(error.to_string().contains("KV cache"), "{error}");
+}
+
+#[tokio::test]
+async fn one_tenants_flood_does_not_hold_up_another_tenant() {
+    let Some(path) = model_file(SMOLLM2) else {
+        return;
+    };
+    let max_tokens = 8;
+    let request = || chat("Count to five.", greedy(max_tokens));
+    let limits = |kv_cache_bytes| EngineLimits {
+        kv_cache_bytes,
+        tenant_share_percent: 50,
+        device: DeviceChoice::Cpu,
+    };
+    let probe = TextEngine::load_with_limits("smollm2", &path, limits(1 << 30)).unwrap();
+    let prompt = probe.prompt_tokens(&request().prompt).unwrap().len();
+    drop(probe);
+    // Room for four such requests; one tenant may hold two of them.
+    let per_token = 30 * 192 * 2 * 4;
+    let per_request = (prompt + max_tokens as usize).div_ceil(16) * 16 * per_token;
+    let engine = TextEngine::load_with_limits("smollm2", &path, limits(4 * per_request)).unwrap();
+
+    let tenant = |name: &str| RequestContext {
+        tenant: name.into(),
+        deadline: None,
+    };
+    // Tenant a asks six times, then tenant b once, all before the first step ends.
+    let mut generations = Vec::new();
+    for i in 0..6 {
+        let generation = engine.start_generation(&tenant("a"), request()).unwrap();
+        generations.push((format!("a{i}"), generation));
+    }
+    let generation = engine.start_generation(&tenant("b"), request()).unwrap();
+    generations.push(("b".into(), generation));
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for (name, mut generation) in generations {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                match generation.next().await.expect("a final event") {
+                    GenerationEvent::Text(_) => {}
+                    GenerationEvent::Finished { .. } => break,
+                    GenerationEvent::Failed(error) => panic!("{name}: {error}"),
+                }
+            }
+            done.send(name).unwrap();
+        });
+    }
+    drop(done);
+    let mut order = Vec::new();
+    while let Some(name) = finished.recv().await {
+        order.push(name);
+    }
+    assert_eq!(order.len(), 7);
+    // a holds two sequences at a time, so b ran beside a0 and a1 instead of
+    // waiting behind four of a's (the pool alone would have let a take all).
+    let b = order.iter().position(|n| n == "b").unwrap();
+    assert!(b < 3, "b finished at {b} of {order:?}");
+    assert_eq!(engine.kv_cache_usage().0, 0);
+    // One request larger than a tenant's share could never run: refused.
+    let above_share = (2 * per_request / per_token) as u32;
+    let error = engine
+        .start_generation(&tenant("a"), chat("Count to five.", greedy(above_share)))
+        .unwrap_err();
+    assert!(error.to_string().contains("one tenant may hold"), "{error}");
 }

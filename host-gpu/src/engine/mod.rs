@@ -3,6 +3,7 @@
 //! every live sequence together ([`scheduler`]) on a [`Backend`] (the CPU
 //! today; the scheduler has nothing device-specific in it).
 
+mod admission;
 mod backend;
 mod embedding;
 mod scheduler;
@@ -14,6 +15,7 @@ use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use admission::{DEFAULT_TENANT_SHARE_PERCENT, TenantShare};
 pub use backend::{Backend, BackendError, CpuBackend, SequenceCache};
 pub use embedding::{EmbeddingEngine, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
@@ -38,6 +40,11 @@ pub struct EngineLimits {
     /// is refused.
     /// Stops: concurrent long generations exhausting host memory.
     pub kv_cache_bytes: usize,
+    /// Percent (1..=100) of the KV cache and of the batch's sequence slots
+    /// that one tenant's sequences may hold together; its further requests
+    /// wait for its own, and one request larger than the share is refused.
+    /// Stops: one tenant's flood starving the others of the shared model.
+    pub tenant_share_percent: u8,
     /// Where the model runs: `Auto` takes the first usable CUDA device and
     /// otherwise the CPU.
     pub device: DeviceChoice,
@@ -47,6 +54,7 @@ impl Default for EngineLimits {
     fn default() -> Self {
         EngineLimits {
             kv_cache_bytes: 1 << 30,
+            tenant_share_percent: DEFAULT_TENANT_SHARE_PERCENT,
             device: DeviceChoice::Auto,
         }
     }
@@ -67,6 +75,7 @@ pub struct TextEngine {
     cache_usage: CacheUsage,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
+    tenant_share_percent: u8,
     commands: Mutex<Sender<scheduler::Admission>>,
     seeds: AtomicU64,
 }
@@ -92,6 +101,8 @@ pub enum LoadError {
     Safetensors(#[from] crate::safetensors::SafetensorsError),
     #[error(transparent)]
     Device(#[from] DeviceUnavailable),
+    #[error("invalid engine limits: {0}")]
+    Limits(String),
     #[error("{path}: cannot load onto the GPU: {error}")]
     Cuda { path: String, error: CudaLoadError },
 }
@@ -102,10 +113,19 @@ fn start<B: Backend>(
     backend: Arc<B>,
     tokenizer: Arc<Tokenizer>,
     end_tokens: Vec<TokenId>,
+    tenant_share_percent: u8,
     commands: std::sync::mpsc::Receiver<scheduler::Admission>,
 ) -> std::io::Result<CacheUsage> {
     let reporter = Arc::clone(&backend);
-    thread.spawn(move || scheduler::run(backend, tokenizer, end_tokens, commands))?;
+    thread.spawn(move || {
+        scheduler::run(
+            backend,
+            tokenizer,
+            end_tokens,
+            tenant_share_percent,
+            commands,
+        )
+    })?;
     Ok(Box::new(move || {
         (
             reporter.cache_blocks_in_use(),
@@ -158,6 +178,13 @@ impl TextEngine {
             context_length: model.config().context_length as u32,
             embedding_length: 0,
         };
+        if !(1..=100).contains(&limits.tenant_share_percent) {
+            return Err(LoadError::Limits(format!(
+                "the tenant share is {}%; it must be 1-100",
+                limits.tenant_share_percent
+            )));
+        }
+        let share = limits.tenant_share_percent;
         let (device, note) = limits.device.resolve(cuda_probe())?;
         if let Some(note) = note {
             tracing::info!(model = name, "{note}");
@@ -172,6 +199,7 @@ impl TextEngine {
                     Arc::new(CpuBackend::new(model, limits.kv_cache_bytes)),
                     scheduler_tokenizer,
                     end_tokens,
+                    share,
                     receiver,
                 ),
                 Device::Cuda(ordinal) => {
@@ -187,6 +215,7 @@ impl TextEngine {
                         Arc::new(backend),
                         scheduler_tokenizer,
                         end_tokens,
+                        share,
                         receiver,
                     )
                 }
@@ -203,6 +232,7 @@ impl TextEngine {
             cache_usage,
             tokenizer,
             template,
+            tenant_share_percent: share,
             commands: Mutex::new(commands),
             seeds: AtomicU64::new(seed),
         })
@@ -253,7 +283,7 @@ impl ModelService for TextEngine {
 
     fn start_generation(
         &self,
-        _context: &RequestContext,
+        context: &RequestContext,
         request: GenerateRequest,
     ) -> Result<Generation, InferenceError> {
         request.sampling.validate()?;
@@ -261,28 +291,32 @@ impl ModelService for TextEngine {
         if prompt.is_empty() {
             return Err(InferenceError::InvalidInput("the prompt is empty".into()));
         }
-        let context = self.descriptor.context_length as usize;
-        if prompt.len() >= context {
+        let context_length = self.descriptor.context_length as usize;
+        if prompt.len() >= context_length {
             return Err(InferenceError::LimitExceeded(format!(
                 "the prompt is {} tokens; model `{}` takes at most {}",
                 prompt.len(),
                 self.descriptor.name,
-                context - 1
+                context_length - 1
             )));
         }
-        let kv_tokens = (prompt.len() + request.sampling.max_tokens as usize).min(context);
+        let kv_tokens = (prompt.len() + request.sampling.max_tokens as usize).min(context_length);
         let (_, capacity, block_bytes) = (self.cache_usage)();
-        if blocks_for(kv_tokens) > capacity {
+        let share = TenantShare::of(self.tenant_share_percent, capacity, MAX_LIVE_SEQUENCES);
+        let needed = blocks_for(kv_tokens);
+        if needed > share.blocks {
             let mib = |blocks: usize| blocks.saturating_mul(block_bytes) >> 20;
             return Err(InferenceError::LimitExceeded(format!(
-                "the request needs {} MiB of KV cache; this engine has {} MiB",
-                mib(blocks_for(kv_tokens)),
+                "the request needs {} MiB of KV cache; one tenant may hold {} MiB of this engine's {} MiB",
+                mib(needed),
+                mib(share.blocks),
                 mib(capacity)
             )));
         }
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let cancel = CancelToken::new();
         let admission = scheduler::Admission {
+            tenant: context.tenant.clone(),
             prompt,
             kv_tokens,
             sampler: Sampler::new(

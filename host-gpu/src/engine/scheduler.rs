@@ -10,9 +10,9 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::admission::{self, Budget, Holdings, TenantShare};
 use super::backend::{Backend, BackendError, SequenceCache};
 use super::text::TextStream;
-use crate::model::blocks_for;
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, GenerationEvent};
 use crate::tokenizer::{TokenId, Tokenizer};
@@ -30,6 +30,8 @@ pub const MAX_STEP_TOKENS: usize = 512;
 
 /// A request admitted by the service, waiting for the scheduler.
 pub(super) struct Admission {
+    /// Whose request it is (decided by the host); shares are per tenant.
+    pub tenant: String,
     pub prompt: Vec<TokenId>,
     /// Cache positions the sequence may fill (prompt plus generation).
     pub kv_tokens: usize,
@@ -41,6 +43,7 @@ pub(super) struct Admission {
 }
 
 struct Sequence<C> {
+    tenant: String,
     kv_tokens: usize,
     tokens: Vec<TokenId>,
     prompt_len: usize,
@@ -89,15 +92,27 @@ impl<C: SequenceCache> Sequence<C> {
 }
 
 /// Runs until every sender of `commands` is gone and no sequence is live.
+/// One tenant's sequences hold at most `tenant_share_percent` of the cache
+/// pool and of the sequence slots (see [`admission`]).
 pub(super) fn run<B: Backend>(
     backend: Arc<B>,
     tokenizer: Arc<Tokenizer>,
     end_tokens: Vec<TokenId>,
+    tenant_share_percent: u8,
     commands: Receiver<Admission>,
 ) {
     let mut waiting: VecDeque<Admission> = VecDeque::new();
     let mut live: Vec<Sequence<B::Cache>> = Vec::new();
     let context = backend.config().context_length;
+    let capacity_blocks = backend.cache_capacity_blocks();
+    let budget = Budget {
+        capacity_blocks,
+        max_sequences: MAX_LIVE_SEQUENCES,
+        share: TenantShare::of(tenant_share_percent, capacity_blocks, MAX_LIVE_SEQUENCES),
+    };
+    // Where the next step starts handing out prefill room, so that no
+    // sequence's prompt is always served last.
+    let mut prefill_turn = 0usize;
     let mut open = true;
     loop {
         // Intake: block only when there is nothing to do.
@@ -118,22 +133,26 @@ pub(super) fn run<B: Backend>(
             return;
         }
         waiting.retain(|a| !(a.cancel.is_cancelled() || a.events.is_closed()));
-        // Back-pressure: a request joins only when the cache blocks it may
-        // fill fit beside those the live sequences may fill; until then it
-        // waits. Blocks are taken as positions fill, so this reservation is
-        // what guarantees a live sequence never finds the pool empty.
-        let capacity = backend.cache_capacity_blocks();
-        let mut reserved: usize = live.iter().map(|s| blocks_for(s.kv_tokens)).sum();
-        while live.len() < MAX_LIVE_SEQUENCES {
-            let fits = waiting
-                .front()
-                .is_some_and(|a| live.is_empty() || reserved + blocks_for(a.kv_tokens) <= capacity);
-            if !fits {
+        // Back-pressure and shares: a request joins only when the cache
+        // blocks it may fill fit beside those the live sequences may fill,
+        // and within its tenant's share; until then it waits. Blocks are
+        // taken as positions fill, so this reservation is what guarantees a
+        // live sequence never finds the pool empty.
+        let mut held = Holdings::default();
+        for seq in &live {
+            held.add(&seq.tenant, seq.kv_tokens);
+        }
+        while let Some(index) = admission::next(
+            waiting.iter().map(|a| (a.tenant.as_str(), a.kv_tokens)),
+            &held,
+            &budget,
+        ) {
+            let Some(a) = waiting.remove(index) else {
                 break;
-            }
-            let Some(a) = waiting.pop_front() else { break };
-            reserved += blocks_for(a.kv_tokens);
+            };
+            held.add(&a.tenant, a.kv_tokens);
             live.push(Sequence {
+                tenant: a.tenant,
                 kv_tokens: a.kv_tokens,
                 prompt_len: a.prompt.len(),
                 tokens: a.prompt,
@@ -159,17 +178,27 @@ pub(super) fn run<B: Backend>(
             continue;
         }
 
-        // One step: every sequence contributes its next tokens.
+        // One step: every decoding sequence's next token first (at most
+        // MAX_LIVE_SEQUENCES, so always all of them), then prompt chunks in
+        // the room left, taking turns, so that long prompts never stall
+        // anyone's decoding.
         let mut tokens = Vec::new();
         let mut owners = Vec::new();
         let mut wanted = Vec::new();
         let mut sampled_seqs = Vec::new();
-        for (s, seq) in live.iter().enumerate() {
+        let pending = |seq: &Sequence<B::Cache>| seq.tokens.len() - seq.fed;
+        let decoding = (0..live.len()).filter(|&s| pending(&live[s]) == 1);
+        let prefilling: Vec<usize> = (0..live.len()).filter(|&s| pending(&live[s]) > 1).collect();
+        prefill_turn = prefill_turn.wrapping_add(1);
+        let turn = prefill_turn % prefilling.len().max(1);
+        let prefill_order = prefilling[turn..].iter().chain(&prefilling[..turn]);
+        for s in decoding.chain(prefill_order.copied()) {
+            let seq = &live[s];
             let room = MAX_STEP_TOKENS - tokens.len();
             if room == 0 {
                 break;
             }
-            let take = (seq.tokens.len() - seq.fed).min(PREFILL_CHUNK).min(room);
+            let take = pending(seq).min(PREFILL_CHUNK).min(room);
             tokens.extend_from_slice(&seq.tokens[seq.fed..seq.fed + take]);
             owners.extend(std::iter::repeat_n(s, take));
             if seq.fed + take == seq.tokens.len() {
