@@ -190,14 +190,16 @@ extern "C" __global__ void rms_norm(const float* x, const float* w, bf16* out, i
     for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = f32_to_bf16(row[i] * scale * w[i]);
 }
 
-// The same, f32 out (the final norm before the logits product).
-extern "C" __global__ void rms_norm_f32(const float* x, const float* w, float* out, int dim, float eps) {
-    const float* row = x + (long long)blockIdx.x * dim;
+// The final norm of the rows whose logits are wanted: out[i] =
+// bf16(x[rows[i]] / rms * w) (one block per wanted row).
+extern "C" __global__ void rms_norm_rows(const float* x, const int* rows, const float* w, bf16* out,
+                                         int dim, float eps) {
+    const float* row = x + (long long)rows[blockIdx.x] * dim;
     float sum = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) sum += row[i] * row[i];
     float scale = rsqrtf(block_sum(sum) / (float)dim + eps);
-    float* o = out + (long long)blockIdx.x * dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = row[i] * scale * w[i];
+    bf16* o = out + (long long)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = f32_to_bf16(row[i] * scale * w[i]);
 }
 
 // x[t][i] += bias[i].
@@ -206,12 +208,13 @@ extern "C" __global__ void add_bias(float* x, const float* bias, int cols, long 
     if (i < n) x[i] += bias[i % cols];
 }
 
-// Rotates every head of row t by position positions[t]. halves = 0: pairs
-// (2i, 2i+1) (GGUF llama); 1: pairs (i, i + head_dim/2) (qwen2).
-// One block per row, one thread per pair of each head.
+// Rotates the first `heads` heads of row t (rows `stride` apart) by
+// position positions[t]: the query and key heads, which lead each row of the
+// fused q|k|v product. halves = 0: pairs (2i, 2i+1) (GGUF llama); 1: pairs
+// (i, i + head_dim/2) (qwen2). One block per row, one thread per pair.
 extern "C" __global__ void rope(float* x, const int* positions, const float* frequencies,
-                                int heads, int head_dim, int halves) {
-    float* row = x + (long long)blockIdx.x * heads * head_dim;
+                                int heads, int head_dim, int halves, int stride) {
+    float* row = x + (long long)blockIdx.x * stride;
     int half = head_dim / 2;
     float pos = (float)positions[blockIdx.x];
     for (int p = threadIdx.x; p < heads * half; p += blockDim.x) {
@@ -231,73 +234,146 @@ __device__ __forceinline__ long long kv_offset(int block, int layer, int layers,
     return ((((long long)block * layers + layer) * 2 + values) * BLOCK_TOKENS + slot) * kv_dim;
 }
 
-// Stores row t's key and value at slots[t] (block * BLOCK_TOKENS + slot).
-extern "C" __global__ void kv_write(const float* k, const float* v, float* pool, const int* slots,
-                                    int layer, int layers, int kv_dim) {
+// Stores row t's key and value (at k_at and k_at + kv_dim of the q|k|v row,
+// rows `stride` apart) at slots[t] (block * BLOCK_TOKENS + slot).
+extern "C" __global__ void kv_write(const float* qkv, float* pool, const int* slots, int layer,
+                                    int layers, int kv_dim, int stride, int k_at) {
     int t = blockIdx.x;
     int block = slots[t] / BLOCK_TOKENS, slot = slots[t] % BLOCK_TOKENS;
     float* keys = pool + kv_offset(block, layer, layers, 0, slot, kv_dim);
     float* values = pool + kv_offset(block, layer, layers, 1, slot, kv_dim);
+    const float* k = qkv + (long long)t * stride + k_at;
+    const float* v = k + kv_dim;
     for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) {
-        keys[i] = k[(long long)t * kv_dim + i];
-        values[i] = v[(long long)t * kv_dim + i];
+        keys[i] = k[i];
+        values[i] = v[i];
     }
 }
 
-// Causal attention of row t, head h (grid: rows x heads; one thread per
-// dimension of the head, blockDim.x = head_dim rounded up to 32). Row t sees
-// positions 0..=positions[t] of its sequence, whose blocks are
-// tables[table_start[t] ...]. Online softmax in f32; the output is bf16 for
-// the following product.
-extern "C" __global__ void attention(const float* q, const float* pool, const int* tables,
+// Warps that share one (row, head) of attention, each taking every
+// ATTENTION_WARPS-th position.
+#define ATTENTION_WARPS 4
+// Largest head_dim: each lane holds up to this / 32 dimensions.
+#define MAX_HEAD_DIM 256
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+// Causal attention of row t, head h (grid: rows x heads; ATTENTION_WARPS
+// warps per block). Row t sees positions 0..=positions[t] of its sequence,
+// whose blocks are tables[table_start[t] ...]; its query heads lead its row
+// of the q|k|v product (rows `stride` apart). Each warp keeps an online
+// softmax over its positions (lane l holds dimensions l, l+32, ...; dot
+// products by warp shuffles, no block barrier per position); the warps'
+// partial results are merged at the end. f32 throughout; the output is bf16
+// for the following product.
+extern "C" __global__ void attention(const float* qkv, const float* pool, const int* tables,
                                      const int* table_start, const int* positions, bf16* out,
                                      int heads, int kv_heads, int head_dim, int layer, int layers,
-                                     float scale) {
-    int t = blockIdx.x, h = blockIdx.y, d = threadIdx.x;
+                                     float scale, int stride) {
+    const int PER_LANE = MAX_HEAD_DIM / 32;
+    __shared__ float warp_max[ATTENTION_WARPS], warp_total[ATTENTION_WARPS];
+    __shared__ float warp_acc[ATTENTION_WARPS][MAX_HEAD_DIM];
+    int t = blockIdx.x, h = blockIdx.y;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int kv_dim = kv_heads * head_dim;
     int kvh = h / (heads / kv_heads);
-    bool active = d < head_dim;
-    float qd = active ? q[((long long)t * heads + h) * head_dim + d] : 0.0f;
-    float max_score = __int_as_float(0xff800000), total = 0.0f, acc = 0.0f;  // -inf
+    const float* q = qkv + (long long)t * stride + h * head_dim;
+    float qd[PER_LANE], acc[PER_LANE];
+    for (int j = 0; j < PER_LANE; ++j) {
+        int d = lane + 32 * j;
+        qd[j] = d < head_dim ? q[d] : 0.0f;
+        acc[j] = 0.0f;
+    }
+    float max_score = __int_as_float(0xff800000), total = 0.0f;  // -inf, 0
     const int* table = tables + table_start[t];
-    for (int p = 0; p <= positions[t]; ++p) {
+    int last = positions[t];
+    for (int p = warp; p <= last; p += ATTENTION_WARPS) {
         int block = table[p / BLOCK_TOKENS], slot = p % BLOCK_TOKENS;
         const float* key = pool + kv_offset(block, layer, layers, 0, slot, kv_dim) + kvh * head_dim;
-        float score = block_sum(active ? qd * key[d] : 0.0f) * scale;
+        const float* value = pool + kv_offset(block, layer, layers, 1, slot, kv_dim) + kvh * head_dim;
+        float dot = 0.0f;
+        for (int j = 0; j < PER_LANE; ++j) {
+            int d = lane + 32 * j;
+            if (d < head_dim) dot += qd[j] * key[d];
+        }
+        float score = warp_sum(dot) * scale;
         float next_max = fmaxf(max_score, score);
         float correction = __expf(max_score - next_max);
         float weight = __expf(score - next_max);
-        const float* value = pool + kv_offset(block, layer, layers, 1, slot, kv_dim) + kvh * head_dim;
-        acc = acc * correction + (active ? weight * value[d] : 0.0f);
+        for (int j = 0; j < PER_LANE; ++j) {
+            int d = lane + 32 * j;
+            acc[j] = acc[j] * correction + (d < head_dim ? weight * value[d] : 0.0f);
+        }
         total = total * correction + weight;
         max_score = next_max;
     }
-    if (active) out[((long long)t * heads + h) * head_dim + d] = f32_to_bf16(acc / total);
+    // Merge the warps: a warp that saw no position has total 0 and max -inf.
+    if (lane == 0) {
+        warp_max[warp] = max_score;
+        warp_total[warp] = total;
+    }
+    for (int j = 0; j < PER_LANE; ++j) {
+        int d = lane + 32 * j;
+        if (d < head_dim) warp_acc[warp][d] = acc[j];
+    }
+    __syncthreads();
+    float overall = warp_max[0];
+    for (int w = 1; w < ATTENTION_WARPS; ++w) overall = fmaxf(overall, warp_max[w]);
+    float denominator = 0.0f;
+    for (int w = 0; w < ATTENTION_WARPS; ++w)
+        if (warp_total[w] > 0.0f) denominator += warp_total[w] * __expf(warp_max[w] - overall);
+    bf16* o = out + ((long long)t * heads + h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+        float sum = 0.0f;
+        for (int w = 0; w < ATTENTION_WARPS; ++w)
+            if (warp_total[w] > 0.0f) sum += warp_acc[w][d] * __expf(warp_max[w] - overall);
+        o[d] = f32_to_bf16(sum / denominator);
+    }
 }
 
-// out = bf16(silu(gate) * up).
-extern "C" __global__ void silu_mul(const float* gate, const float* up, bf16* out, long long n) {
+// out[t][i] = bf16(silu(gate) * up), gate and up side by side in each row
+// of the fused gate|up product (2 * ff wide).
+extern "C" __global__ void silu_mul(const float* gate_up, bf16* out, int ff, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
-    float g = gate[i];
-    out[i] = f32_to_bf16(g / (1.0f + __expf(-g)) * up[i]);
+    long long t = i / ff, j = i % ff;
+    const float* row = gate_up + t * 2 * ff;
+    float g = row[j];
+    out[i] = f32_to_bf16(g / (1.0f + __expf(-g)) * row[ff + j]);
 }
 
-// x += y.
-extern "C" __global__ void add_into(float* x, const float* y, long long n) {
-    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i < n) x[i] += y[i];
-}
-
-// out[i] = x[rows[i]] (the rows whose logits are wanted).
-extern "C" __global__ void gather_rows(const float* x, const int* rows, float* out, int dim) {
-    const float* row = x + (long long)rows[blockIdx.x] * dim;
-    float* o = out + (long long)blockIdx.x * dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = row[i];
-}
-
-// f32 -> bf16.
-extern "C" __global__ void to_bf16(const float* x, bf16* out, long long n) {
-    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i < n) out[i] = f32_to_bf16(x[i]);
+// out[r] = the index of row r's largest logit, ordered as Rust's
+// f32::total_cmp orders them, the first on ties (the host sampler's greedy
+// choice exactly). blockDim.x = ARGMAX_THREADS.
+#define ARGMAX_THREADS 1024
+extern "C" __global__ void argmax_rows(const float* logits, int vocab, int* out) {
+    __shared__ int keys[ARGMAX_THREADS];
+    __shared__ int indices[ARGMAX_THREADS];
+    const float* row = logits + (long long)blockIdx.x * vocab;
+    int best_key = (int)0x80000000, best = 0x7fffffff;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
+        int bits = __float_as_int(row[i]);
+        int key = bits ^ (int)(((unsigned int)(bits >> 31)) >> 1);
+        if (key > best_key || (key == best_key && i < best)) {
+            best_key = key;
+            best = i;
+        }
+    }
+    keys[threadIdx.x] = best_key;
+    indices[threadIdx.x] = best;
+    __syncthreads();
+    for (int half = blockDim.x / 2; half > 0; half >>= 1) {
+        if (threadIdx.x < half) {
+            int key = keys[threadIdx.x + half], index = indices[threadIdx.x + half];
+            if (key > keys[threadIdx.x] || (key == keys[threadIdx.x] && index < indices[threadIdx.x])) {
+                keys[threadIdx.x] = key;
+                indices[threadIdx.x] = index;
+            }
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = indices[0];
 }

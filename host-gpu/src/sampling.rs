@@ -45,6 +45,12 @@ impl Sampler {
         }
     }
 
+    /// Whether the choice is the plain arg-max of the logits (greedy, no
+    /// repeat penalty), which a device can make without sending them back.
+    pub fn is_greedy(&self) -> bool {
+        self.params.temperature <= 0.0 && self.params.repeat_penalty == 1.0
+    }
+
     /// Picks the next token. `recent` are the sequence's latest tokens
     /// (prompt and generated), for the repeat penalty.
     pub fn sample(&mut self, logits: &mut [f32], recent: &[u32]) -> u32 {

@@ -22,15 +22,13 @@ pub const KERNELS: &[&str] = &[
     "fill_random_bf16",
     "embed",
     "rms_norm",
-    "rms_norm_f32",
+    "rms_norm_rows",
     "add_bias",
     "rope",
     "kv_write",
     "attention",
     "silu_mul",
-    "add_into",
-    "gather_rows",
-    "to_bf16",
+    "argmax_rows",
 ];
 
 /// The compiled kernels and what NVRTC said while making them.

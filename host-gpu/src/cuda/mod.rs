@@ -8,15 +8,23 @@
 //! [`DeviceChoice::resolve`] turns `auto`, `cpu` or `cuda[:N]` into a device
 //! or a clear error. The kernels ([`kernels`]) are CUDA C in
 //! `host-gpu/kernels/`, compiled by NVRTC for the device's architecture;
-//! [`CudaBackend`] runs the llama forward pass with them and cuBLAS.
+//! [`CudaBackend`] runs the llama forward pass with them and cuBLAS, from
+//! weights uploaded once ([`weights`]), a block pool kept on the device and
+//! booked on the host ([`cache`]), and CUDA graphs for decode steps
+//! ([`graphs`]).
 
 mod backend;
+mod cache;
+mod graphs;
 pub mod kernels;
+mod weights;
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use backend::{CudaBackend, CudaCache, CudaLoadError};
+pub use backend::{CudaBackend, CudaLoadError};
+pub use cache::CudaCache;
+pub use graphs::{DECODE_BATCHES, GRAPHS_VARIABLE};
 
 /// Where a model runs, as operators write it: `auto`, `cpu`, `cuda`,
 /// `cuda:N`.

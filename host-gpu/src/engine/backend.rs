@@ -19,6 +19,26 @@ pub enum BackendError {
     Device(String),
 }
 
+/// A row of a step whose next token is wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// Index into the step's tokens.
+    pub row: usize,
+    /// Only the largest logit's index is needed (plain greedy sampling), so
+    /// a device may find it itself instead of sending every logit back.
+    pub greedy: bool,
+}
+
+/// What a step gives back for one wanted row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowOutput {
+    /// Every logit of the row (`vocab` of them).
+    Logits(Vec<f32>),
+    /// The index of the largest logit, ordered by `f32::total_cmp`, the
+    /// first on ties (for a row asked for as greedy).
+    ArgMax(u32),
+}
+
 /// One sequence's cached keys and values, wherever they live.
 pub trait SequenceCache: Send {
     /// Positions filled.
@@ -48,14 +68,40 @@ pub trait Backend: Send + Sync + 'static {
     fn cache_blocks_in_use(&self) -> usize;
 
     /// Runs `tokens` (each at the next position of `caches[owners[i]]`) and
-    /// returns the logits of the rows in `wanted`, `vocab` each.
+    /// returns one output per entry of `wanted`, in order.
+    fn step(
+        &self,
+        tokens: &[u32],
+        owners: &[usize],
+        caches: &mut [&mut Self::Cache],
+        wanted: &[Wanted],
+    ) -> Result<Vec<RowOutput>, BackendError>;
+
+    /// [`Backend::step`] returning every logit of the rows in `wanted`,
+    /// `vocab` each, one after another.
     fn forward(
         &self,
         tokens: &[u32],
         owners: &[usize],
         caches: &mut [&mut Self::Cache],
         wanted: &[usize],
-    ) -> Result<Vec<f32>, BackendError>;
+    ) -> Result<Vec<f32>, BackendError> {
+        let rows: Vec<Wanted> = wanted
+            .iter()
+            .map(|&row| Wanted { row, greedy: false })
+            .collect();
+        let outputs = self.step(tokens, owners, caches, &rows)?;
+        let mut logits = Vec::with_capacity(wanted.len() * self.config().vocab);
+        for output in outputs {
+            match output {
+                RowOutput::Logits(row) => logits.extend_from_slice(&row),
+                RowOutput::ArgMax(_) => {
+                    unreachable!("no row was asked for as greedy")
+                }
+            }
+        }
+        Ok(logits)
+    }
 }
 
 impl SequenceCache for KvCache {
@@ -105,6 +151,24 @@ impl Backend for CpuBackend {
 
     fn cache_blocks_in_use(&self) -> usize {
         self.pool.blocks_in_use()
+    }
+
+    /// Every row gets its logits: on the CPU they are already in host
+    /// memory, and the sampler takes the arg-max itself.
+    fn step(
+        &self,
+        tokens: &[u32],
+        owners: &[usize],
+        caches: &mut [&mut KvCache],
+        wanted: &[Wanted],
+    ) -> Result<Vec<RowOutput>, BackendError> {
+        let rows: Vec<usize> = wanted.iter().map(|w| w.row).collect();
+        let logits = self.model.forward(tokens, owners, caches, &rows)?;
+        let vocab = self.model.config().vocab;
+        Ok(logits
+            .chunks_exact(vocab)
+            .map(|row| RowOutput::Logits(row.to_vec()))
+            .collect())
     }
 
     fn forward(

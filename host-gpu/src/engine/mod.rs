@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use admission::{DEFAULT_TENANT_SHARE_PERCENT, TenantShare};
-pub use backend::{Backend, BackendError, CpuBackend, SequenceCache};
+pub use backend::{Backend, BackendError, CpuBackend, RowOutput, SequenceCache, Wanted};
 pub use embedding::{EmbeddingEngine, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 

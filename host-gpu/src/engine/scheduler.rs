@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::admission::{self, Budget, Holdings, TenantShare};
-use super::backend::{Backend, BackendError, SequenceCache};
+use super::backend::{Backend, BackendError, RowOutput, SequenceCache, Wanted};
 use super::text::TextStream;
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, GenerationEvent};
@@ -202,13 +202,16 @@ pub(super) fn run<B: Backend>(
             tokens.extend_from_slice(&seq.tokens[seq.fed..seq.fed + take]);
             owners.extend(std::iter::repeat_n(s, take));
             if seq.fed + take == seq.tokens.len() {
-                wanted.push(tokens.len() - 1);
+                wanted.push(Wanted {
+                    row: tokens.len() - 1,
+                    greedy: seq.sampler.is_greedy(),
+                });
                 sampled_seqs.push(s);
             }
         }
         let mut caches: Vec<&mut B::Cache> = live.iter_mut().map(|s| &mut s.cache).collect();
-        let mut logits = match backend.forward(&tokens, &owners, &mut caches, &wanted) {
-            Ok(logits) => logits,
+        let outputs = match backend.step(&tokens, &owners, &mut caches, &wanted) {
+            Ok(outputs) => outputs,
             Err(error) => {
                 // A full pool is unreachable while reservations hold; a
                 // device error fails this step's sequences, not the engine.
@@ -229,14 +232,14 @@ pub(super) fn run<B: Backend>(
             seq.fed = seq.cache.filled();
         }
 
-        let vocab = backend.config().vocab;
         let mut finished = Vec::new();
         let mut bytes = Vec::new();
-        for (row, &s) in sampled_seqs.iter().enumerate() {
+        for (output, &s) in outputs.into_iter().zip(&sampled_seqs) {
             let seq = &mut live[s];
-            let next = seq
-                .sampler
-                .sample(&mut logits[row * vocab..(row + 1) * vocab], &seq.tokens);
+            let next = match output {
+                RowOutput::ArgMax(token) => token,
+                RowOutput::Logits(mut logits) => seq.sampler.sample(&mut logits, &seq.tokens),
+            };
             if end_tokens.contains(&next) {
                 finished.push((s, FinishReason::Stop));
                 continue;
