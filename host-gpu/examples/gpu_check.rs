@@ -8,10 +8,13 @@
 //! 3. A model of SmolLM2-135M's shapes with random Q4_1 weights (the real
 //!    file is too large to carry): GPU against CPU logits (bf16 relative
 //!    error) and greedy continuations.
-//! 4. Llama-3.2-1B shapes with random bf16 weights made on the device:
-//!    prefill and decode tokens/s at batch 1, 8 and 64, and batch-1 decode
-//!    against the bandwidth roofline (weight bytes per token over the copy
-//!    bandwidth measured here).
+//! 4. Llama-3.2-1B shapes with random bf16 weights made on the device: a
+//!    step larger than the workspace (run in passes) against its sequences
+//!    alone, and batch-64 decode replayed from CUDA graphs against eager;
+//!    then prefill and decode tokens/s at batch 1, 8 and 64 (greedy rows,
+//!    arg-max on the device, graphs on and off), and batch-1 decode against
+//!    the bandwidth roofline (weight bytes per token over the copy bandwidth
+//!    measured here).
 //!
 //! Exit code 0 when every check passes, 1 when one fails, 2 without a GPU.
 
@@ -22,7 +25,7 @@ use std::time::Instant;
 
 use sovra_gpu::cpu::Activations;
 use sovra_gpu::cuda::{self, CudaBackend};
-use sovra_gpu::engine::{Backend, CpuBackend};
+use sovra_gpu::engine::{Backend, CpuBackend, RowOutput, Wanted};
 use sovra_gpu::gguf::{GgmlType, GgufWriter, MetadataValue};
 use sovra_gpu::model::{LlamaConfig, LlamaModel, RopeStyle};
 
@@ -33,12 +36,37 @@ const TOLERANCE: f32 = 1e-2;
 /// Greedy tokens compared between the backends on the SmolLM2 shapes.
 const GREEDY_TOKENS: usize = 16;
 
+/// The sampler's greedy choice: total_cmp order, the first on ties.
 fn argmax(logits: &[f32]) -> u32 {
     logits
         .iter()
         .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
         .map_or(0, |(i, _)| i as u32)
+}
+
+/// One greedy step for every sequence (`greedy` rows: the device may send
+/// back only the arg-max).
+fn greedy_step<B: Backend>(
+    backend: &B,
+    tokens: &[u32],
+    owners: &[usize],
+    caches: &mut [&mut B::Cache],
+    rows: &[usize],
+) -> Vec<u32> {
+    let wanted: Vec<Wanted> = rows
+        .iter()
+        .map(|&row| Wanted { row, greedy: true })
+        .collect();
+    backend
+        .step(tokens, owners, caches, &wanted)
+        .expect("step")
+        .into_iter()
+        .map(|output| match output {
+            RowOutput::ArgMax(token) => token,
+            RowOutput::Logits(logits) => argmax(&logits),
+        })
+        .collect()
 }
 
 /// Largest |a - b| over the largest |a|.
@@ -62,16 +90,17 @@ fn prompt_logits<B: Backend>(backend: &B, prompt: &[u32]) -> Vec<f32> {
 fn greedy<B: Backend>(backend: &B, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut cache = backend.new_cache();
     let owners = vec![0; prompt.len()];
-    let mut logits = backend
-        .forward(prompt, &owners, &mut [&mut cache], &[prompt.len() - 1])
-        .expect("forward");
+    let mut next = greedy_step(
+        backend,
+        prompt,
+        &owners,
+        &mut [&mut cache],
+        &[prompt.len() - 1],
+    );
     let mut out = Vec::new();
     for _ in 0..n {
-        let next = argmax(&logits);
-        out.push(next);
-        logits = backend
-            .forward(&[next], &[0], &mut [&mut cache], &[0])
-            .expect("forward");
+        out.push(next[0]);
+        next = greedy_step(backend, &next, &[0], &mut [&mut cache], &[0]);
     }
     out
 }
@@ -251,34 +280,55 @@ fn copy_bandwidth(backend: &CudaBackend) -> f64 {
     (2 * bytes * rounds) as f64 / started.elapsed().as_secs_f64()
 }
 
-/// (prefill tok/s, aggregate decode tok/s) for `batch` sequences.
-fn throughput(backend: &CudaBackend, batch: usize, prompt: usize, steps: usize) -> (f64, f64) {
-    let mut caches: Vec<_> = (0..batch).map(|_| backend.new_cache()).collect();
-    let tokens: Vec<u32> = (0..batch * prompt)
+/// `batch` sequences of `prompt` tokens each: their tokens, owners and last rows.
+fn prompts(batch: usize, prompt: usize) -> (Vec<u32>, Vec<usize>, Vec<usize>) {
+    let tokens = (0..batch * prompt)
         .map(|i| (i * 7919 % 50_000) as u32)
         .collect();
-    let owners: Vec<usize> = (0..batch * prompt).map(|i| i / prompt).collect();
-    let last: Vec<usize> = (0..batch).map(|s| s * prompt + prompt - 1).collect();
+    let owners = (0..batch * prompt).map(|i| i / prompt).collect();
+    let last = (0..batch).map(|s| s * prompt + prompt - 1).collect();
+    (tokens, owners, last)
+}
+
+/// (prefill tok/s, aggregate decode tok/s) for `batch` sequences decoded
+/// greedily, the arg-max found on the device.
+fn throughput(backend: &CudaBackend, batch: usize, prompt: usize, steps: usize) -> (f64, f64) {
+    let mut caches: Vec<_> = (0..batch).map(|_| backend.new_cache()).collect();
+    let (tokens, owners, last) = self::prompts(batch, prompt);
     let mut refs: Vec<_> = caches.iter_mut().collect();
     let started = Instant::now();
-    backend
-        .forward(&tokens, &owners, &mut refs, &last)
-        .expect("prefill");
+    let mut next = greedy_step(backend, &tokens, &owners, &mut refs, &last);
     let prefill = (batch * prompt) as f64 / started.elapsed().as_secs_f64();
     let step_owners: Vec<usize> = (0..batch).collect();
-    let mut next: Vec<u32> = (0..batch as u32).collect();
     let started = Instant::now();
     for _ in 0..steps {
-        let logits = backend
-            .forward(&next, &step_owners, &mut refs, &step_owners)
-            .expect("decode");
-        let vocab = backend.config().vocab;
-        next = (0..batch)
-            .map(|s| argmax(&logits[s * vocab..(s + 1) * vocab]))
-            .collect();
+        next = greedy_step(backend, &next, &step_owners, &mut refs, &step_owners);
     }
     let decode = (batch * steps) as f64 / started.elapsed().as_secs_f64();
     (prefill, decode)
+}
+
+/// The logits of every step of `batch` sequences decoded together greedily
+/// for `steps` steps (row after row, `vocab` each).
+fn decode_logits(backend: &CudaBackend, batch: usize, steps: usize) -> Vec<Vec<f32>> {
+    let vocab = backend.config().vocab;
+    let mut caches: Vec<_> = (0..batch).map(|_| backend.new_cache()).collect();
+    let (tokens, owners, last) = prompts(batch, 16);
+    let mut refs: Vec<_> = caches.iter_mut().collect();
+    let mut logits = backend
+        .forward(&tokens, &owners, &mut refs, &last)
+        .expect("prefill");
+    let rows: Vec<usize> = (0..batch).collect();
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let next: Vec<u32> = logits.chunks_exact(vocab).map(argmax).collect();
+        out.push(logits);
+        logits = backend
+            .forward(&next, &rows, &mut refs, &rows)
+            .expect("decode");
+    }
+    out.push(logits);
+    out
 }
 
 fn main() -> ExitCode {
@@ -380,27 +430,98 @@ fn main() -> ExitCode {
 
     println!("\n## Llama-3.2-1B shapes, random bf16 weights on the device\n");
     let big = CudaBackend::random(llama_1b(), device, 8 << 30, 42).expect("random 1B");
+    println!(
+        "decode graphs: {}",
+        if big.graphs() {
+            "on"
+        } else {
+            "off (SOVRA_CUDA_GRAPHS=0)"
+        }
+    );
+
+    // 8 prompts of 128 tokens in one step (1,024 tokens: two passes of the
+    // workspace) against each prompt alone.
+    let (tokens, owners, last) = prompts(8, 128);
+    let mut caches: Vec<_> = (0..8).map(|_| big.new_cache()).collect();
+    let mut refs: Vec<_> = caches.iter_mut().collect();
+    let together = big
+        .forward(&tokens, &owners, &mut refs, &last)
+        .expect("forward");
+    let vocab = big.config().vocab;
+    let mut worst = 0.0f32;
+    for s in 0..8 {
+        let mut cache = big.new_cache();
+        let alone = big
+            .forward(
+                &tokens[s * 128..(s + 1) * 128],
+                &[0; 128],
+                &mut [&mut cache],
+                &[127],
+            )
+            .expect("forward");
+        worst = worst.max(relative_error(
+            &alone,
+            &together[s * vocab..(s + 1) * vocab],
+        ));
+    }
+    let ok = worst <= 1e-3;
+    failed |= !ok;
+    println!(
+        "a 1,024-token step in passes against its 8 prompts alone: relative error {worst:.2e} (limit 1e-3): {}",
+        if ok { "ok" } else { "FAILED" }
+    );
+    drop(refs);
+    drop(caches);
+
+    // Batch 61 (padded to a graph of 64) replayed against eager; compared
+    // while the two choose the same tokens (a near-tie may part them).
+    let replayed = decode_logits(&big, 61, 12);
+    big.set_graphs(false);
+    let eager = decode_logits(&big, 61, 12);
+    big.set_graphs(true);
+    let mut worst = 0.0f32;
+    let mut compared = 0;
+    for (a, b) in replayed.iter().zip(&eager) {
+        worst = worst.max(relative_error(b, a));
+        compared += 1;
+        let choices = |l: &Vec<f32>| l.chunks_exact(vocab).map(argmax).collect::<Vec<_>>();
+        if choices(a) != choices(b) {
+            break;
+        }
+    }
+    let ok = worst <= 1e-3;
+    failed |= !ok;
+    println!(
+        "batch-61 decode, graphs (padded to 64) against eager: relative error {worst:.2e} over {compared} of {} steps (limit 1e-3): {}",
+        eager.len(),
+        if ok { "ok" } else { "FAILED" }
+    );
+
     let bandwidth = copy_bandwidth(&big);
     let weight_bytes = big.weight_bytes() as f64;
     let roofline = bandwidth / weight_bytes;
     println!(
-        "copy bandwidth {:.0} GB/s; weights {:.2} GB per step; batch-1 decode roofline {roofline:.0} tok/s\n",
+        "\ncopy bandwidth {:.0} GB/s; weights {:.2} GB per step; batch-1 decode roofline {roofline:.0} tok/s\n",
         bandwidth / 1e9,
         weight_bytes / 1e9
     );
     println!(
-        "| batch | prefill tok/s (128-token prompts) | decode tok/s (aggregate) | decode vs batch 1 | batch-1 roofline share |"
+        "| batch | prefill tok/s (128-token prompts) | decode tok/s (aggregate) | decode vs batch 1 | batch-1 roofline share | decode tok/s without graphs |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     let mut single = 0.0;
     for batch in [1usize, 8, 64] {
-        let _ = throughput(&big, batch, 16, 4); // warm-up
+        let _ = throughput(&big, batch, 16, 4); // warm-up, and the graph captured
         let (prefill, decode) = throughput(&big, batch, 128, 64);
+        big.set_graphs(false);
+        let _ = throughput(&big, batch, 16, 4);
+        let (_, eager) = throughput(&big, batch, 128, 64);
+        big.set_graphs(true);
         if batch == 1 {
             single = decode;
         }
         println!(
-            "| {batch} | {prefill:.0} | {decode:.0} | {:.1}x | {} |",
+            "| {batch} | {prefill:.0} | {decode:.0} | {:.1}x | {} | {eager:.0} |",
             decode / single,
             if batch == 1 {
                 format!("{:.0}%", 100.0 * decode / roofline)

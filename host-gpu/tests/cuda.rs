@@ -3,13 +3,15 @@
 //! `SOVRA_REQUIRE_NVRTC=1` makes its absence a failure), and device probing
 //! never panics. With a GPU (`SOVRA_REQUIRE_GPU=1` makes its absence a
 //! failure): the tiny models of every weight type give the CPU's exact
-//! logits within bf16 tolerance, a batched step equals its solo steps, and
-//! the engine generates on the device.
+//! logits within bf16 tolerance, a batched step equals its solo steps,
+//! greedy rows' arg-max found on the device equals the host's over the same
+//! logits, decode steps replayed from CUDA graphs (padded batches included)
+//! equal eager ones, and the engine generates on the device.
 
 use std::path::Path;
 
 use sovra_gpu::cuda::{self, CudaBackend, DeviceChoice, kernels};
-use sovra_gpu::engine::{Backend, CpuBackend};
+use sovra_gpu::engine::{Backend, CpuBackend, RowOutput, Wanted};
 use sovra_gpu::model::LlamaModel;
 
 fn nvrtc_present() -> bool {
@@ -167,4 +169,123 @@ fn the_gpu_gives_the_cpu_logits_on_every_weight_type() {
             );
         }
     }
+}
+
+/// The host's greedy choice (the sampler's: total_cmp, first on ties).
+fn host_argmax(logits: &[f32]) -> u32 {
+    logits
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+        .map_or(0, |(i, _)| i as u32)
+}
+
+/// Greedy continuations of `prompts` decoded together for `steps` tokens;
+/// `device_argmax` asks for greedy rows (ids back) instead of logits.
+fn decode_together<B: Backend>(
+    backend: &B,
+    prompts: &[&[u32]],
+    steps: usize,
+    device_argmax: bool,
+) -> Vec<Vec<u32>> {
+    let mut caches: Vec<_> = prompts.iter().map(|_| backend.new_cache()).collect();
+    let mut tokens = Vec::new();
+    let mut owners = Vec::new();
+    let mut wanted = Vec::new();
+    for (s, prompt) in prompts.iter().enumerate() {
+        tokens.extend_from_slice(prompt);
+        owners.extend(std::iter::repeat_n(s, prompt.len()));
+        wanted.push(Wanted {
+            row: tokens.len() - 1,
+            greedy: device_argmax,
+        });
+    }
+    let mut out: Vec<Vec<u32>> = prompts.iter().map(|_| Vec::new()).collect();
+    for _ in 0..steps {
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let outputs = backend.step(&tokens, &owners, &mut refs, &wanted).unwrap();
+        assert_eq!(outputs.len(), prompts.len());
+        for (s, output) in outputs.into_iter().enumerate() {
+            out[s].push(match output {
+                RowOutput::ArgMax(t) => {
+                    assert!(device_argmax, "an arg-max for a row that asked for logits");
+                    t
+                }
+                RowOutput::Logits(l) => host_argmax(&l),
+            });
+        }
+        tokens = out.iter().map(|o| *o.last().unwrap()).collect();
+        owners = (0..prompts.len()).collect();
+        wanted = (0..prompts.len())
+            .map(|row| Wanted {
+                row,
+                greedy: device_argmax,
+            })
+            .collect();
+    }
+    out
+}
+
+#[test]
+fn device_argmax_and_decode_graphs_give_the_host_choices() {
+    let Some(device) = gpu() else { return };
+    let model = tiny("llama-q8_0");
+    let gpu = CudaBackend::new(&model, device, 64 << 20).unwrap();
+    let prompts: [&[u32]; 3] = [&[3, 17, 42], &[5, 29], &[8, 1, 2, 3, 4]];
+    // Eager, logits to the host, the host's arg-max: the reference.
+    gpu.set_graphs(false);
+    let reference = decode_together(&gpu, &prompts, 10, false);
+    // Graphs (three rows padded to four; captured at the second step and
+    // replayed after), arg-max on the device.
+    gpu.set_graphs(true);
+    assert!(gpu.graphs());
+    let replayed = decode_together(&gpu, &prompts, 10, true);
+    assert_eq!(replayed, reference);
+    // Each alone (a graph of one row) decodes what it decoded in the batch.
+    for (s, prompt) in prompts.iter().enumerate() {
+        let alone = decode_together(&gpu, &[prompt], 10, true);
+        assert_eq!(alone[0], reference[s], "sequence {s} alone");
+    }
+    // Every cache went back to the pool.
+    assert_eq!(gpu.cache_blocks_in_use(), 0);
+}
+
+#[tokio::test]
+async fn the_engine_generates_on_the_gpu() {
+    use sovra_gpu::engine::{EngineLimits, TextEngine};
+    use sovra_gpu::{GenerateRequest, GenerationEvent, ModelService, Prompt, RequestContext};
+    let Some(device) = gpu() else { return };
+    let repo = std::env::var_os("SOVRA_REPO")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    let path = repo.join("host-gpu/tests/reference/tiny/llama-spm.gguf");
+    let limits = EngineLimits {
+        device: DeviceChoice::Cuda(device),
+        ..EngineLimits::default()
+    };
+    let engine = TextEngine::load_with_limits("tiny", &path, limits).unwrap();
+    let context = RequestContext {
+        tenant: "t".into(),
+        deadline: None,
+    };
+    let request = GenerateRequest {
+        model: "tiny".into(),
+        prompt: Prompt::Text("the quick brown fox".into()),
+        sampling: sovra_gpu::Sampling {
+            max_tokens: 12,
+            ..Default::default()
+        },
+    };
+    let mut generation = engine.start_generation(&context, request).unwrap();
+    loop {
+        match generation.next().await.expect("a final event") {
+            GenerationEvent::Text(_) => {}
+            GenerationEvent::Finished { usage, .. } => {
+                assert!(usage.generated_tokens >= 1);
+                break;
+            }
+            GenerationEvent::Failed(error) => panic!("{error}"),
+        }
+    }
+    assert_eq!(engine.kv_cache_usage().0, 0);
 }
