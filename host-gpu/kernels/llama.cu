@@ -310,7 +310,8 @@ extern "C" __global__ void attention(const float* qkv, const float* pool, const 
         total = total * correction + weight;
         max_score = next_max;
     }
-    // Merge the warps: a warp that saw no position has total 0 and max -inf.
+    // Merge the warps: a warp that saw no position has total 0 and max -inf
+    // (one that saw a NaN score keeps it, as the CPU would).
     if (lane == 0) {
         warp_max[warp] = max_score;
         warp_total[warp] = total;
@@ -324,12 +325,12 @@ extern "C" __global__ void attention(const float* qkv, const float* pool, const 
     for (int w = 1; w < ATTENTION_WARPS; ++w) overall = fmaxf(overall, warp_max[w]);
     float denominator = 0.0f;
     for (int w = 0; w < ATTENTION_WARPS; ++w)
-        if (warp_total[w] > 0.0f) denominator += warp_total[w] * __expf(warp_max[w] - overall);
+        if (warp_total[w] != 0.0f) denominator += warp_total[w] * __expf(warp_max[w] - overall);
     bf16* o = out + ((long long)t * heads + h) * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float sum = 0.0f;
         for (int w = 0; w < ATTENTION_WARPS; ++w)
-            if (warp_total[w] > 0.0f) sum += warp_acc[w][d] * __expf(warp_max[w] - overall);
+            if (warp_total[w] != 0.0f) sum += warp_acc[w][d] * __expf(warp_max[w] - overall);
         o[d] = f32_to_bf16(sum / denominator);
     }
 }

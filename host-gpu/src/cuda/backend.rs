@@ -39,10 +39,12 @@ const LOGIT_ROWS: usize = MAX_LIVE_SEQUENCES;
 /// `kernels/llama.cu`).
 const MAX_HEAD_DIM: usize = 256;
 
-/// Threads per block of the attention kernel (`ATTENTION_WARPS` warps).
+/// Threads per block of the attention kernel (`ATTENTION_WARPS` warps;
+/// the kernel's shared memory is sized for exactly this many).
 const ATTENTION_THREADS: u32 = 4 * 32;
 
-/// Threads per block of `argmax_rows` (`ARGMAX_THREADS`).
+/// Threads per block of `argmax_rows` (`ARGMAX_THREADS`, which sizes its
+/// shared arrays).
 const ARGMAX_THREADS: u32 = 1024;
 
 /// Threads per block of the row-wise kernels (norms, embedding).
@@ -656,17 +658,38 @@ impl Backend for CudaBackend {
         } else {
             None
         };
-        match decode_batch {
-            Some(batch) => self.decode(&mut state, &mut plan, batch, wanted, &mut outputs)?,
-            None => self.eager(&mut state.work, &plan, wanted, &mut outputs)?,
-        }
-        // Wait for the step, so that its errors are its own.
-        self.device.stream.synchronize().map_err(device_error)?;
+        let ran = match decode_batch {
+            Some(batch) => self.decode(&mut state, &mut plan, batch, wanted, &mut outputs),
+            None => self.eager(&mut state.work, &plan, wanted, &mut outputs),
+        };
+        // Wait for the step, failed or not, so that its errors are its own
+        // and not the next step's.
+        let synchronized = self.device.stream.synchronize().map_err(device_error);
+        ran?;
+        synchronized?;
         drop(state);
         plan.commit(caches);
         Ok(outputs
             .into_iter()
             .map(|o| o.expect("every wanted row was collected"))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cuda::kernels::SOURCE;
+
+    #[test]
+    fn launch_shapes_match_the_kernel_source() {
+        for define in [
+            format!("#define ATTENTION_WARPS {}", ATTENTION_THREADS / 32),
+            format!("#define MAX_HEAD_DIM {MAX_HEAD_DIM}"),
+            format!("#define ARGMAX_THREADS {ARGMAX_THREADS}"),
+            format!("#define BLOCK_TOKENS {BLOCK_TOKENS}"),
+        ] {
+            assert!(SOURCE.contains(&define), "llama.cu lacks `{define}`");
+        }
     }
 }

@@ -83,7 +83,17 @@ impl DecodeGraphs {
         }
         DECODE_BATCHES.iter().copied().find(|&b| b >= n)
     }
+}
 
+/// The largest decode graph must fit the rows the workspace computes
+/// logits for at once, and its tokens.
+const _: () = {
+    let largest = DECODE_BATCHES[DECODE_BATCHES.len() - 1];
+    assert!(largest <= crate::engine::MAX_LIVE_SEQUENCES);
+    assert!(largest <= crate::engine::MAX_STEP_TOKENS);
+};
+
+impl DecodeGraphs {
     /// What to do for a step of padded batch `batch`.
     pub fn plan(&mut self, batch: usize) -> Decode<'_> {
         if let Some(graph) = self.graphs.get(&batch) {
@@ -113,6 +123,11 @@ pub(super) fn capture<E: std::fmt::Debug>(
     stream: &Arc<CudaStream>,
     record: impl FnOnce() -> Result<(), E>,
 ) -> Result<CudaGraph, String> {
+    // An error an earlier drop left on the context would surface inside
+    // the capture and be taken for a capture failure: report it apart.
+    if let Err(e) = stream.context().check_err() {
+        tracing::warn!(error = ?e, "a deferred CUDA error from an earlier release");
+    }
     // Thread-local: a call on this thread that cannot be captured (an
     // allocation, a synchronization) fails instead of running.
     stream
@@ -124,7 +139,11 @@ pub(super) fn capture<E: std::fmt::Debug>(
         return Err(format!("while capturing: {e:?}"));
     }
     match ended {
-        Ok(Some(graph)) => Ok(graph),
+        Ok(Some(graph)) => {
+            // Set up its resources now rather than in the first replay.
+            graph.upload().map_err(|e| format!("upload: {e:?}"))?;
+            Ok(graph)
+        }
         Ok(None) => Err("the capture recorded nothing".into()),
         Err(e) => Err(format!("end capture: {e:?}")),
     }

@@ -323,15 +323,15 @@ impl Device {
         let ones = vec![1.0f32; e];
         let mut layers = Vec::new();
         for i in 0..config.layers as u32 {
-            let s = seed.wrapping_add(i * 16);
+            let s = |part: u32| seed.wrapping_add(i * 16).wrapping_add(part);
             layers.push(DeviceLayer {
                 attn_norm: self.vector(&ones)?,
-                qkv: self.random(&[(e, s), (kv, s + 1), (kv, s + 2)], e, scale(e))?,
+                qkv: self.random(&[(e, s(0)), (kv, s(1)), (kv, s(2))], e, scale(e))?,
                 qkv_bias: None,
-                out: self.random(&[(e, s + 3)], e, scale(e))?,
+                out: self.random(&[(e, s(3))], e, scale(e))?,
                 ffn_norm: self.vector(&ones)?,
-                gate_up: self.random(&[(ff, s + 4), (ff, s + 5)], e, scale(e))?,
-                down: self.random(&[(e, s + 6)], ff, scale(ff))?,
+                gate_up: self.random(&[(ff, s(4)), (ff, s(5))], e, scale(e))?,
+                down: self.random(&[(e, s(6))], ff, scale(ff))?,
             });
         }
         Ok(Weights {
