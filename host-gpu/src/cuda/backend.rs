@@ -63,6 +63,9 @@ pub enum CudaLoadError {
     Cuda(String),
     #[error("the CUDA backend does not take {0} weights")]
     Unsupported(&'static str),
+    /// The device ran, but its logits are not the model's.
+    #[error(transparent)]
+    Disagrees(#[from] crate::engine::Disagreement),
 }
 
 fn per_row(rows: usize, threads: u32) -> LaunchConfig {

@@ -5,6 +5,7 @@
 
 mod admission;
 mod backend;
+mod device_check;
 mod embedding;
 mod scheduler;
 mod text;
@@ -17,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use admission::{DEFAULT_TENANT_SHARE_PERCENT, TenantShare};
 pub use backend::{Backend, BackendError, CpuBackend, RowOutput, SequenceCache, Wanted};
+pub use device_check::{AGREEMENT_TOLERANCE, Disagreement};
 pub use embedding::{EmbeddingEngine, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 
@@ -135,6 +137,31 @@ fn start<B: Backend>(
     }))
 }
 
+/// Uploads `model` to CUDA device `ordinal` and checks the device against
+/// the CPU ([`device_check`]); when only the decode graphs disagree, they
+/// are turned off and the device serves without them.
+fn load_on_gpu(
+    model: &LlamaModel,
+    ordinal: usize,
+    limits: &EngineLimits,
+    name: &str,
+) -> Result<CudaBackend, CudaLoadError> {
+    let backend = CudaBackend::new(model, ordinal, limits.kv_cache_bytes)?;
+    match device_check::agrees_with_cpu(&backend, model) {
+        Ok(()) => Ok(backend),
+        Err(first) if backend.graphs() => {
+            backend.set_graphs(false);
+            device_check::agrees_with_cpu(&backend, model)?;
+            tracing::warn!(
+                model = name,
+                "{first}; decode graphs are off for this model"
+            );
+            Ok(backend)
+        }
+        Err(disagreement) => Err(disagreement.into()),
+    }
+}
+
 impl TextEngine {
     /// Loads a GGUF model and starts its scheduler; agents will know it as `name`.
     pub fn load(name: &str, path: &Path) -> Result<Self, LoadError> {
@@ -192,34 +219,44 @@ impl TextEngine {
         let (commands, receiver) = channel();
         let thread = std::thread::Builder::new().name(format!("sovra-engine-{name}"));
         let scheduler_tokenizer = Arc::clone(&tokenizer);
-        let spawned =
-            match device {
-                Device::Cpu => start(
+        let gpu = match device {
+            Device::Cpu => None,
+            Device::Cuda(ordinal) => match load_on_gpu(&model, ordinal, &limits, name) {
+                Ok(backend) => Some(backend),
+                Err(error) if limits.device == DeviceChoice::Auto => {
+                    tracing::warn!(model = name, %device, %error, "running on the CPU instead");
+                    None
+                }
+                Err(error) => {
+                    return Err(LoadError::Cuda {
+                        path: path.display().to_string(),
+                        error,
+                    });
+                }
+            },
+        };
+        let spawned = match gpu {
+            Some(backend) => {
+                drop(model);
+                tracing::info!(model = name, device = %device, "model loaded onto the GPU");
+                start(
                     thread,
-                    Arc::new(CpuBackend::new(model, limits.kv_cache_bytes)),
+                    Arc::new(backend),
                     scheduler_tokenizer,
                     end_tokens,
                     share,
                     receiver,
-                ),
-                Device::Cuda(ordinal) => {
-                    let backend = CudaBackend::new(&model, ordinal, limits.kv_cache_bytes)
-                        .map_err(|error| LoadError::Cuda {
-                            path: path.display().to_string(),
-                            error,
-                        })?;
-                    drop(model);
-                    tracing::info!(model = name, device = %device, "model loaded onto the GPU");
-                    start(
-                        thread,
-                        Arc::new(backend),
-                        scheduler_tokenizer,
-                        end_tokens,
-                        share,
-                        receiver,
-                    )
-                }
-            };
+                )
+            }
+            None => start(
+                thread,
+                Arc::new(CpuBackend::new(model, limits.kv_cache_bytes)),
+                scheduler_tokenizer,
+                end_tokens,
+                share,
+                receiver,
+            ),
+        };
         let cache_usage = spawned.map_err(|e| GgufError::Io {
             path: path.to_owned(),
             source: e,
