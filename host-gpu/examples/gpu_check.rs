@@ -2,7 +2,9 @@
 //! (`scripts/gpu-check` runs this binary, built beforehand with
 //! `cargo build --release -p sovra-gpu --example gpu_check`).
 //!
-//! 1. Probes CUDA and compiles the kernels for the device.
+//! 1. Probes CUDA, compiles the kernels for the device, and checks each
+//!    kernel (and the cuBLAS product) against a host reference, so that a
+//!    fault is pinned to its kernel.
 //! 2. The tiny models of every weight type (`host-gpu/tests/reference/tiny`):
 //!    GPU logits against the CPU's exact ones.
 //! 3. A model of SmolLM2-135M's shapes with random Q4_1 weights (the real
@@ -344,6 +346,32 @@ fn main() -> ExitCode {
     }
     let device = 0;
     let mut failed = false;
+
+    println!("## Each kernel against its host reference\n");
+    println!("| kernel | error | tolerance | |\n|---|---|---|---|");
+    match cuda::check_kernels(device) {
+        Ok(checks) => {
+            for check in checks {
+                failed |= !check.passed();
+                println!(
+                    "| {} | {:.2e} | {:.0e} | {} |",
+                    check.kernel,
+                    check.error,
+                    check.tolerance,
+                    match (&check.failure, check.passed()) {
+                        (Some(reason), _) => format!("FAILED: {reason}"),
+                        (None, true) => "ok".to_owned(),
+                        (None, false) => "WRONG".to_owned(),
+                    }
+                );
+            }
+        }
+        Err(e) => {
+            println!("cannot set up the device: {e}");
+            failed = true;
+        }
+    }
+    println!();
 
     println!("## Tiny models: GPU (bf16) against CPU (exact f32) logits\n");
     println!("| model | worst relative error | within {TOLERANCE} |\n|---|---|---|");

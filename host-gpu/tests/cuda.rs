@@ -289,3 +289,11 @@ async fn the_engine_generates_on_the_gpu() {
     }
     assert_eq!(engine.kv_cache_usage().0, 0);
 }
+
+#[test]
+fn every_kernel_matches_its_host_reference() {
+    let Some(device) = gpu() else { return };
+    let checks = cuda::check_kernels(device).unwrap();
+    let wrong: Vec<_> = checks.iter().filter(|c| !c.passed()).collect();
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}

@@ -17,15 +17,12 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cudarc::cublas::{result as blas, sys as blas_sys};
-use cudarc::driver::{
-    CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg,
-};
+use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
 
 use super::cache::{self, BlockBook, CudaCache, StepPlan};
 use super::graphs::{self, Decode, DecodeGraphs};
 use super::kernels::KernelError;
-use super::weights::{Device, DeviceMatrix, Weights, cuda, launch_1d};
+use super::weights::{Device, Weights, cuda, device_error, launch_1d, per_row};
 use crate::engine::{
     Backend, BackendError, MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, RowOutput, Wanted,
 };
@@ -50,10 +47,6 @@ const ARGMAX_THREADS: u32 = 1024;
 /// Threads per block of the row-wise kernels (norms, embedding).
 const ROW_THREADS: u32 = 256;
 
-fn device_error(e: impl std::fmt::Debug) -> BackendError {
-    BackendError::Device(format!("{e:?}"))
-}
-
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CudaLoadError {
@@ -66,14 +59,6 @@ pub enum CudaLoadError {
     /// The device ran, but its logits are not the model's.
     #[error(transparent)]
     Disagrees(#[from] crate::engine::Disagreement),
-}
-
-fn per_row(rows: usize, threads: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows as u32, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    }
 }
 
 /// The device buffers of one step, allocated once.
@@ -217,66 +202,6 @@ impl CudaBackend {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// `y[n × rows] = x[n × cols] · Wᵀ`, or `y += ...` when `accumulate`
-    /// (bf16 in, f32 out and accumulation).
-    fn gemm(
-        &self,
-        w: &DeviceMatrix,
-        x: &CudaSlice<u16>,
-        n: usize,
-        y: &mut CudaSlice<f32>,
-        accumulate: bool,
-    ) -> Result<(), BackendError> {
-        let stream = &self.device.stream;
-        let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
-        let (w_ptr, _w) = w.data.device_ptr(stream);
-        let (x_ptr, _x) = x.device_ptr(stream);
-        let (y_ptr, _y) = y.device_ptr_mut(stream);
-        // Row-major W (rows × cols) is column-major Wᵀ; the product in
-        // column-major terms is Y (rows × n) = Wᵀᵀ · X.
-        // SAFETY: the pointers hold rows·cols, n·cols and n·rows elements
-        // (workspace buffers hold at least n rows).
-        unsafe {
-            blas::gemm_ex(
-                *self.device.blas.handle(),
-                blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                w.rows as i32,
-                n as i32,
-                w.cols as i32,
-                (&alpha) as *const f32 as *const _,
-                w_ptr as *const _,
-                blas_sys::cudaDataType_t::CUDA_R_16BF,
-                w.cols as i32,
-                x_ptr as *const _,
-                blas_sys::cudaDataType_t::CUDA_R_16BF,
-                w.cols as i32,
-                (&beta) as *const f32 as *const _,
-                y_ptr as *mut _,
-                blas_sys::cudaDataType_t::CUDA_R_32F,
-                w.rows as i32,
-                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-            )
-        }
-        .map_err(device_error)
-    }
-
-    /// Launches `f`, its arguments pushed by `args` (borrowed for the call).
-    fn run<'a>(
-        &'a self,
-        f: &'a CudaFunction,
-        cfg: LaunchConfig,
-        args: impl FnOnce(&mut cudarc::driver::LaunchArgs<'a>),
-    ) -> Result<(), BackendError> {
-        let mut launch = self.device.stream.launch_builder(f);
-        args(&mut launch);
-        // SAFETY: every call site passes buffers sized for its grid.
-        unsafe { launch.launch(cfg) }
-            .map(|_| ())
-            .map_err(device_error)
-    }
-
     /// Every layer for the first `n` rows of the workspace's inputs, the
     /// residual stream left in `work.x`. Launches only (no allocation, no
     /// synchronization), so a graph can capture it.
@@ -312,7 +237,7 @@ impl CudaBackend {
             ..
         } = work;
 
-        self.run(&f.embed, per_row(n, ROW_THREADS), |l| {
+        self.device.launch(&f.embed, per_row(n, ROW_THREADS), |l| {
             l.arg(&w.embeddings.data)
                 .arg(&*tokens)
                 .arg(&mut *x)
@@ -320,21 +245,23 @@ impl CudaBackend {
         })?;
         for (li, layer) in w.layers.iter().enumerate() {
             let li = li as i32;
-            self.run(&f.rms_norm, per_row(n, ROW_THREADS), |l| {
-                l.arg(&*x)
-                    .arg(&layer.attn_norm)
-                    .arg(&mut *h)
-                    .arg(&dim)
-                    .arg(&eps);
-            })?;
-            self.gemm(&layer.qkv, h, n, qkv, false)?;
+            self.device
+                .launch(&f.rms_norm, per_row(n, ROW_THREADS), |l| {
+                    l.arg(&*x)
+                        .arg(&layer.attn_norm)
+                        .arg(&mut *h)
+                        .arg(&dim)
+                        .arg(&eps);
+                })?;
+            self.device.gemm(&layer.qkv, h, n, qkv, false)?;
             if let Some(bias) = &layer.qkv_bias {
                 let total = (n * (e + 2 * kv)) as i64;
-                self.run(&f.add_bias, launch_1d(total as usize), |l| {
-                    l.arg(&mut *qkv).arg(bias).arg(&stride).arg(&total);
-                })?;
+                self.device
+                    .launch(&f.add_bias, launch_1d(total as usize), |l| {
+                        l.arg(&mut *qkv).arg(bias).arg(&stride).arg(&total);
+                    })?;
             }
-            self.run(&f.rope, per_row(n, 128), |l| {
+            self.device.launch(&f.rope, per_row(n, 128), |l| {
                 l.arg(&mut *qkv)
                     .arg(&*positions)
                     .arg(&w.rope_frequencies)
@@ -343,7 +270,7 @@ impl CudaBackend {
                     .arg(&halves)
                     .arg(&stride);
             })?;
-            self.run(&f.kv_write, per_row(n, 128), |l| {
+            self.device.launch(&f.kv_write, per_row(n, 128), |l| {
                 l.arg(&*qkv)
                     .arg(&mut *pool)
                     .arg(&*slots)
@@ -358,7 +285,7 @@ impl CudaBackend {
                 block_dim: (ATTENTION_THREADS, 1, 1),
                 shared_mem_bytes: 0,
             };
-            self.run(&f.attention, attention, |l| {
+            self.device.launch(&f.attention, attention, |l| {
                 l.arg(&*qkv)
                     .arg(&*pool)
                     .arg(&*tables)
@@ -373,20 +300,21 @@ impl CudaBackend {
                     .arg(&scale)
                     .arg(&stride);
             })?;
-            self.gemm(&layer.out, attn, n, x, true)?;
-            self.run(&f.rms_norm, per_row(n, ROW_THREADS), |l| {
-                l.arg(&*x)
-                    .arg(&layer.ffn_norm)
-                    .arg(&mut *h)
-                    .arg(&dim)
-                    .arg(&eps);
-            })?;
-            self.gemm(&layer.gate_up, h, n, gate_up, false)?;
+            self.device.gemm(&layer.out, attn, n, x, true)?;
+            self.device
+                .launch(&f.rms_norm, per_row(n, ROW_THREADS), |l| {
+                    l.arg(&*x)
+                        .arg(&layer.ffn_norm)
+                        .arg(&mut *h)
+                        .arg(&dim)
+                        .arg(&eps);
+                })?;
+            self.device.gemm(&layer.gate_up, h, n, gate_up, false)?;
             let total = (n * ff) as i64;
-            self.run(&f.silu_mul, launch_1d(n * ff), |l| {
+            self.device.launch(&f.silu_mul, launch_1d(n * ff), |l| {
                 l.arg(&*gate_up).arg(&mut *act).arg(&ff_i).arg(&total);
             })?;
-            self.gemm(&layer.down, act, n, x, true)?;
+            self.device.gemm(&layer.down, act, n, x, true)?;
         }
         Ok(())
     }
@@ -413,18 +341,21 @@ impl CudaBackend {
             ..
         } = work;
         let rows = if identity { &*all } else { &*wanted };
-        self.run(&f.rms_norm_rows, per_row(count, ROW_THREADS), |l| {
-            l.arg(&*x)
-                .arg(rows)
-                .arg(&self.weights.output_norm)
-                .arg(&mut *normed)
-                .arg(&dim)
-                .arg(&eps);
-        })?;
-        self.gemm(self.weights.output(), normed, count, logits, false)?;
-        self.run(&f.argmax_rows, per_row(count, ARGMAX_THREADS), |l| {
-            l.arg(&*logits).arg(&vocab).arg(&mut *best);
-        })
+        self.device
+            .launch(&f.rms_norm_rows, per_row(count, ROW_THREADS), |l| {
+                l.arg(&*x)
+                    .arg(rows)
+                    .arg(&self.weights.output_norm)
+                    .arg(&mut *normed)
+                    .arg(&dim)
+                    .arg(&eps);
+            })?;
+        self.device
+            .gemm(self.weights.output(), normed, count, logits, false)?;
+        self.device
+            .launch(&f.argmax_rows, per_row(count, ARGMAX_THREADS), |l| {
+                l.arg(&*logits).arg(&vocab).arg(&mut *best);
+            })
     }
 
     /// Copies the results of the last [`Self::logits`] back: for the

@@ -16,6 +16,7 @@
 mod backend;
 mod cache;
 mod graphs;
+mod kernel_check;
 pub mod kernels;
 mod weights;
 
@@ -25,6 +26,7 @@ use std::str::FromStr;
 pub use backend::{CudaBackend, CudaLoadError};
 pub use cache::CudaCache;
 pub use graphs::{DECODE_BATCHES, GRAPHS_VARIABLE};
+pub use kernel_check::{KernelCheck, check_kernels};
 
 /// Where a model runs, as operators write it: `auto`, `cpu`, `cuda`,
 /// `cuda:N`.

@@ -9,15 +9,17 @@
 
 use std::sync::Arc;
 
-use cudarc::cublas::{CudaBlas, sys as blas_sys};
+use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchArgs,
+    LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 
 use super::backend::CudaLoadError;
 use super::kernels;
 use crate::cpu::Matrix;
+use crate::engine::BackendError;
 use crate::gguf::GgmlType;
 use crate::model::{LlamaConfig, LlamaModel};
 
@@ -30,6 +32,19 @@ const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
 
 pub(super) fn cuda(e: impl std::fmt::Debug) -> CudaLoadError {
     CudaLoadError::Cuda(format!("{e:?}"))
+}
+
+pub(super) fn device_error(e: impl std::fmt::Debug) -> BackendError {
+    BackendError::Device(format!("{e:?}"))
+}
+
+/// One block of `threads` per row.
+pub(super) fn per_row(rows: usize, threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// One thread per element. Panics past 2^32 blocks of threads, which no
@@ -186,6 +201,66 @@ impl Device {
             f,
             _blas_workspace: workspace,
         })
+    }
+
+    /// `y[n × rows] = x[n × cols] · Wᵀ`, or `y += ...` when `accumulate`
+    /// (bf16 in, f32 out and accumulation).
+    pub fn gemm(
+        &self,
+        w: &DeviceMatrix,
+        x: &CudaSlice<u16>,
+        n: usize,
+        y: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        let stream = &self.stream;
+        let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
+        let (w_ptr, _w) = w.data.device_ptr(stream);
+        let (x_ptr, _x) = x.device_ptr(stream);
+        let (y_ptr, _y) = y.device_ptr_mut(stream);
+        // Row-major W (rows × cols) is column-major Wᵀ; the product in
+        // column-major terms is Y (rows × n) = Wᵀᵀ · X.
+        // SAFETY: the pointers hold rows·cols, n·cols and n·rows elements
+        // (workspace buffers hold at least n rows).
+        unsafe {
+            blas::gemm_ex(
+                *self.blas.handle(),
+                blas_sys::cublasOperation_t::CUBLAS_OP_T,
+                blas_sys::cublasOperation_t::CUBLAS_OP_N,
+                w.rows as i32,
+                n as i32,
+                w.cols as i32,
+                (&alpha) as *const f32 as *const _,
+                w_ptr as *const _,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                w.cols as i32,
+                x_ptr as *const _,
+                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                w.cols as i32,
+                (&beta) as *const f32 as *const _,
+                y_ptr as *mut _,
+                blas_sys::cudaDataType_t::CUDA_R_32F,
+                w.rows as i32,
+                blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+            )
+        }
+        .map_err(device_error)
+    }
+
+    /// Launches `f`, its arguments pushed by `args` (borrowed for the call).
+    pub fn launch<'a>(
+        &'a self,
+        f: &'a CudaFunction,
+        cfg: LaunchConfig,
+        args: impl FnOnce(&mut LaunchArgs<'a>),
+    ) -> Result<(), BackendError> {
+        let mut launch = self.stream.launch_builder(f);
+        args(&mut launch);
+        // SAFETY: every call site passes buffers sized for its grid.
+        unsafe { launch.launch(cfg) }
+            .map(|_| ())
+            .map_err(device_error)
     }
 
     /// `parts` (file matrices of equal width) decoded to bf16 one under
