@@ -12,7 +12,7 @@ use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use half::bf16;
 
 use super::backend::CudaLoadError;
-use super::weights::{Device, DeviceMatrix, cuda, launch_1d, per_row};
+use super::weights::{Device, DeviceMatrix, launch_1d, per_row};
 use crate::cpu;
 use crate::model::{BLOCK_TOKENS, RopeStyle};
 
@@ -125,7 +125,8 @@ pub fn check_kernels(ordinal: usize) -> Result<Vec<KernelCheck>, CudaLoadError> 
             failure,
         });
     }
-    device.stream.synchronize().map_err(cuda)?;
+    // A kernel that faulted leaves the context unusable; its row says so,
+    // and the others' results stand.
     Ok(results)
 }
 

@@ -138,8 +138,9 @@ fn start<B: Backend>(
 }
 
 /// Uploads `model` to CUDA device `ordinal` and checks the device against
-/// the CPU ([`device_check`]); when only the decode graphs disagree, they
-/// are turned off and the device serves without them.
+/// the CPU ([`device_check`]); when only the decode graphs can be at fault
+/// (the prompt and the first, eager, decode step agreed) and the device
+/// agrees without them, they are turned off and it serves eagerly.
 fn load_on_gpu(
     model: &LlamaModel,
     ordinal: usize,
@@ -149,7 +150,7 @@ fn load_on_gpu(
     let backend = CudaBackend::new(model, ordinal, limits.kv_cache_bytes)?;
     match device_check::agrees_with_cpu(&backend, model) {
         Ok(()) => Ok(backend),
-        Err(first) if backend.graphs() => {
+        Err(first) if backend.graphs() && first.step_index >= 2 => {
             backend.set_graphs(false);
             device_check::agrees_with_cpu(&backend, model)?;
             tracing::warn!(

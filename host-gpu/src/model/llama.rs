@@ -252,11 +252,25 @@ impl LlamaModel {
         // products fork and join among the workers directly. Called from
         // outside the pool, each of the ~150 products per token would wake
         // the pool and put this thread to sleep until it finished.
-        rayon::scope(|_| self.forward_in_pool(tokens, owners, caches, wanted))
+        self.forward_with(self.activations, tokens, owners, caches, wanted)
+    }
+
+    /// [`LlamaModel::forward`] computing with `activations`, whatever the
+    /// model's own setting (checks compare a device with exact f32).
+    pub fn forward_with(
+        &self,
+        activations: Activations,
+        tokens: &[u32],
+        owners: &[usize],
+        caches: &mut [&mut KvCache],
+        wanted: &[usize],
+    ) -> Result<Vec<f32>, KvCacheFull> {
+        rayon::scope(|_| self.forward_in_pool(activations, tokens, owners, caches, wanted))
     }
 
     fn forward_in_pool(
         &self,
+        activations: Activations,
         tokens: &[u32],
         owners: &[usize],
         caches: &mut [&mut KvCache],
@@ -303,7 +317,7 @@ impl LlamaModel {
                 &[&layer.q, &layer.k, &layer.v],
                 &h,
                 &mut [&mut q, &mut k, &mut v],
-                self.activations,
+                activations,
             );
             add_bias(&mut q, layer.q_bias.as_deref());
             add_bias(&mut k, layer.k_bias.as_deref());
@@ -355,7 +369,7 @@ impl LlamaModel {
                         }
                     }
                 });
-            matmul(&layer.out, &attn, &mut proj, self.activations);
+            matmul(&layer.out, &attn, &mut proj, activations);
             add_into(&mut x, &proj);
 
             h.copy_from_slice(&x);
@@ -366,10 +380,10 @@ impl LlamaModel {
                 &[&layer.gate, &layer.up],
                 &h,
                 &mut [&mut gate, &mut up],
-                self.activations,
+                activations,
             );
             silu_mul(&mut gate, &up);
-            matmul(&layer.down, &gate, &mut proj, self.activations);
+            matmul(&layer.down, &gate, &mut proj, activations);
             add_into(&mut x, &proj);
         }
         for (cache, &end) in caches.iter_mut().zip(&next_pos) {
@@ -383,7 +397,7 @@ impl LlamaModel {
             last.extend_from_slice(&row);
         }
         let mut logits = vec![0.0f32; wanted.len() * c.vocab];
-        matmul(&self.output, &last, &mut logits, self.activations);
+        matmul(&self.output, &last, &mut logits, activations);
         Ok(logits)
     }
 }
