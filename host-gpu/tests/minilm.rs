@@ -52,3 +52,35 @@ fn embeddings_match_the_reference() {
     };
     assert!(similarity(1, 2) > similarity(1, 3) + 0.2);
 }
+
+#[test]
+fn texts_embedded_together_equal_each_embedded_alone() {
+    let Some(dir) = model_file("all-MiniLM-L6-v2") else {
+        return;
+    };
+    let engine = EmbeddingEngine::load("minilm", &dir).unwrap();
+    let context = RequestContext {
+        tenant: "t".into(),
+        deadline: None,
+    };
+    let long = "tenant data stays on the node ".repeat(40);
+    let mut texts: Vec<String> = [
+        "Refunds are processed within five business days.",
+        "short",
+        long.as_str(),
+        "Each invocation runs in a fresh WebAssembly sandbox.",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Enough texts to pass MAX_BATCH_TOKENS, so they go in several passes.
+    let passes = sovra_gpu::engine::MAX_BATCH_TOKENS / 200 + 1;
+    texts.extend(std::iter::repeat_n(long.clone(), passes));
+    let together = engine.embed(&context, texts.clone()).unwrap();
+    assert_eq!(together.len(), texts.len());
+    for (text, vector) in texts.iter().zip(&together).take(5) {
+        let alone = engine.embed(&context, vec![text.clone()]).unwrap();
+        assert_eq!(&alone[0], vector, "{text:.40}");
+    }
+    assert_eq!(together[2], together[texts.len() - 1]);
+}

@@ -1,10 +1,12 @@
 //! The CPU backend: matrix products on quantized weights and the small
 //! element-wise operations of a transformer layer.
 
+mod dense;
 mod matmul;
 mod ops;
 mod q8;
 mod simd;
 
+pub use dense::{linear, linear_into};
 pub use matmul::{Activations, Matrix, matmul, matmul_group};
-pub use ops::{dot, rms_norm, rope, rope_frequencies, silu_mul, softmax};
+pub use ops::{dot, exp, rms_norm, rope, rope_frequencies, silu_mul, softmax};

@@ -3,7 +3,7 @@
 //! fallback and the reference these are tested against.
 
 #[cfg(target_arch = "x86_64")]
-pub(super) mod avx2 {
+pub(in crate::cpu) mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::q8::{Q8Block, QK};
@@ -37,7 +37,7 @@ pub(super) mod avx2 {
 
     /// The sum of the eight lanes.
     #[inline(always)]
-    pub(super) unsafe fn hsum(v: __m256) -> f32 {
+    pub(in crate::cpu) unsafe fn hsum(v: __m256) -> f32 {
         unsafe {
             let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));

@@ -12,6 +12,10 @@ use crate::{InferenceError, ModelDescriptor, ModelKind};
 /// longer texts are truncated, as sentence-transformers does.
 pub const MAX_EMBED_TOKENS: usize = 256;
 
+/// Tokens embedded together in one pass (texts are grouped up to it).
+/// Bounds the activations one pass holds (about 12 MiB for MiniLM).
+pub const MAX_BATCH_TOKENS: usize = 2048;
+
 /// Bytes of one text.
 /// Stops: huge texts tokenized only to be truncated.
 pub const MAX_EMBED_TEXT_BYTES: usize = 64 * 1024;
@@ -64,9 +68,22 @@ impl ModelService for EmbeddingEngine {
                 text.len()
             )));
         }
-        Ok(texts
-            .iter()
-            .map(|text| self.model.embed(&self.tokenize(text)))
-            .collect())
+        let tokenized: Vec<Vec<u32>> = texts.iter().map(|text| self.tokenize(text)).collect();
+        let mut vectors = Vec::with_capacity(texts.len());
+        let mut batch: Vec<&[u32]> = Vec::new();
+        let mut tokens = 0;
+        for ids in &tokenized {
+            if tokens + ids.len() > MAX_BATCH_TOKENS && !batch.is_empty() {
+                vectors.extend(self.model.embed_batch(&batch));
+                batch.clear();
+                tokens = 0;
+            }
+            batch.push(ids);
+            tokens += ids.len();
+        }
+        if !batch.is_empty() {
+            vectors.extend(self.model.embed_batch(&batch));
+        }
+        Ok(vectors)
     }
 }

@@ -33,20 +33,10 @@ impl Linear {
         })
     }
 
-    fn apply(&self, x: &[f32]) -> Vec<f32> {
-        let n = x.len() / self.inputs;
-        let mut out = vec![0.0f32; n * self.outputs];
-        out.par_chunks_mut(self.outputs)
-            .zip(x.par_chunks(self.inputs))
-            .for_each(|(y, xt)| {
-                for (o, (w, b)) in y
-                    .iter_mut()
-                    .zip(self.weight.chunks_exact(self.inputs).zip(&self.bias))
-                {
-                    *o = dot(w, xt) + b;
-                }
-            });
-        out
+    /// Every row of `x` through the layer, into `y` (its memory reused).
+    fn apply(&self, x: &[f32], y: &mut Vec<f32>) {
+        debug_assert_eq!(self.bias.len(), self.outputs);
+        crate::cpu::linear_into(x, &self.weight, &self.bias, self.inputs, y);
     }
 }
 
@@ -117,14 +107,14 @@ impl std::fmt::Debug for BertModel {
 
 /// erf with absolute error below 1.5e-7 (Abramowitz and Stegun 7.1.26).
 fn erf(x: f32) -> f32 {
-    let sign = x.signum();
-    let x = x.abs() as f64;
-    let t = 1.0 / (1.0 + 0.327_591_1 * x);
+    // Abramowitz and Stegun 7.1.26 (error under 1.5e-7), in f32 with the
+    // branchless exp so that the GELU loop vectorizes.
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    sign * (1.0 - poly * (-x * x).exp()) as f32
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
+    (1.0 - poly * crate::cpu::exp(-a * a)).copysign(x)
 }
 
 fn gelu(x: f32) -> f32 {
@@ -230,25 +220,42 @@ impl BertModel {
 
     /// The normalised mean-pooled embedding of one tokenized text.
     pub fn embed(&self, ids: &[u32]) -> Vec<f32> {
-        let (h, n) = (self.hidden, ids.len());
+        self.embed_batch(&[ids]).pop().unwrap_or_default()
+    }
+
+    /// The embeddings of several tokenized texts, computed together: their
+    /// rows go through every product at once (one pass over the weights for
+    /// all of them), and each row attends only to its own text.
+    pub fn embed_batch(&self, texts: &[&[u32]]) -> Vec<Vec<f32>> {
+        let h = self.hidden;
         let vocab = self.word.len() / h;
-        let mut x = vec![0.0f32; n * h];
-        for (t, (row, &id)) in x.chunks_exact_mut(h).zip(ids).enumerate() {
-            let id = (id as usize).min(vocab - 1);
-            for (j, v) in row.iter_mut().enumerate() {
-                *v = self.word[id * h + j] + self.position[t * h + j] + self.token_type[j];
+        // Each row's text, as the range of rows it spans.
+        let mut spans = Vec::new();
+        let mut x = Vec::new();
+        for ids in texts {
+            let span = spans.len()..spans.len() + ids.len();
+            for (t, &id) in ids.iter().enumerate() {
+                let id = (id as usize).min(vocab - 1);
+                x.extend((0..h).map(|j| {
+                    self.word[id * h + j] + self.position[t * h + j] + self.token_type[j]
+                }));
+                spans.push(span.clone());
             }
         }
+        let n = spans.len();
         self.embedding_norm.apply(&mut x);
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
+        // Buffers reused by every layer (fresh large allocations would
+        // fault their pages in again each time).
+        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut context, mut projected, mut inner) = (Vec::new(), Vec::new(), Vec::new());
         for layer in &self.layers {
-            let (q, k, v) = (
-                layer.query.apply(&x),
-                layer.key.apply(&x),
-                layer.value.apply(&x),
-            );
-            let mut context = vec![0.0f32; n * h];
+            layer.query.apply(&x, &mut q);
+            layer.key.apply(&x, &mut k);
+            layer.value.apply(&x, &mut v);
+            context.clear();
+            context.resize(n * h, 0.0f32);
             context
                 .par_chunks_mut(head_dim)
                 .enumerate()
@@ -258,38 +265,45 @@ impl BertModel {
                         &m[p * h + head * head_dim..p * h + (head + 1) * head_dim]
                     }
                     let qt = at(&q, t, h, head, head_dim);
-                    let mut scores: Vec<f32> = (0..n)
+                    let mut scores: Vec<f32> = spans[t]
+                        .clone()
                         .map(|p| dot(qt, at(&k, p, h, head, head_dim)) * scale)
                         .collect();
                     softmax(&mut scores);
-                    for (p, &weight) in scores.iter().enumerate() {
+                    for (p, &weight) in spans[t].clone().zip(&scores) {
                         for (o, val) in out.iter_mut().zip(at(&v, p, h, head, head_dim)) {
                             *o += weight * val;
                         }
                     }
                 });
-            let attended = layer.attention_out.apply(&context);
-            for (a, b) in x.iter_mut().zip(&attended) {
+            layer.attention_out.apply(&context, &mut projected);
+            for (a, b) in x.iter_mut().zip(&projected) {
                 *a += b;
             }
             layer.attention_norm.apply(&mut x);
-            let mut inner = layer.intermediate.apply(&x);
+            layer.intermediate.apply(&x, &mut inner);
             inner.iter_mut().for_each(|v| *v = gelu(*v));
-            let out = layer.output.apply(&inner);
-            for (a, b) in x.iter_mut().zip(&out) {
+            layer.output.apply(&inner, &mut projected);
+            for (a, b) in x.iter_mut().zip(&projected) {
                 *a += b;
             }
             layer.output_norm.apply(&mut x);
         }
-        let mut pooled = vec![0.0f32; h];
-        for row in x.chunks_exact(h) {
-            for (p, v) in pooled.iter_mut().zip(row) {
-                *p += v / n as f32;
-            }
-        }
-        let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        pooled.iter_mut().for_each(|v| *v /= norm);
-        pooled
+        let mut rows = x.chunks_exact(h);
+        texts
+            .iter()
+            .map(|ids| {
+                let mut pooled = vec![0.0f32; h];
+                for row in rows.by_ref().take(ids.len()) {
+                    for (p, v) in pooled.iter_mut().zip(row) {
+                        *p += v / ids.len() as f32;
+                    }
+                }
+                let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                pooled.iter_mut().for_each(|v| *v /= norm);
+                pooled
+            })
+            .collect()
     }
 }
 
