@@ -634,6 +634,15 @@ fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
     let acme = tenant(&client, "acme");
     let models = client.get("/v1/models", Some(&acme));
     assert!(models.text.contains("\"smollm2\""), "{}", models.text);
+    let listed: serde_json::Value = serde_json::from_str(&models.text).unwrap();
+    let device = listed["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "smollm2")
+        .map(|m| m["device"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(device == "cpu" || device.starts_with("cuda:"), "{device}");
     let key = publisher(&client, "pub");
     publish(&client, &key, sovra_test_artifacts::CHAT);
     let not_allowed = install(
@@ -677,6 +686,17 @@ fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
     let metrics = client.get("/metrics", None).text;
     assert!(
         metrics.contains("sovra_generated_tokens_total{tenant=\"acme\"}"),
+        "{metrics}"
+    );
+    // The finished generation gave its cache back; the budget is the default.
+    assert!(
+        metrics.contains("sovra_model_kv_cache_bytes{model=\"smollm2\",state=\"in_use\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "sovra_model_info{{model=\"smollm2\",device=\"{device}\"}} 1"
+        )),
         "{metrics}"
     );
 }

@@ -48,4 +48,6 @@ pub use request::{
     ChatMessage, Completion, FinishReason, GenerateRequest, NamedTensor, Prompt, Role, Sampling,
     TensorType, Usage,
 };
-pub use service::{CancelToken, Generation, GenerationEvent, ModelService, RequestContext};
+pub use service::{
+    CancelToken, Generation, GenerationEvent, ModelService, ModelStatus, RequestContext,
+};

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{InferenceError, ModelDescriptor, ModelService};
+use crate::{InferenceError, ModelDescriptor, ModelService, ModelStatus};
 
 /// Which tenants may use a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,14 @@ impl ModelRegistry {
         self.models
             .values()
             .map(|entry| entry.service.descriptor().clone())
+            .collect()
+    }
+
+    /// Every registered model's status, by name (for the operator).
+    pub fn statuses(&self) -> Vec<(String, ModelStatus)> {
+        self.models
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.service.status()))
             .collect()
     }
 

@@ -19,6 +19,16 @@ pub struct RequestContext {
     pub deadline: Option<Instant>,
 }
 
+/// Where a model runs and how much of its cache is held, for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelStatus {
+    /// `cpu`, `cuda:0`, ...
+    pub device: String,
+    /// Bytes of KV cache held by live sequences and the model's budget, for
+    /// models that keep one.
+    pub kv_cache: Option<(u64, u64)>,
+}
+
 /// One step of a streamed generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GenerationEvent {
@@ -84,6 +94,15 @@ impl Drop for Generation {
 /// of a model call; the runtime calls them off its async workers.
 pub trait ModelService: Send + Sync + std::fmt::Debug + 'static {
     fn descriptor(&self) -> &ModelDescriptor;
+
+    /// Where the model runs and what it holds now (the CPU, no cache, unless
+    /// the service says otherwise).
+    fn status(&self) -> ModelStatus {
+        ModelStatus {
+            device: "cpu".into(),
+            kv_cache: None,
+        }
+    }
 
     /// Starts a streamed generation.
     fn start_generation(

@@ -1,6 +1,6 @@
 //! Node metrics in the Prometheus text format (`GET /metrics`): per-tenant
 //! invocation counts by outcome, latency histograms, tokens generated and
-//! admissions refused.
+//! admissions refused; and each model's device and KV cache use.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -150,9 +150,68 @@ impl Metrics {
     }
 }
 
+/// Each model's device and the KV cache its live sequences hold, against
+/// its budget (models without a cache report only their device).
+pub fn render_models(statuses: &[(String, sovra_gpu::ModelStatus)]) -> String {
+    let mut out = String::new();
+    out.push_str("# HELP sovra_model_info A model this node serves, and where it runs.\n");
+    out.push_str("# TYPE sovra_model_info gauge\n");
+    for (name, status) in statuses {
+        let _ = writeln!(
+            out,
+            "sovra_model_info{{model=\"{}\",device=\"{}\"}} 1",
+            label(name),
+            label(&status.device)
+        );
+    }
+    out.push_str("# HELP sovra_model_kv_cache_bytes KV cache of a text model: held by live sequences, and its budget.\n");
+    out.push_str("# TYPE sovra_model_kv_cache_bytes gauge\n");
+    for (name, status) in statuses {
+        if let Some((in_use, capacity)) = status.kv_cache {
+            for (state, bytes) in [("in_use", in_use), ("capacity", capacity)] {
+                let _ = writeln!(
+                    out,
+                    "sovra_model_kv_cache_bytes{{model=\"{}\",state=\"{state}\"}} {bytes}",
+                    label(name)
+                );
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_each_models_device_and_cache() {
+        let text = render_models(&[
+            (
+                "smollm2".into(),
+                sovra_gpu::ModelStatus {
+                    device: "cuda:0".into(),
+                    kv_cache: Some((4096, 1 << 30)),
+                },
+            ),
+            (
+                "minilm".into(),
+                sovra_gpu::ModelStatus {
+                    device: "cpu".into(),
+                    kv_cache: None,
+                },
+            ),
+        ]);
+        assert!(text.contains("sovra_model_info{model=\"smollm2\",device=\"cuda:0\"} 1"));
+        assert!(text.contains("sovra_model_info{model=\"minilm\",device=\"cpu\"} 1"));
+        assert!(
+            text.contains("sovra_model_kv_cache_bytes{model=\"smollm2\",state=\"in_use\"} 4096")
+        );
+        assert!(text.contains(
+            "sovra_model_kv_cache_bytes{model=\"smollm2\",state=\"capacity\"} 1073741824"
+        ));
+        assert!(!text.contains("sovra_model_kv_cache_bytes{model=\"minilm\""));
+    }
 
     #[test]
     fn renders_counters_histograms_and_escaped_labels() {

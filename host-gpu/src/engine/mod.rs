@@ -27,7 +27,7 @@ use crate::cuda::{CudaBackend, CudaLoadError, CudaProbe, Device, DeviceChoice, D
 use crate::gguf::{GgufError, GgufFile};
 use crate::model::{LlamaModel, blocks_for};
 use crate::sampling::Sampler;
-use crate::service::{CancelToken, Generation, ModelService, RequestContext};
+use crate::service::{CancelToken, Generation, ModelService, ModelStatus, RequestContext};
 use crate::tokenizer::{self, TokenId, Tokenizer};
 use crate::{GenerateRequest, InferenceError, ModelDescriptor, ModelKind, Prompt};
 
@@ -74,6 +74,8 @@ type CacheUsage = Box<dyn Fn() -> (usize, usize, usize) + Send + Sync>;
 /// A loaded text-generation model and its scheduler.
 pub struct TextEngine {
     descriptor: ModelDescriptor,
+    /// Where the scheduler's backend runs (`cpu`, `cuda:0`).
+    device: String,
     cache_usage: CacheUsage,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
@@ -236,6 +238,9 @@ impl TextEngine {
                 }
             },
         };
+        let device_name = gpu
+            .as_ref()
+            .map_or_else(|| "cpu".to_owned(), |b| b.device());
         let spawned = match gpu {
             Some(backend) => {
                 drop(model);
@@ -267,6 +272,7 @@ impl TextEngine {
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(TextEngine {
             descriptor,
+            device: device_name,
             cache_usage,
             tokenizer,
             template,
@@ -317,6 +323,14 @@ impl TextEngine {
 impl ModelService for TextEngine {
     fn descriptor(&self) -> &ModelDescriptor {
         &self.descriptor
+    }
+
+    fn status(&self) -> ModelStatus {
+        let (in_use, capacity) = self.kv_cache_usage();
+        ModelStatus {
+            device: self.device.clone(),
+            kv_cache: Some((in_use as u64, capacity as u64)),
+        }
     }
 
     fn start_generation(

@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use crate::db::PluginState;
+use crate::metrics::render_models;
 use crate::state::AppState;
 
 /// The OpenAPI 3.1 description of every route in [`super::ROUTES`].
@@ -42,25 +43,30 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    let tenants = state.db.tenants().map(|t| t.len()).unwrap_or(0) as f64;
-    let plugins = |s| state.db.plugins(Some(s)).map(|p| p.len()).unwrap_or(0) as f64;
-    let gauges = [
-        ("sovra_tenants", "Tenants on this node.", tenants),
-        (
-            "sovra_plugins_pending",
-            "Plugin versions waiting for review.",
-            plugins(PluginState::Pending),
-        ),
-        (
-            "sovra_plugins_approved",
-            "Approved plugin versions.",
-            plugins(PluginState::Approved),
-        ),
-    ];
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(&gauges),
-    )
+    // The counts come from the node database: off the async workers.
+    let text = tokio::task::spawn_blocking(move || {
+        let tenants = state.db.tenants().map(|t| t.len()).unwrap_or(0) as f64;
+        let plugins = |s| state.db.plugins(Some(s)).map(|p| p.len()).unwrap_or(0) as f64;
+        let gauges = [
+            ("sovra_tenants", "Tenants on this node.", tenants),
+            (
+                "sovra_plugins_pending",
+                "Plugin versions waiting for review.",
+                plugins(PluginState::Pending),
+            ),
+            (
+                "sovra_plugins_approved",
+                "Approved plugin versions.",
+                plugins(PluginState::Approved),
+            ),
+        ];
+        let mut text = state.metrics.render(&gauges);
+        text.push_str(&render_models(&state.models.statuses()));
+        text
+    })
+    .await
+    .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 pub async fn openapi() -> impl IntoResponse {

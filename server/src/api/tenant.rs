@@ -58,10 +58,13 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         Some(tenant) => state.models.models_for_tenant(tenant),
         None => state.models.all_models(),
     };
+    let statuses: std::collections::BTreeMap<String, sovra_gpu::ModelStatus> =
+        state.models.statuses().into_iter().collect();
     let models: Vec<Value> = models
         .into_iter()
         .map(|m| {
-            json!({"name": m.name, "kind": model_kind(m.kind),
+            let device = statuses.get(&m.name).map(|s| s.device.clone());
+            json!({"name": m.name, "kind": model_kind(m.kind), "device": device,
                    "context_length": m.context_length, "embedding_length": m.embedding_length})
         })
         .collect();
