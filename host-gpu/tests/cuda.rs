@@ -68,6 +68,13 @@ fn every_kernel_compiles_for_hopper_without_warnings() {
     // A broken kernel is reported with NVRTC's message, not a panic.
     let error = kernels::compile("sm_1").unwrap_err();
     assert!(error.to_string().contains("sm_1"), "{error}");
+    // Loads share one compilation per architecture; failures are not kept.
+    let first = kernels::compiled("sm_90").unwrap();
+    assert!(std::sync::Arc::ptr_eq(
+        &first,
+        &kernels::compiled("sm_90").unwrap()
+    ));
+    assert!(kernels::compiled("sm_1").is_err());
 }
 
 #[test]

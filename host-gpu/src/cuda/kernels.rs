@@ -1,9 +1,12 @@
 //! The CUDA C kernels (`host-gpu/kernels/llama.cu`) and their compilation
-//! with NVRTC for one architecture. NVRTC runs without a GPU, so CI compiles
-//! every kernel for `sm_90` (the `nvrtc` test) and fails on any error or
-//! warning.
+//! with NVRTC for one architecture, once per architecture per process
+//! ([`compiled`]; every model loaded onto a GPU shares it). NVRTC runs
+//! without a GPU, so CI compiles every kernel for `sm_90` (the `nvrtc`
+//! test) and fails on any error or warning.
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::nvrtc::result;
 
@@ -63,6 +66,21 @@ fn text(raw: Vec<std::os::raw::c_char>) -> String {
         .to_string_lossy()
         .trim()
         .to_owned()
+}
+
+/// [`SOURCE`] compiled for `arch`, from this process's cache when an
+/// earlier load compiled it (NVRTC takes a second or two; a node loads
+/// several models). A failure is not cached, so it is reported again.
+pub fn compiled(arch: &str) -> Result<Arc<CompiledKernels>, KernelError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<CompiledKernels>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Mutex::default);
+    let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(kernels) = lock().get(arch) {
+        return Ok(Arc::clone(kernels));
+    }
+    let kernels = Arc::new(compile(arch)?);
+    lock().insert(arch.to_owned(), Arc::clone(&kernels));
+    Ok(kernels)
 }
 
 /// Compiles [`SOURCE`] for `arch` (such as `sm_90`).

@@ -143,11 +143,11 @@ impl Device {
         // `stream`, so no buffer is ever used on two streams.
         unsafe { context.disable_event_tracking() };
         let (major, minor) = context.compute_capability().map_err(cuda)?;
-        let compiled = kernels::compile(&format!("sm_{major}{minor}"))?;
+        let compiled = kernels::compiled(&format!("sm_{major}{minor}"))?;
         let image = if compiled.cubin.is_empty() {
-            Ptx::from_src(compiled.ptx)
+            Ptx::from_src(compiled.ptx.clone())
         } else {
-            Ptx::from_binary(compiled.cubin)
+            Ptx::from_binary(compiled.cubin.clone())
         };
         let module = context.load_module(image).map_err(cuda)?;
         let load = |name: &str| module.load_function(name).map_err(cuda);
