@@ -27,9 +27,10 @@ use std::time::Instant;
 
 use sovra_gpu::cpu::Activations;
 use sovra_gpu::cuda::{self, CudaBackend};
-use sovra_gpu::engine::{Backend, CpuBackend, RowOutput, Wanted};
+use sovra_gpu::engine::{Backend, CpuBackend, RowOutput, Wanted, relative_error};
 use sovra_gpu::gguf::{GgmlType, GgufWriter, MetadataValue};
 use sovra_gpu::model::{LlamaConfig, LlamaModel, RopeStyle};
+use sovra_gpu::sampling::{SplitMix64, argmax};
 
 /// Largest GPU-vs-CPU logit difference allowed, relative to the largest
 /// logit (bf16 weights and activations against exact f32).
@@ -37,15 +38,6 @@ const TOLERANCE: f32 = 1e-2;
 
 /// Greedy tokens compared between the backends on the SmolLM2 shapes.
 const GREEDY_TOKENS: usize = 16;
-
-/// The sampler's greedy choice: total_cmp order, the first on ties.
-fn argmax(logits: &[f32]) -> u32 {
-    logits
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-        .map_or(0, |(i, _)| i as u32)
-}
 
 /// One greedy step for every sequence (`greedy` rows: the device may send
 /// back only the arg-max).
@@ -69,16 +61,6 @@ fn greedy_step<B: Backend>(
             RowOutput::Logits(logits) => argmax(&logits),
         })
         .collect()
-}
-
-/// Largest |a - b| over the largest |a|.
-fn relative_error(want: &[f32], got: &[f32]) -> f32 {
-    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    want.iter()
-        .zip(got)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-        / scale
 }
 
 fn prompt_logits<B: Backend>(backend: &B, prompt: &[u32]) -> Vec<f32> {
@@ -107,25 +89,8 @@ fn greedy<B: Backend>(backend: &B, prompt: &[u32], n: usize) -> Vec<u32> {
     out
 }
 
-/// Deterministic pseudo-random numbers (splitmix64).
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn uniform(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Random Q4_1 blocks for `rows × cols` weights of about ±`scale`.
-fn q4_1(random: &mut Random, rows: usize, cols: usize, scale: f32) -> Vec<u8> {
+fn q4_1(random: &mut SplitMix64, rows: usize, cols: usize, scale: f32) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows * cols / 32 * 20);
     for _ in 0..rows * cols / 32 {
         let d = half::f16::from_f32(2.0 * scale / 15.0);
@@ -133,7 +98,7 @@ fn q4_1(random: &mut Random, rows: usize, cols: usize, scale: f32) -> Vec<u8> {
         out.extend_from_slice(&d.to_le_bytes());
         out.extend_from_slice(&m.to_le_bytes());
         for _ in 0..16 {
-            out.push(random.next() as u8);
+            out.push(random.next_u64() as u8);
         }
     }
     out
@@ -147,7 +112,7 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 fn smollm2_shaped(path: &std::path::Path) -> std::io::Result<()> {
     let (layers, e, ff, heads, kv_heads, vocab) = (30usize, 576usize, 1536usize, 9, 3, 49152usize);
     let kv = kv_heads * (e / heads);
-    let mut random = Random(7);
+    let mut random = SplitMix64(7);
     let mut w = GgufWriter::new();
     let int = |v: usize| MetadataValue::U32(v as u32);
     w.metadata(
@@ -166,10 +131,10 @@ fn smollm2_shaped(path: &std::path::Path) -> std::io::Result<()> {
         MetadataValue::F32(1e-5),
     )
     .metadata("llama.vocab_size", int(vocab));
-    let norm = |random: &mut Random| -> Vec<u8> {
+    let norm = |random: &mut SplitMix64| -> Vec<u8> {
         f32_bytes(
             &(0..e)
-                .map(|_| 0.9 + 0.2 * random.uniform())
+                .map(|_| 0.9 + 0.2 * random.next_f32())
                 .collect::<Vec<_>>(),
         )
     };

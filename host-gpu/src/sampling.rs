@@ -7,12 +7,13 @@ use crate::Sampling;
 /// Recent tokens the repeat penalty looks at.
 pub const REPEAT_WINDOW: usize = 64;
 
-/// SplitMix64: small, fast, and reproducible across platforms.
+/// SplitMix64: small, fast, and reproducible across platforms (the
+/// sampler's generator, and the one the checks draw their inputs from).
 #[derive(Debug, Clone)]
-struct Rng(u64);
+pub struct SplitMix64(pub u64);
 
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
+impl SplitMix64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -21,7 +22,7 @@ impl Rng {
     }
 
     /// Uniform in [0, 1).
-    fn next_f32(&mut self) -> f32 {
+    pub fn next_f32(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
 }
@@ -30,7 +31,7 @@ impl Rng {
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: Sampling,
-    rng: Rng,
+    rng: SplitMix64,
     candidates: Vec<(u32, f32)>,
 }
 
@@ -40,7 +41,7 @@ impl Sampler {
         let seed = params.seed.unwrap_or(fallback_seed);
         Sampler {
             params,
-            rng: Rng(seed),
+            rng: SplitMix64(seed),
             candidates: Vec::new(),
         }
     }
@@ -108,7 +109,9 @@ impl Sampler {
     }
 }
 
-fn argmax(logits: &[f32]) -> u32 {
+/// The greedy choice: the index of the largest logit in `f32::total_cmp`
+/// order, the first on ties (what a device's arg-max must give too).
+pub fn argmax(logits: &[f32]) -> u32 {
     logits
         .iter()
         .enumerate()

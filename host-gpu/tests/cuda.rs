@@ -178,15 +178,6 @@ fn the_gpu_gives_the_cpu_logits_on_every_weight_type() {
     }
 }
 
-/// The host's greedy choice (the sampler's: total_cmp, first on ties).
-fn host_argmax(logits: &[f32]) -> u32 {
-    logits
-        .iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-        .map_or(0, |(i, _)| i as u32)
-}
-
 /// Greedy continuations of `prompts` decoded together for `steps` tokens;
 /// `device_argmax` asks for greedy rows (ids back) instead of logits.
 fn decode_together<B: Backend>(
@@ -218,7 +209,7 @@ fn decode_together<B: Backend>(
                     assert!(device_argmax, "an arg-max for a row that asked for logits");
                     t
                 }
-                RowOutput::Logits(l) => host_argmax(&l),
+                RowOutput::Logits(l) => sovra_gpu::sampling::argmax(&l),
             });
         }
         tokens = out.iter().map(|o| *o.last().unwrap()).collect();

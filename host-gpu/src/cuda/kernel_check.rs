@@ -14,7 +14,9 @@ use half::bf16;
 use super::backend::CudaLoadError;
 use super::weights::{Device, DeviceMatrix, launch_1d, per_row};
 use crate::cpu;
+use crate::engine::relative_error;
 use crate::model::{BLOCK_TOKENS, RopeStyle};
+use crate::sampling::{self, SplitMix64};
 
 /// One kernel's outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,23 +43,13 @@ const F32_TOLERANCE: f32 = 1e-4;
 /// Tolerance for the product: exact bf16 products, f32 sums in cuBLAS's order.
 const GEMM_TOLERANCE: f32 = 1e-3;
 
-/// SplitMix64, for reproducible inputs.
-struct Random(u64);
+/// Reproducible inputs.
+struct Random(SplitMix64);
 
 impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// `n` values uniform in [-1, 1).
     fn floats(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0)
-            .collect()
+        (0..n).map(|_| 2.0 * self.0.next_f32() - 1.0).collect()
     }
 }
 
@@ -67,18 +59,6 @@ fn round_bf16(v: f32) -> f32 {
 
 fn from_bf16_bits(bits: &[u16]) -> Vec<f32> {
     bits.iter().map(|&b| bf16::from_bits(b).to_f32()).collect()
-}
-
-fn relative_error(want: &[f32], got: &[f32]) -> f32 {
-    if want.len() != got.len() || got.iter().any(|v| !v.is_finite()) {
-        return f32::INFINITY;
-    }
-    let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    want.iter()
-        .zip(got)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max)
-        / scale
 }
 
 type Outcome = Result<f32, String>;
@@ -109,7 +89,7 @@ pub fn check_kernels(ordinal: usize) -> Result<Vec<KernelCheck>, CudaLoadError> 
         ("argmax_rows", 0.0, argmax),
         ("cuBLAS bf16 product (+ accumulate)", GEMM_TOLERANCE, gemm),
     ];
-    let mut random = Random(0x5eed);
+    let mut random = Random(SplitMix64(0x5eed));
     let mut results = Vec::new();
     for (kernel, tolerance, check) in checks {
         let outcome = check(&device, &mut random)
@@ -453,12 +433,7 @@ fn argmax(device: &Device, random: &mut Random) -> Outcome {
     let got = download(device, &best)?;
     let want: Vec<i32> = rows
         .iter()
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                .map_or(0, |(i, _)| i as i32)
-        })
+        .map(|row| sampling::argmax(row) as i32)
         .collect();
     debug_assert_eq!(&want[1..], &[100, vocab as i32 - 1, 20, 321]);
     let wrong = want.iter().zip(&got).filter(|(a, b)| a != b).count();

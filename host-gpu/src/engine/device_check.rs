@@ -40,8 +40,10 @@ pub struct Disagreement {
     pub what: String,
 }
 
-/// Largest |a - b| over the largest |a| (infinite when `b` is not finite).
-fn relative_error(want: &[f32], got: &[f32]) -> f32 {
+/// Largest |a - b| over the largest |a|; infinite when `got` has a value
+/// that is not finite or a different length (how logits are compared
+/// across devices).
+pub fn relative_error(want: &[f32], got: &[f32]) -> f32 {
     if got.iter().any(|v| !v.is_finite()) || want.len() != got.len() {
         return f32::INFINITY;
     }
@@ -113,12 +115,7 @@ pub fn agrees_with_cpu<B: Backend>(device: &B, model: &LlamaModel) -> Result<(),
             ));
         }
         // The CPU's choice goes on, so both sides see the same tokens.
-        let next = want
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map_or(0, |(i, _)| i as u32);
-        tokens = vec![next];
+        tokens = vec![crate::sampling::argmax(&want)];
     }
     Ok(())
 }
