@@ -321,6 +321,15 @@ impl NodeDb {
         Ok(changed == 1)
     }
 
+    /// The hashes of every key not revoked.
+    pub fn live_key_hashes(&self) -> Result<Vec<String>, DbError> {
+        let connection = self.lock();
+        let mut statement =
+            connection.prepare("SELECT hash FROM api_keys WHERE revoked_ms IS NULL")?;
+        let rows = statement.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The tenant owning the live key with this hash.
     pub fn tenant_of_key(&self, hash: &str) -> Result<Option<String>, DbError> {
         Ok(self

@@ -4,7 +4,9 @@
 //! installs with their loaded agents). Every write that changes what a cache
 //! holds clears it and bumps the cache's generation; a lookup that started
 //! before a clear does not store its (possibly stale) answer, so a revoked
-//! key or a changed install is never served from the cache afterwards.
+//! key or a changed install is never served from the cache afterwards. The
+//! hashes of all live keys are held too, so a made-up key is refused without
+//! a database lookup.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,7 +23,7 @@ use crate::artifacts::ArtifactStore;
 use crate::compile::CompileWorker;
 use crate::config::NodeConfig;
 use crate::db::{DbError, InstallRow, NODE_DB_FILE, NodeDb};
-use crate::keys::{hash_key, is_operator_token};
+use crate::keys::{LiveKeys, hash_key, is_operator_token};
 use crate::limiter::TenantLimiter;
 use crate::metrics::Metrics;
 
@@ -65,6 +67,8 @@ pub struct AppState {
     pub compile_slots: Semaphore,
     operator_token: String,
     keys: Generational<String, Caller>,
+    /// Hashes of the live keys: an unknown key is refused without a lookup.
+    live_keys: LiveKeys,
     installs: Generational<(String, String), Arc<ReadyInstall>>,
 }
 
@@ -183,6 +187,7 @@ impl AppState {
         };
         std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
         let db = NodeDb::open(&data_dir.join(NODE_DB_FILE))?;
+        let live_keys = LiveKeys::load(|| db.live_key_hashes())?;
         let artifacts = ArtifactStore::open(&data_dir).map_err(io(&data_dir))?;
         let mut runtime_config = RuntimeConfig::new(data_dir.join("runtime"));
         runtime_config.models = Arc::clone(&models);
@@ -210,6 +215,7 @@ impl AppState {
             compile_slots: Semaphore::new(MAX_CONCURRENT_COMPILES),
             operator_token,
             keys: Generational::new(),
+            live_keys,
             installs: Generational::new(),
         })
     }
@@ -226,6 +232,9 @@ impl AppState {
         if let Some(caller) = self.keys.get(&hash) {
             return Ok(caller);
         }
+        if !self.live_keys.may_be_live(&hash) {
+            return Ok(Caller::Anonymous);
+        }
         let generation = self.keys.generation();
         let caller = match self.db.tenant_of_key(&hash)? {
             None => Caller::Anonymous,
@@ -235,16 +244,24 @@ impl AppState {
             },
         };
         // Unknown keys are not cached: a flood of random keys must not grow
-        // the cache.
+        // the cache (and the live set keeps them from reaching the database).
         if caller != Caller::Anonymous {
             self.keys.store(hash, caller.clone(), generation);
         }
         Ok(caller)
     }
 
-    /// Forgets cached credentials (after a revocation or a tenant change).
-    pub fn forget_keys(&self) {
+    /// Records a key just stored in the database.
+    pub fn key_added(&self, hash: String) {
+        self.live_keys.add(hash);
+    }
+
+    /// Forgets cached credentials and rereads the live keys (after a
+    /// revocation or a tenant change).
+    pub fn forget_keys(&self) -> Result<(), DbError> {
+        self.live_keys.reload(|| self.db.live_key_hashes())?;
         self.keys.clear(|_| true);
+        Ok(())
     }
 
     /// Forgets a cached install (after it changed or went away).

@@ -93,7 +93,7 @@ async fn set_disabled(
             format!("no tenant `{tenant}`"),
         ));
     }
-    state.forget_keys();
+    state.forget_keys()?;
     ok(json!({"id": tenant, "disabled": disabled}))
 }
 
@@ -125,6 +125,7 @@ pub async fn create_key(
     existing_tenant(&state, &tenant)?;
     let key = new_key().map_err(ApiError::internal)?;
     state.db.add_key(&key.id, &tenant, &key.hash)?;
+    state.key_added(key.hash.clone());
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -159,7 +160,7 @@ pub async fn revoke_key(
             format!("tenant `{tenant}` has no live key `{key}`"),
         ));
     }
-    state.forget_keys();
+    state.forget_keys()?;
     ok(json!({"id": key, "revoked": true}))
 }
 
