@@ -283,3 +283,16 @@ async fn one_tenants_flood_does_not_hold_up_another_tenant() {
         .unwrap_err();
     assert!(error.to_string().contains("one tenant may hold"), "{error}");
 }
+
+#[test]
+fn a_cache_too_small_for_one_block_is_refused_at_load() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/reference/tiny/llama-spm.gguf");
+    let limits = EngineLimits {
+        kv_cache_bytes: 64,
+        tenant_share_percent: 50,
+        device: DeviceChoice::Cpu,
+    };
+    let error = TextEngine::load_with_limits("tiny", &path, limits).unwrap_err();
+    assert!(error.to_string().contains("holds no block"), "{error}");
+}

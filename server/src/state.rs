@@ -257,11 +257,14 @@ impl AppState {
     }
 
     /// Forgets cached credentials and rereads the live keys (after a
-    /// revocation or a tenant change).
-    pub fn forget_keys(&self) -> Result<(), DbError> {
-        self.live_keys.reload(|| self.db.live_key_hashes())?;
+    /// revocation or a tenant change). The cache is cleared first and
+    /// whatever happens: a stale entry in the live set only sends a key to
+    /// the database, which has the final say.
+    pub fn forget_keys(&self) {
         self.keys.clear(|_| true);
-        Ok(())
+        if let Err(error) = self.live_keys.reload(|| self.db.live_key_hashes()) {
+            tracing::warn!(%error, "cannot reread the live API keys; unknown keys reach the database until the next change");
+        }
     }
 
     /// Forgets a cached install (after it changed or went away).

@@ -5,10 +5,10 @@
 //! loads, not the arithmetic, set the pace. Here a register block of
 //! [`ROWS`] rows by [`OUTPUTS`] outputs shares every load: each step loads
 //! three activation vectors and four weight vectors and does twelve fused
-//! multiply-adds (AVX2 and FMA, chosen at run time; a portable version of
-//! the same order of operations otherwise). Every output is summed in the
-//! same order whatever block it falls in, so a row's result does not depend
-//! on which rows it was computed with.
+//! multiply-adds (AVX2 and FMA, chosen at run time; a portable version with
+//! the same eight lanes otherwise, whose last bits may differ). On either
+//! path every output is summed in the same order whatever block it falls
+//! in, so a row's result does not depend on which rows it was computed with.
 
 use rayon::prelude::*;
 
@@ -125,7 +125,7 @@ mod avx2 {
     /// and `cols` ≤ 4 outputs.
     ///
     /// # Safety
-    /// The processor must have AVX2 and FMA.
+    /// The processor must have AVX2 and FMA (the slice lengths are checked).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn block(
         x: &[f32],
@@ -135,6 +135,9 @@ mod avx2 {
         cols: usize,
         sums: &mut [[f32; OUTPUTS]; ROWS],
     ) {
+        // The loads below read R rows of `x` and C of `w`, `inputs` each.
+        assert!(rows <= ROWS && cols <= OUTPUTS);
+        assert!(x.len() >= rows * inputs && w.len() >= cols * inputs);
         // One instance per shape, so that the accumulators are registers.
         unsafe {
             match (rows, cols) {

@@ -8,7 +8,8 @@
 //!   at most [`TenantShare::blocks`] of the pool and hold at most
 //!   [`TenantShare::sequences`] slots. A request of a tenant at its share
 //!   waits for that tenant's own sequences to finish; it never holds up
-//!   another tenant's request queued behind it.
+//!   another tenant's request queued behind it. A tenant's own requests
+//!   keep their order: none overtakes its older one that waits.
 //! - **Arrival order otherwise.** Among the requests whose tenants are under
 //!   their share, the oldest goes first, and when it does not fit the free
 //!   pool nobody overtakes it (so a large request is not starved by a stream
@@ -90,12 +91,18 @@ pub(super) fn next<'a>(
     if held.sequences >= budget.max_sequences {
         return None;
     }
+    // Tenants whose oldest waiting request is over their share.
+    let mut waiting_on_share: Vec<&str> = Vec::new();
     for (index, (tenant, kv_tokens)) in waiting.into_iter().enumerate() {
+        if waiting_on_share.contains(&tenant) {
+            continue;
+        }
         let needed = blocks_for(kv_tokens);
         let (tenant_blocks, tenant_sequences) = held.of(tenant);
         let within_share = tenant_sequences < budget.share.sequences
             && (tenant_sequences == 0 || tenant_blocks + needed <= budget.share.blocks);
         if !within_share {
+            waiting_on_share.push(tenant);
             continue;
         }
         // An empty engine takes any request it accepted, so that one larger
@@ -191,6 +198,18 @@ mod tests {
             admit_all(&mut queue, &mut held, &budget),
             Vec::<&str>::new()
         );
+    }
+
+    #[test]
+    fn a_tenants_small_requests_do_not_overtake_its_large_one() {
+        // a holds 3 of its 5 blocks: its 3-block request waits, and so does
+        // the 1-block one behind it (else a stream of small ones could
+        // starve the large one); b goes on.
+        let budget = budget(10, 50);
+        let mut held = Holdings::default();
+        held.add("a", 3 * BLOCK);
+        let mut queue = vec![("a", 3 * BLOCK), ("a", BLOCK), ("b", BLOCK)];
+        assert_eq!(admit_all(&mut queue, &mut held, &budget), ["b"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 use crate::chat_template::ChatTemplate;
 use crate::cuda::{CudaBackend, CudaLoadError, CudaProbe, Device, DeviceChoice, DeviceUnavailable};
 use crate::gguf::{GgufError, GgufFile};
-use crate::model::{LlamaModel, blocks_for};
+use crate::model::{BLOCK_TOKENS, LlamaModel, blocks_for};
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, Generation, ModelService, ModelStatus, RequestContext};
 use crate::tokenizer::{self, TokenId, Tokenizer};
@@ -215,6 +215,14 @@ impl TextEngine {
             )));
         }
         let share = limits.tenant_share_percent;
+        let block_bytes = crate::model::block_bytes(model.config());
+        if limits.kv_cache_bytes < block_bytes {
+            return Err(LoadError::Limits(format!(
+                "a KV cache of {} KiB holds no block of model `{name}` ({} KiB for {BLOCK_TOKENS} positions)",
+                limits.kv_cache_bytes >> 10,
+                block_bytes.div_ceil(1024)
+            )));
+        }
         let (device, note) = limits.device.resolve(cuda_probe())?;
         if let Some(note) = note {
             tracing::info!(model = name, "{note}");

@@ -22,6 +22,12 @@ pub fn blocks_for(tokens: usize) -> usize {
     tokens.div_ceil(BLOCK_TOKENS)
 }
 
+/// Bytes one block of `config`'s model takes (keys and values of every
+/// layer for [`BLOCK_TOKENS`] positions, f32), on the CPU and on a GPU.
+pub fn block_bytes(config: &LlamaConfig) -> usize {
+    config.layers * 2 * BLOCK_TOKENS * config.kv_dim() * std::mem::size_of::<f32>()
+}
+
 /// The pool had no block left for a cache that needed one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the KV cache pool is full ({capacity} blocks of {BLOCK_TOKENS} positions)")]
@@ -77,13 +83,7 @@ impl KvPool {
 
     /// A pool of as many blocks as fit in `bytes`.
     pub fn with_budget(config: &LlamaConfig, bytes: usize) -> Arc<Self> {
-        let block_bytes = Shape {
-            layers: config.layers,
-            kv_dim: config.kv_dim(),
-        }
-        .block_floats()
-            * std::mem::size_of::<f32>();
-        Self::new(config, Some(bytes / block_bytes.max(1)))
+        Self::new(config, Some(bytes / block_bytes(config).max(1)))
     }
 
     /// Bytes one block holds.

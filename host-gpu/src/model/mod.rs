@@ -8,5 +8,5 @@ mod llama;
 
 pub use bert::BertModel;
 pub use config::{LlamaConfig, RopeStyle};
-pub use kv_cache::{BLOCK_TOKENS, KvCache, KvCacheFull, KvPool, blocks_for};
+pub use kv_cache::{BLOCK_TOKENS, KvCache, KvCacheFull, KvPool, block_bytes, blocks_for};
 pub use llama::{LayerWeights, LlamaModel};

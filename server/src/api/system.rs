@@ -64,9 +64,20 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         text.push_str(&render_models(&state.models.statuses()));
         text
     })
-    .await
-    .unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+    .await;
+    match text {
+        Ok(text) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            text,
+        ),
+        // An empty 200 would read as a scrape with no series.
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            String::new(),
+        ),
+    }
 }
 
 pub async fn openapi() -> impl IntoResponse {
