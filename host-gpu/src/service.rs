@@ -27,6 +27,9 @@ pub struct ModelStatus {
     /// Bytes of KV cache held by live sequences and the model's budget, for
     /// models that keep one.
     pub kv_cache: Option<(u64, u64)>,
+    /// Bytes of KV cache each tenant's live sequences have reserved (what
+    /// counts against its share), by tenant; tenants with none are absent.
+    pub kv_reserved_by_tenant: Vec<(String, u64)>,
 }
 
 /// One step of a streamed generation.
@@ -101,6 +104,7 @@ pub trait ModelService: Send + Sync + std::fmt::Debug + 'static {
         ModelStatus {
             device: "cpu".into(),
             kv_cache: None,
+            kv_reserved_by_tenant: Vec::new(),
         }
     }
 

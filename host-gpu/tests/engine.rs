@@ -296,3 +296,27 @@ fn a_cache_too_small_for_one_block_is_refused_at_load() {
     let error = TextEngine::load_with_limits("tiny", &path, limits).unwrap_err();
     assert!(error.to_string().contains("holds no block"), "{error}");
 }
+
+#[tokio::test]
+async fn the_cache_a_tenant_reserves_is_reported_while_its_sequence_lives() {
+    let Some(engine) = engine() else { return };
+    assert!(engine.status().kv_reserved_by_tenant.is_empty());
+    let mut generation = engine
+        .start_generation(&context(), chat("Tell me a story.", greedy(200)))
+        .unwrap();
+    let _ = generation.next().await;
+    let reserved = engine.status().kv_reserved_by_tenant;
+    assert_eq!(reserved.len(), 1, "{reserved:?}");
+    assert_eq!(reserved[0].0, "t");
+    // Prompt plus 200 tokens, in whole blocks of 16 positions.
+    let per_token = 30 * 192 * 2 * 4;
+    assert!(reserved[0].1 >= 200 * per_token, "{reserved:?}");
+    drop(generation);
+    for _ in 0..200 {
+        if engine.status().kv_reserved_by_tenant.is_empty() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the cancelled sequence's reservation is still reported");
+}

@@ -177,6 +177,18 @@ pub fn render_models(statuses: &[(String, sovra_gpu::ModelStatus)]) -> String {
             }
         }
     }
+    out.push_str("# HELP sovra_model_kv_cache_reserved_bytes KV cache a tenant's live sequences have reserved on a model (counted against its share).\n");
+    out.push_str("# TYPE sovra_model_kv_cache_reserved_bytes gauge\n");
+    for (name, status) in statuses {
+        for (tenant, bytes) in &status.kv_reserved_by_tenant {
+            let _ = writeln!(
+                out,
+                "sovra_model_kv_cache_reserved_bytes{{model=\"{}\",tenant=\"{}\"}} {bytes}",
+                label(name),
+                label(tenant)
+            );
+        }
+    }
     out
 }
 
@@ -192,6 +204,7 @@ mod tests {
                 sovra_gpu::ModelStatus {
                     device: "cuda:0".into(),
                     kv_cache: Some((4096, 1 << 30)),
+                    kv_reserved_by_tenant: vec![("acme".into(), 8192)],
                 },
             ),
             (
@@ -199,6 +212,7 @@ mod tests {
                 sovra_gpu::ModelStatus {
                     device: "cpu".into(),
                     kv_cache: None,
+                    kv_reserved_by_tenant: Vec::new(),
                 },
             ),
         ]);
@@ -211,6 +225,9 @@ mod tests {
             "sovra_model_kv_cache_bytes{model=\"smollm2\",state=\"capacity\"} 1073741824"
         ));
         assert!(!text.contains("sovra_model_kv_cache_bytes{model=\"minilm\""));
+        assert!(text.contains(
+            "sovra_model_kv_cache_reserved_bytes{model=\"smollm2\",tenant=\"acme\"} 8192"
+        ));
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub struct TextEngine {
     /// Where the scheduler's backend runs (`cpu`, `cuda:0`).
     device: String,
     cache_usage: CacheUsage,
+    tenant_usage: scheduler::TenantUsage,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
     tenant_share_percent: u8,
@@ -118,6 +119,7 @@ fn start<B: Backend>(
     tokenizer: Arc<Tokenizer>,
     end_tokens: Vec<TokenId>,
     tenant_share_percent: u8,
+    usage: scheduler::TenantUsage,
     commands: std::sync::mpsc::Receiver<scheduler::Admission>,
 ) -> std::io::Result<CacheUsage> {
     let reporter = Arc::clone(&backend);
@@ -127,6 +129,7 @@ fn start<B: Backend>(
             tokenizer,
             end_tokens,
             tenant_share_percent,
+            usage,
             commands,
         )
     })?;
@@ -246,6 +249,7 @@ impl TextEngine {
                 }
             },
         };
+        let tenant_usage = scheduler::TenantUsage::default();
         let device_name = gpu
             .as_ref()
             .map_or_else(|| "cpu".to_owned(), |b| b.device());
@@ -259,6 +263,7 @@ impl TextEngine {
                     scheduler_tokenizer,
                     end_tokens,
                     share,
+                    Arc::clone(&tenant_usage),
                     receiver,
                 )
             }
@@ -268,6 +273,7 @@ impl TextEngine {
                 scheduler_tokenizer,
                 end_tokens,
                 share,
+                Arc::clone(&tenant_usage),
                 receiver,
             ),
         };
@@ -282,6 +288,7 @@ impl TextEngine {
             descriptor,
             device: device_name,
             cache_usage,
+            tenant_usage,
             tokenizer,
             template,
             tenant_share_percent: share,
@@ -335,9 +342,18 @@ impl ModelService for TextEngine {
 
     fn status(&self) -> ModelStatus {
         let (in_use, capacity) = self.kv_cache_usage();
+        let (_, _, block_bytes) = (self.cache_usage)();
+        let reserved = self
+            .tenant_usage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(tenant, &blocks)| (tenant.clone(), (blocks * block_bytes) as u64))
+            .collect();
         ModelStatus {
             device: self.device.clone(),
             kv_cache: Some((in_use as u64, capacity as u64)),
+            kv_reserved_by_tenant: reserved,
         }
     }
 

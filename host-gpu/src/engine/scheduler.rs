@@ -4,15 +4,16 @@
 //! text to their requester, and leave when they finish, are cancelled, or
 //! their requester goes away; their cache is freed with them.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::admission::{self, Budget, Holdings, TenantShare};
 use super::backend::{Backend, BackendError, RowOutput, SequenceCache, Wanted};
 use super::text::TextStream;
+use crate::model::blocks_for;
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, GenerationEvent};
 use crate::tokenizer::{TokenId, Tokenizer};
@@ -27,6 +28,10 @@ pub const PREFILL_CHUNK: usize = 128;
 
 /// Tokens in one step, all sequences together.
 pub const MAX_STEP_TOKENS: usize = 512;
+
+/// Cache blocks each tenant's live sequences have reserved, as the
+/// scheduler last saw them (for operators' metrics).
+pub(super) type TenantUsage = Arc<Mutex<BTreeMap<String, usize>>>;
 
 /// A request admitted by the service, waiting for the scheduler.
 pub(super) struct Admission {
@@ -99,8 +104,16 @@ pub(super) fn run<B: Backend>(
     tokenizer: Arc<Tokenizer>,
     end_tokens: Vec<TokenId>,
     tenant_share_percent: u8,
+    usage: TenantUsage,
     commands: Receiver<Admission>,
 ) {
+    let publish = |live: &[Sequence<B::Cache>]| {
+        let mut by_tenant = BTreeMap::new();
+        for seq in live {
+            *by_tenant.entry(seq.tenant.clone()).or_insert(0) += blocks_for(seq.kv_tokens);
+        }
+        *usage.lock().unwrap_or_else(|p| p.into_inner()) = by_tenant;
+    };
     let mut waiting: VecDeque<Admission> = VecDeque::new();
     let mut live: Vec<Sequence<B::Cache>> = Vec::new();
     let context = backend.config().context_length;
@@ -117,6 +130,7 @@ pub(super) fn run<B: Backend>(
     loop {
         // Intake: block only when there is nothing to do.
         if live.is_empty() && waiting.is_empty() {
+            publish(&live);
             match commands.recv() {
                 Ok(admission) => waiting.push_back(admission),
                 Err(_) => return,
@@ -174,6 +188,7 @@ pub(super) fn run<B: Backend>(
                 i += 1;
             }
         }
+        publish(&live);
         if live.is_empty() {
             continue;
         }
