@@ -1,21 +1,30 @@
-//! Each forward-pass kernel, and the cuBLAS product, against a host
-//! reference on random inputs. The model-level checks (GPU logits against
-//! the CPU's) say *that* a device is wrong; this says *which* kernel, so
-//! that one call on a new GPU is enough to find a fault.
+//! Each kernel of `kernels/llama.cu`, and the cuBLAS product, against a
+//! host reference on random inputs. The model-level checks (GPU logits
+//! against the CPU's) say *that* a device is wrong; this says *which*
+//! kernel, so that one call on a new GPU is enough to find a fault.
+//!
+//! The checks run the kernels through a [`KernelRunner`]: a CUDA device
+//! ([`check_kernels`]), or, where there is none, an emulation of the CUDA
+//! execution model on CPU threads that the tests build from the same source
+//! (`host-gpu/kernels/emulation/`), so the kernels' logic is exercised in CI.
 //!
 //! The references are the CPU backend's own operations where it has them
-//! (RMSNorm, RoPE, SiLU) and plain loops elsewhere; outputs that the
-//! kernels write as bf16 are compared after rounding the reference the
-//! same way.
+//! (RMSNorm, RoPE, SiLU, softmax, the GGUF decoders, the sampler's arg-max)
+//! and plain loops elsewhere; outputs the kernels write as bf16 are
+//! compared after rounding the reference the same way.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
-use half::bf16;
+use std::collections::HashMap;
+
+use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use half::{bf16, f16};
 
 use super::backend::CudaLoadError;
-use super::weights::{Device, DeviceMatrix, launch_1d, per_row};
+use super::weights::{Device, DeviceMatrix};
 use crate::cpu;
 use crate::engine::relative_error;
+use crate::gguf::GgmlType;
 use crate::model::{BLOCK_TOKENS, RopeStyle};
+use crate::quant::dequantize;
 use crate::sampling::{self, SplitMix64};
 
 /// One kernel's outcome.
@@ -36,12 +45,66 @@ impl KernelCheck {
     }
 }
 
+/// An argument of a kernel launch, held on the host: buffers go to the
+/// device before the launch and come back after it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arg {
+    F32s(Vec<f32>),
+    /// bf16 or f16 bits.
+    U16s(Vec<u16>),
+    I32s(Vec<i32>),
+    Bytes(Vec<u8>),
+    I32(i32),
+    I64(i64),
+    U32(u32),
+    F32(f32),
+}
+
+impl Arg {
+    fn f32s(&self) -> &[f32] {
+        match self {
+            Arg::F32s(v) => v,
+            other => panic!("not an f32 buffer: {other:?}"),
+        }
+    }
+
+    fn u16s(&self) -> &[u16] {
+        match self {
+            Arg::U16s(v) => v,
+            other => panic!("not a u16 buffer: {other:?}"),
+        }
+    }
+
+    fn i32s(&self) -> &[i32] {
+        match self {
+            Arg::I32s(v) => v,
+            other => panic!("not an i32 buffer: {other:?}"),
+        }
+    }
+}
+
+/// Something that runs the kernels of `kernels/llama.cu`.
+pub trait KernelRunner {
+    /// Runs `kernel` on a grid of `grid.0 × grid.1` blocks of `threads`
+    /// threads, `args` in the kernel's order; afterwards each buffer holds
+    /// what the kernel left in it.
+    fn launch(
+        &mut self,
+        kernel: &str,
+        grid: (u32, u32),
+        threads: u32,
+        args: &mut [Arg],
+    ) -> Result<(), String>;
+}
+
 /// Tolerance for bf16 outputs (8 bits of mantissa).
 const BF16_TOLERANCE: f32 = 1e-2;
 /// Tolerance for f32 outputs (order of summation only).
 const F32_TOLERANCE: f32 = 1e-4;
 /// Tolerance for the product: exact bf16 products, f32 sums in cuBLAS's order.
 const GEMM_TOLERANCE: f32 = 1e-3;
+/// Threads per block of the element-wise kernels (as the backend launches them).
+const THREADS: u32 = 256;
 
 /// Reproducible inputs.
 struct Random(SplitMix64);
@@ -50,6 +113,10 @@ impl Random {
     /// `n` values uniform in [-1, 1).
     fn floats(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| 2.0 * self.0.next_f32() - 1.0).collect()
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.0.next_u64() as u8).collect()
     }
 }
 
@@ -61,203 +128,348 @@ fn from_bf16_bits(bits: &[u16]) -> Vec<f32> {
     bits.iter().map(|&b| bf16::from_bits(b).to_f32()).collect()
 }
 
+fn bf16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
+}
+
+fn blocks_for(n: usize) -> u32 {
+    n.div_ceil(THREADS as usize) as u32
+}
+
 type Outcome = Result<f32, String>;
 
 /// A check: its name, its tolerance, and what runs it.
-type Check = (&'static str, f32, fn(&Device, &mut Random) -> Outcome);
+type Check = (
+    &'static str,
+    f32,
+    fn(&mut dyn KernelRunner, &mut Random) -> Outcome,
+);
 
-fn failed(e: impl std::fmt::Debug) -> String {
-    format!("{e:?}")
-}
-
-/// Runs every check on device `ordinal`.
-pub fn check_kernels(ordinal: usize) -> Result<Vec<KernelCheck>, CudaLoadError> {
-    let device = Device::open(ordinal)?;
-    let checks: [Check; 10] = [
+/// Every kernel's check, through `runner`.
+pub fn check_kernels_with(runner: &mut dyn KernelRunner) -> Vec<KernelCheck> {
+    let checks: [Check; 18] = [
+        ("dequant_f32", BF16_TOLERANCE, |k, r| {
+            dequant(k, r, GgmlType::F32)
+        }),
+        ("dequant_f16", BF16_TOLERANCE, |k, r| {
+            dequant(k, r, GgmlType::F16)
+        }),
+        ("dequant_q8_0", BF16_TOLERANCE, |k, r| {
+            dequant(k, r, GgmlType::Q8_0)
+        }),
+        ("dequant_q4_0", BF16_TOLERANCE, |k, r| {
+            dequant(k, r, GgmlType::Q4_0)
+        }),
+        ("dequant_q4_1", BF16_TOLERANCE, |k, r| {
+            dequant(k, r, GgmlType::Q4_1)
+        }),
+        ("dequant_q4_k", BF16_TOLERANCE, |k, r| {
+            dequant(k, r, GgmlType::Q4K)
+        }),
+        ("dequant_q6_k", BF16_TOLERANCE, |k, r| {
+            dequant(k, r, GgmlType::Q6K)
+        }),
         ("embed", F32_TOLERANCE, embed),
         ("rms_norm", BF16_TOLERANCE, rms_norm),
         ("rms_norm_rows", BF16_TOLERANCE, rms_norm_rows),
         ("add_bias", F32_TOLERANCE, add_bias),
-        ("rope (interleaved)", F32_TOLERANCE, |d, r| {
-            rope(d, r, RopeStyle::Interleaved)
+        ("rope (interleaved)", F32_TOLERANCE, |k, r| {
+            rope(k, r, RopeStyle::Interleaved)
         }),
-        ("rope (halves)", F32_TOLERANCE, |d, r| {
-            rope(d, r, RopeStyle::Halves)
+        ("rope (halves)", F32_TOLERANCE, |k, r| {
+            rope(k, r, RopeStyle::Halves)
         }),
-        ("kv_write + attention", BF16_TOLERANCE, attention),
+        (
+            "kv_write + attention (head_dim 40)",
+            BF16_TOLERANCE,
+            |k, r| attention(k, r, 40, &[33, 34]),
+        ),
+        (
+            "kv_write + attention (head_dim 128)",
+            BF16_TOLERANCE,
+            |k, r| attention(k, r, 128, &[33, 34]),
+        ),
+        (
+            "kv_write + attention (head_dim 8, first positions)",
+            BF16_TOLERANCE,
+            |k, r| attention(k, r, 8, &[0, 1]),
+        ),
         ("silu_mul", BF16_TOLERANCE, silu_mul),
         ("argmax_rows", 0.0, argmax),
-        ("cuBLAS bf16 product (+ accumulate)", GEMM_TOLERANCE, gemm),
     ];
     let mut random = Random(SplitMix64(0x5eed));
-    let mut results = Vec::new();
-    for (kernel, tolerance, check) in checks {
-        let outcome = check(&device, &mut random)
-            .and_then(|error| device.stream.synchronize().map(|()| error).map_err(failed));
-        let (error, failure) = match outcome {
-            Ok(error) => (error, None),
-            Err(reason) => (f32::INFINITY, Some(reason)),
-        };
-        results.push(KernelCheck {
-            kernel,
-            error,
-            tolerance,
-            failure,
-        });
-    }
+    checks
+        .into_iter()
+        .map(|(kernel, tolerance, check)| {
+            let (error, failure) = match check(runner, &mut random) {
+                Ok(error) => (error, None),
+                Err(reason) => (f32::INFINITY, Some(reason)),
+            };
+            KernelCheck {
+                kernel,
+                error,
+                tolerance,
+                failure,
+            }
+        })
+        .collect()
+}
+
+/// Every kernel's check, and the cuBLAS product's, on CUDA device `ordinal`.
+pub fn check_kernels(ordinal: usize) -> Result<Vec<KernelCheck>, CudaLoadError> {
+    let device = Device::open(ordinal)?;
+    let mut runner = DeviceRunner {
+        device: &device,
+        functions: HashMap::new(),
+    };
+    let mut results = check_kernels_with(&mut runner);
+    let outcome = gemm(&device, &mut Random(SplitMix64(0x9e11)));
+    let (error, failure) = match outcome {
+        Ok(error) => (error, None),
+        Err(reason) => (f32::INFINITY, Some(reason)),
+    };
+    results.push(KernelCheck {
+        kernel: "cuBLAS bf16 product (+ accumulate)",
+        error,
+        tolerance: GEMM_TOLERANCE,
+        failure,
+    });
     // A kernel that faulted leaves the context unusable; its row says so,
     // and the others' results stand.
     Ok(results)
 }
 
-fn upload<T: cudarc::driver::DeviceRepr>(device: &Device, v: &[T]) -> Result<CudaSlice<T>, String> {
-    device.stream.clone_htod(v).map_err(failed)
+fn failed(e: impl std::fmt::Debug) -> String {
+    format!("{e:?}")
 }
 
-fn download<T: cudarc::driver::DeviceRepr>(
-    device: &Device,
-    v: &CudaSlice<T>,
-) -> Result<Vec<T>, String> {
-    device.stream.clone_dtoh(v).map_err(failed)
+/// The kernels on a CUDA device.
+struct DeviceRunner<'a> {
+    device: &'a Device,
+    functions: HashMap<String, CudaFunction>,
 }
 
-fn bf16_bits(v: &[f32]) -> Vec<u16> {
-    v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
+/// A buffer argument on the device.
+enum DeviceArg {
+    F32s(CudaSlice<f32>),
+    U16s(CudaSlice<u16>),
+    I32s(CudaSlice<i32>),
+    Bytes(CudaSlice<u8>),
 }
 
-fn embed(device: &Device, random: &mut Random) -> Outcome {
+impl KernelRunner for DeviceRunner<'_> {
+    fn launch(
+        &mut self,
+        kernel: &str,
+        grid: (u32, u32),
+        threads: u32,
+        args: &mut [Arg],
+    ) -> Result<(), String> {
+        let stream = &self.device.stream;
+        if !self.functions.contains_key(kernel) {
+            let function = self.device.function(kernel).map_err(failed)?;
+            self.functions.insert(kernel.to_owned(), function);
+        }
+        let function = &self.functions[kernel];
+        let mut buffers = Vec::new();
+        for arg in args.iter() {
+            buffers.push(match arg {
+                Arg::F32s(v) => Some(DeviceArg::F32s(stream.clone_htod(v).map_err(failed)?)),
+                Arg::U16s(v) => Some(DeviceArg::U16s(stream.clone_htod(v).map_err(failed)?)),
+                Arg::I32s(v) => Some(DeviceArg::I32s(stream.clone_htod(v).map_err(failed)?)),
+                Arg::Bytes(v) => Some(DeviceArg::Bytes(stream.clone_htod(v).map_err(failed)?)),
+                _ => None,
+            });
+        }
+        let mut launch = stream.launch_builder(function);
+        for (arg, buffer) in args.iter().zip(&buffers) {
+            match (arg, buffer) {
+                (_, Some(DeviceArg::F32s(b))) => launch.arg(b),
+                (_, Some(DeviceArg::U16s(b))) => launch.arg(b),
+                (_, Some(DeviceArg::I32s(b))) => launch.arg(b),
+                (_, Some(DeviceArg::Bytes(b))) => launch.arg(b),
+                (Arg::I32(v), None) => launch.arg(v),
+                (Arg::I64(v), None) => launch.arg(v),
+                (Arg::U32(v), None) => launch.arg(v),
+                (Arg::F32(v), None) => launch.arg(v),
+                _ => unreachable!("buffers were uploaded above"),
+            };
+        }
+        let config = LaunchConfig {
+            grid_dim: (grid.0, grid.1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: each check sizes its buffers for its grid (as the backend does).
+        unsafe { launch.launch(config) }.map_err(failed)?;
+        stream.synchronize().map_err(failed)?;
+        for (arg, buffer) in args.iter_mut().zip(&buffers) {
+            match (arg, buffer) {
+                (Arg::F32s(v), Some(DeviceArg::F32s(b))) => stream.memcpy_dtoh(b, v),
+                (Arg::U16s(v), Some(DeviceArg::U16s(b))) => stream.memcpy_dtoh(b, v),
+                (Arg::I32s(v), Some(DeviceArg::I32s(b))) => stream.memcpy_dtoh(b, v),
+                (Arg::Bytes(v), Some(DeviceArg::Bytes(b))) => stream.memcpy_dtoh(b, v),
+                _ => Ok(()),
+            }
+            .map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// Random blocks of `ty` whose f16 scales are small finite numbers (random
+/// bytes there could be NaN or infinite).
+fn random_blocks(random: &mut Random, ty: GgmlType, blocks: usize) -> Vec<u8> {
+    let size = ty.block_bytes();
+    let mut bytes = random.bytes(blocks * size);
+    let scale = |random: &mut Random| f16::from_f32(0.01 + 0.1 * random.0.next_f32()).to_le_bytes();
+    for block in bytes.chunks_exact_mut(size) {
+        let scales: &[usize] = match ty {
+            GgmlType::Q8_0 | GgmlType::Q4_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q4K => &[0, 2],
+            GgmlType::Q6K => &[208],
+            _ => &[],
+        };
+        for &at in scales {
+            block[at..at + 2].copy_from_slice(&scale(random));
+        }
+    }
+    match ty {
+        GgmlType::F32 => random
+            .floats(bytes.len() / 4)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        GgmlType::F16 => random
+            .floats(bytes.len() / 2)
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+        _ => bytes,
+    }
+}
+
+fn dequant(runner: &mut dyn KernelRunner, random: &mut Random, ty: GgmlType) -> Outcome {
+    // Whole blocks: three of a quantized type, 300 values of a float one.
+    let blocks = if ty.block_len() == 1 { 300 } else { 3 };
+    let bytes = random_blocks(random, ty, blocks);
+    let n = blocks * ty.block_len();
+    let mut want = vec![0.0f32; n];
+    dequantize(ty, &bytes, &mut want);
+    let want: Vec<f32> = want.into_iter().map(round_bf16).collect();
+    let source = match ty {
+        GgmlType::F32 => Arg::F32s(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        ),
+        GgmlType::F16 => Arg::U16s(
+            bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        ),
+        _ => Arg::Bytes(bytes),
+    };
+    let mut args = [source, Arg::U16s(vec![0; n]), Arg::I64(n as i64)];
+    let kernel = format!("dequant_{}", ty.name().to_lowercase());
+    runner.launch(&kernel, (blocks_for(n), 1), THREADS, &mut args)?;
+    Ok(relative_error(&want, &from_bf16_bits(args[1].u16s())))
+}
+
+fn embed(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     let (vocab, dim) = (10usize, 40usize);
     let table: Vec<f32> = random
         .floats(vocab * dim)
         .into_iter()
         .map(round_bf16)
         .collect();
-    let tokens = [3i32, 9, 0];
-    let d_table = upload(device, &bf16_bits(&table))?;
-    let d_tokens = upload(device, &tokens)?;
-    let mut x = device
-        .stream
-        .alloc_zeros::<f32>(tokens.len() * dim)
-        .map_err(failed)?;
-    let dim_i = dim as i32;
-    device
-        .launch(&device.f.embed, per_row(tokens.len(), 256), |l| {
-            l.arg(&d_table).arg(&d_tokens).arg(&mut x).arg(&dim_i);
-        })
-        .map_err(failed)?;
+    let tokens = vec![3i32, 9, 0];
     let want: Vec<f32> = tokens
         .iter()
         .flat_map(|&t| table[t as usize * dim..(t as usize + 1) * dim].to_vec())
         .collect();
-    Ok(relative_error(&want, &download(device, &x)?))
+    let mut args = [
+        Arg::U16s(bf16_bits(&table)),
+        Arg::I32s(tokens.clone()),
+        Arg::F32s(vec![0.0; tokens.len() * dim]),
+        Arg::I32(dim as i32),
+    ];
+    runner.launch("embed", (tokens.len() as u32, 1), 256, &mut args)?;
+    Ok(relative_error(&want, args[2].f32s()))
 }
 
-fn rms_norm(device: &Device, random: &mut Random) -> Outcome {
+fn rms_norm(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     let (rows, dim, eps) = (3usize, 300usize, 1e-5f32);
     let x = random.floats(rows * dim);
     let w = random.floats(dim);
-    let (d_x, d_w) = (upload(device, &x)?, upload(device, &w)?);
-    let mut out = device
-        .stream
-        .alloc_zeros::<u16>(rows * dim)
-        .map_err(failed)?;
-    let dim_i = dim as i32;
-    device
-        .launch(&device.f.rms_norm, per_row(rows, 256), |l| {
-            l.arg(&d_x).arg(&d_w).arg(&mut out).arg(&dim_i).arg(&eps);
-        })
-        .map_err(failed)?;
-    let mut want = x;
+    let mut want = x.clone();
     for row in want.chunks_exact_mut(dim) {
         cpu::rms_norm(row, &w, eps);
     }
     let want: Vec<f32> = want.into_iter().map(round_bf16).collect();
-    Ok(relative_error(
-        &want,
-        &from_bf16_bits(&download(device, &out)?),
-    ))
+    let mut args = [
+        Arg::F32s(x),
+        Arg::F32s(w),
+        Arg::U16s(vec![0; rows * dim]),
+        Arg::I32(dim as i32),
+        Arg::F32(eps),
+    ];
+    runner.launch("rms_norm", (rows as u32, 1), 256, &mut args)?;
+    Ok(relative_error(&want, &from_bf16_bits(args[2].u16s())))
 }
 
-fn rms_norm_rows(device: &Device, random: &mut Random) -> Outcome {
+fn rms_norm_rows(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     let (dim, eps) = (300usize, 1e-5f32);
     let x = random.floats(4 * dim);
     let w = random.floats(dim);
-    let rows = [2i32, 0];
-    let (d_x, d_w, d_rows) = (
-        upload(device, &x)?,
-        upload(device, &w)?,
-        upload(device, &rows)?,
-    );
-    let mut out = device
-        .stream
-        .alloc_zeros::<u16>(rows.len() * dim)
-        .map_err(failed)?;
-    let dim_i = dim as i32;
-    device
-        .launch(&device.f.rms_norm_rows, per_row(rows.len(), 256), |l| {
-            l.arg(&d_x)
-                .arg(&d_rows)
-                .arg(&d_w)
-                .arg(&mut out)
-                .arg(&dim_i)
-                .arg(&eps);
-        })
-        .map_err(failed)?;
+    let rows = vec![2i32, 0];
     let mut want = Vec::new();
     for &r in &rows {
         let mut row = x[r as usize * dim..(r as usize + 1) * dim].to_vec();
         cpu::rms_norm(&mut row, &w, eps);
         want.extend(row.into_iter().map(round_bf16));
     }
-    Ok(relative_error(
-        &want,
-        &from_bf16_bits(&download(device, &out)?),
-    ))
+    let mut args = [
+        Arg::F32s(x),
+        Arg::I32s(rows.clone()),
+        Arg::F32s(w),
+        Arg::U16s(vec![0; rows.len() * dim]),
+        Arg::I32(dim as i32),
+        Arg::F32(eps),
+    ];
+    runner.launch("rms_norm_rows", (rows.len() as u32, 1), 256, &mut args)?;
+    Ok(relative_error(&want, &from_bf16_bits(args[3].u16s())))
 }
 
-fn add_bias(device: &Device, random: &mut Random) -> Outcome {
+fn add_bias(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     let (rows, cols) = (3usize, 70usize);
     let x = random.floats(rows * cols);
     let bias = random.floats(cols);
-    let mut d_x = upload(device, &x)?;
-    let d_bias = upload(device, &bias)?;
-    let (cols_i, total) = (cols as i32, (rows * cols) as i64);
-    device
-        .launch(&device.f.add_bias, launch_1d(rows * cols), |l| {
-            l.arg(&mut d_x).arg(&d_bias).arg(&cols_i).arg(&total);
-        })
-        .map_err(failed)?;
     let want: Vec<f32> = x
         .iter()
         .enumerate()
         .map(|(i, v)| v + bias[i % cols])
         .collect();
-    Ok(relative_error(&want, &download(device, &d_x)?))
+    let mut args = [
+        Arg::F32s(x),
+        Arg::F32s(bias),
+        Arg::I32(cols as i32),
+        Arg::I64((rows * cols) as i64),
+    ];
+    runner.launch("add_bias", (blocks_for(rows * cols), 1), THREADS, &mut args)?;
+    Ok(relative_error(&want, args[0].f32s()))
 }
 
 /// Two rows of a fused q|k|v product (3 query heads, 1 key head, 1 value
 /// head of 16): the query and key heads rotate, the value head stays.
-fn rope(device: &Device, random: &mut Random, style: RopeStyle) -> Outcome {
+fn rope(runner: &mut dyn KernelRunner, random: &mut Random, style: RopeStyle) -> Outcome {
     let (head_dim, rotated, stride) = (16usize, 4usize, 5 * 16usize);
-    let positions = [5i32, 1000];
+    let positions = vec![5i32, 1000];
     let x = random.floats(positions.len() * stride);
     let frequencies = cpu::rope_frequencies(head_dim, 10_000.0);
-    let mut d_x = upload(device, &x)?;
-    let (d_positions, d_frequencies) = (upload(device, &positions)?, upload(device, &frequencies)?);
-    let (heads_i, head_dim_i, stride_i) = (rotated as i32, head_dim as i32, stride as i32);
-    let halves = i32::from(style == RopeStyle::Halves);
-    device
-        .launch(&device.f.rope, per_row(positions.len(), 128), |l| {
-            l.arg(&mut d_x)
-                .arg(&d_positions)
-                .arg(&d_frequencies)
-                .arg(&heads_i)
-                .arg(&head_dim_i)
-                .arg(&halves)
-                .arg(&stride_i);
-        })
-        .map_err(failed)?;
-    let mut want = x;
+    let mut want = x.clone();
     for (row, &p) in want.chunks_exact_mut(stride).zip(&positions) {
         cpu::rope(
             &mut row[..rotated * head_dim],
@@ -267,20 +479,36 @@ fn rope(device: &Device, random: &mut Random, style: RopeStyle) -> Outcome {
             style,
         );
     }
-    Ok(relative_error(&want, &download(device, &d_x)?))
+    let mut args = [
+        Arg::F32s(x),
+        Arg::I32s(positions.clone()),
+        Arg::F32s(frequencies),
+        Arg::I32(rotated as i32),
+        Arg::I32(head_dim as i32),
+        Arg::I32(i32::from(style == RopeStyle::Halves)),
+        Arg::I32(stride as i32),
+    ];
+    runner.launch("rope", (positions.len() as u32, 1), 128, &mut args)?;
+    Ok(relative_error(&want, args[0].f32s()))
 }
 
-/// kv_write then attention, as a layer runs them: one sequence whose 35
-/// positions span three blocks placed out of order in a pool of four
-/// (grouped-query heads: 4 query heads over 2 key/value heads), with the
-/// step's last two tokens written by the kernel and read back by attention.
-fn attention(device: &Device, random: &mut Random) -> Outcome {
-    let (heads, kv_heads, head_dim) = (4usize, 2usize, 40usize);
+/// kv_write then attention, as a layer runs them: two consecutive tokens of
+/// one sequence at `positions` (up to 47), whose blocks are placed out of
+/// order in a pool of four (grouped-query heads: 4 query heads over 2
+/// key/value heads); the kernel writes their keys and values, and attention
+/// reads them back with the earlier positions already in the pool.
+fn attention(
+    runner: &mut dyn KernelRunner,
+    random: &mut Random,
+    head_dim: usize,
+    positions: &[i32],
+) -> Outcome {
+    let (heads, kv_heads) = (4usize, 2usize);
     let (layers, layer) = (2usize, 1usize);
     let (e, kv) = (heads * head_dim, kv_heads * head_dim);
     let stride = e + 2 * kv;
-    let table = [3i32, 0, 2];
-    let positions = [33i32, 34];
+    let table = vec![3i32, 0, 2];
+    let positions = positions.to_vec();
     let block_floats = layers * 2 * BLOCK_TOKENS * kv;
     let mut pool = random.floats(4 * block_floats);
     let qkv = random.floats(positions.len() * stride);
@@ -291,59 +519,40 @@ fn attention(device: &Device, random: &mut Random) -> Outcome {
         .iter()
         .map(|&p| table[p as usize / BLOCK_TOKENS] * BLOCK_TOKENS as i32 + p % BLOCK_TOKENS as i32)
         .collect();
-    let mut d_pool = upload(device, &pool)?;
-    let d_qkv = upload(device, &qkv)?;
-    let d_slots = upload(device, &slots)?;
-    let d_tables = upload(device, &table)?;
-    let d_starts = upload(device, &[0i32, 0])?;
-    let d_positions = upload(device, &positions)?;
-    let mut out = device
-        .stream
-        .alloc_zeros::<u16>(positions.len() * e)
-        .map_err(failed)?;
-    let (layer_i, layers_i, kv_i, stride_i, e_i) = (
-        layer as i32,
-        layers as i32,
-        kv as i32,
-        stride as i32,
-        e as i32,
-    );
-    let (heads_i, kv_heads_i, head_dim_i) = (heads as i32, kv_heads as i32, head_dim as i32);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    device
-        .launch(&device.f.kv_write, per_row(positions.len(), 128), |l| {
-            l.arg(&d_qkv)
-                .arg(&mut d_pool)
-                .arg(&d_slots)
-                .arg(&layer_i)
-                .arg(&layers_i)
-                .arg(&kv_i)
-                .arg(&stride_i)
-                .arg(&e_i);
-        })
-        .map_err(failed)?;
-    let grid = LaunchConfig {
-        grid_dim: (positions.len() as u32, heads as u32, 1),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    device
-        .launch(&device.f.attention, grid, |l| {
-            l.arg(&d_qkv)
-                .arg(&d_pool)
-                .arg(&d_tables)
-                .arg(&d_starts)
-                .arg(&d_positions)
-                .arg(&mut out)
-                .arg(&heads_i)
-                .arg(&kv_heads_i)
-                .arg(&head_dim_i)
-                .arg(&layer_i)
-                .arg(&layers_i)
-                .arg(&scale)
-                .arg(&stride_i);
-        })
-        .map_err(failed)?;
+    let mut write = [
+        Arg::F32s(qkv.clone()),
+        Arg::F32s(pool.clone()),
+        Arg::I32s(slots.clone()),
+        Arg::I32(layer as i32),
+        Arg::I32(layers as i32),
+        Arg::I32(kv as i32),
+        Arg::I32(stride as i32),
+        Arg::I32(e as i32),
+    ];
+    runner.launch("kv_write", (positions.len() as u32, 1), 128, &mut write)?;
+    let written = write[1].f32s().to_vec();
+    let mut attend = [
+        Arg::F32s(qkv.clone()),
+        Arg::F32s(written.clone()),
+        Arg::I32s(table.clone()),
+        Arg::I32s(vec![0, 0]),
+        Arg::I32s(positions.clone()),
+        Arg::U16s(vec![0; positions.len() * e]),
+        Arg::I32(heads as i32),
+        Arg::I32(kv_heads as i32),
+        Arg::I32(head_dim as i32),
+        Arg::I32(layer as i32),
+        Arg::I32(layers as i32),
+        Arg::F32(scale),
+        Arg::I32(stride as i32),
+    ];
+    runner.launch(
+        "attention",
+        (positions.len() as u32, heads as u32),
+        128,
+        &mut attend,
+    )?;
     // The reference: the writes, then softmax attention over 0..=position.
     for (t, &slot) in slots.iter().enumerate() {
         let (block, s) = (slot as usize / BLOCK_TOKENS, slot as usize % BLOCK_TOKENS);
@@ -351,7 +560,6 @@ fn attention(device: &Device, random: &mut Random) -> Outcome {
         pool[offset(block, false, s)..][..kv].copy_from_slice(&row[e..e + kv]);
         pool[offset(block, true, s)..][..kv].copy_from_slice(&row[e + kv..]);
     }
-    let written = download(device, &d_pool)?;
     let pool_error = relative_error(&pool, &written);
     let mut want = Vec::new();
     for (t, &p) in positions.iter().enumerate() {
@@ -375,40 +583,33 @@ fn attention(device: &Device, random: &mut Random) -> Outcome {
             want.extend(o.into_iter().map(round_bf16));
         }
     }
-    let attention_error = relative_error(&want, &from_bf16_bits(&download(device, &out)?));
+    let attention_error = relative_error(&want, &from_bf16_bits(attend[5].u16s()));
     Ok(pool_error.max(attention_error))
 }
 
-fn silu_mul(device: &Device, random: &mut Random) -> Outcome {
+fn silu_mul(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     let (rows, ff) = (3usize, 50usize);
     let gate_up = random.floats(rows * 2 * ff);
-    let d_gate_up = upload(device, &gate_up)?;
-    let mut out = device
-        .stream
-        .alloc_zeros::<u16>(rows * ff)
-        .map_err(failed)?;
-    let (ff_i, total) = (ff as i32, (rows * ff) as i64);
-    device
-        .launch(&device.f.silu_mul, launch_1d(rows * ff), |l| {
-            l.arg(&d_gate_up).arg(&mut out).arg(&ff_i).arg(&total);
-        })
-        .map_err(failed)?;
     let mut want = Vec::new();
     for row in gate_up.chunks_exact(2 * ff) {
         let (mut gate, up) = (row[..ff].to_vec(), &row[ff..]);
         cpu::silu_mul(&mut gate, up);
         want.extend(gate.into_iter().map(round_bf16));
     }
-    Ok(relative_error(
-        &want,
-        &from_bf16_bits(&download(device, &out)?),
-    ))
+    let mut args = [
+        Arg::F32s(gate_up),
+        Arg::U16s(vec![0; rows * ff]),
+        Arg::I32(ff as i32),
+        Arg::I64((rows * ff) as i64),
+    ];
+    runner.launch("silu_mul", (blocks_for(rows * ff), 1), THREADS, &mut args)?;
+    Ok(relative_error(&want, &from_bf16_bits(args[1].u16s())))
 }
 
 /// Rows with a plain maximum, a tie (the first wins), a maximum at the
 /// very end, negative zero against zero, and a NaN (greatest under
 /// `total_cmp`, as the host sampler orders).
-fn argmax(device: &Device, random: &mut Random) -> Outcome {
+fn argmax(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     let vocab = 5_000usize;
     let mut rows: Vec<Vec<f32>> = (0..5).map(|_| random.floats(vocab)).collect();
     rows[1][100] = 7.0;
@@ -418,29 +619,26 @@ fn argmax(device: &Device, random: &mut Random) -> Outcome {
     rows[3][10] = -0.0;
     rows[3][20] = 0.0;
     rows[4][321] = f32::NAN;
-    let flat: Vec<f32> = rows.concat();
-    let d_logits = upload(device, &flat)?;
-    let mut best = device
-        .stream
-        .alloc_zeros::<i32>(rows.len())
-        .map_err(failed)?;
-    let vocab_i = vocab as i32;
-    device
-        .launch(&device.f.argmax_rows, per_row(rows.len(), 1024), |l| {
-            l.arg(&d_logits).arg(&vocab_i).arg(&mut best);
-        })
-        .map_err(failed)?;
-    let got = download(device, &best)?;
     let want: Vec<i32> = rows
         .iter()
         .map(|row| sampling::argmax(row) as i32)
         .collect();
     debug_assert_eq!(&want[1..], &[100, vocab as i32 - 1, 20, 321]);
-    let wrong = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+    let mut args = [
+        Arg::F32s(rows.concat()),
+        Arg::I32(vocab as i32),
+        Arg::I32s(vec![-1; rows.len()]),
+    ];
+    runner.launch("argmax_rows", (rows.len() as u32, 1), 1024, &mut args)?;
+    let wrong = want
+        .iter()
+        .zip(args[2].i32s())
+        .filter(|(a, b)| a != b)
+        .count();
     Ok(wrong as f32 / want.len() as f32)
 }
 
-/// `y = x · Wᵀ` then `y += x · Wᵀ` on bf16 inputs.
+/// `y = x · Wᵀ` then `y += x · Wᵀ` on bf16 inputs (cuBLAS: GPU only).
 fn gemm(device: &Device, random: &mut Random) -> Outcome {
     let (rows, cols, n) = (96usize, 200usize, 3usize);
     let w: Vec<f32> = random
@@ -453,21 +651,22 @@ fn gemm(device: &Device, random: &mut Random) -> Outcome {
         .into_iter()
         .map(round_bf16)
         .collect();
+    let stream = &device.stream;
     let matrix = DeviceMatrix {
-        data: upload(device, &bf16_bits(&w))?,
+        data: stream.clone_htod(&bf16_bits(&w)).map_err(failed)?,
         rows,
         cols,
     };
-    let d_x = upload(device, &bf16_bits(&x))?;
-    let mut y = device.stream.alloc_zeros::<f32>(n * rows).map_err(failed)?;
+    let d_x = stream.clone_htod(&bf16_bits(&x)).map_err(failed)?;
+    let mut y = stream.alloc_zeros::<f32>(n * rows).map_err(failed)?;
     device
         .gemm(&matrix, &d_x, n, &mut y, false)
         .map_err(failed)?;
-    let once = download(device, &y)?;
+    let once = stream.clone_dtoh(&y).map_err(failed)?;
     device
         .gemm(&matrix, &d_x, n, &mut y, true)
         .map_err(failed)?;
-    let twice = download(device, &y)?;
+    let twice = stream.clone_dtoh(&y).map_err(failed)?;
     let want: Vec<f32> = (0..n)
         .flat_map(|t| {
             let x = &x[t * cols..(t + 1) * cols];

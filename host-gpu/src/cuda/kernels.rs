@@ -2,7 +2,8 @@
 //! with NVRTC for one architecture, once per architecture per process
 //! ([`compiled`]; every model loaded onto a GPU shares it). NVRTC runs
 //! without a GPU, so CI compiles every kernel for `sm_90` (the `nvrtc`
-//! test) and fails on any error or warning.
+//! test) and fails on any error or warning; CI also runs them on the CPU
+//! (`kernels/emulation/`, the `kernel_emulation` test).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};

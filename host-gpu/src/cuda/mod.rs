@@ -26,7 +26,7 @@ use std::str::FromStr;
 pub use backend::{CudaBackend, CudaLoadError};
 pub use cache::CudaCache;
 pub use graphs::{DECODE_BATCHES, GRAPHS_VARIABLE};
-pub use kernel_check::{KernelCheck, check_kernels};
+pub use kernel_check::{Arg, KernelCheck, KernelRunner, check_kernels, check_kernels_with};
 
 /// Where a model runs, as operators write it: `auto`, `cpu`, `cuda`,
 /// `cuda:N`.

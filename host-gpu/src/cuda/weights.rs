@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use cudarc::cublas::{CudaBlas, result as blas, sys as blas_sys};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchArgs,
-    LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DevicePtrMut,
+    LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::Ptx;
 
@@ -129,6 +129,7 @@ pub(super) struct Device {
     pub stream: Arc<CudaStream>,
     pub blas: CudaBlas,
     pub f: Functions,
+    module: Arc<CudaModule>,
     /// Kept alive for cuBLAS, which was handed its address.
     _blas_workspace: CudaSlice<u8>,
 }
@@ -199,8 +200,14 @@ impl Device {
             stream,
             blas,
             f,
+            module,
             _blas_workspace: workspace,
         })
+    }
+
+    /// A kernel of the module by name.
+    pub fn function(&self, name: &str) -> Result<CudaFunction, cudarc::driver::DriverError> {
+        self.module.load_function(name)
     }
 
     /// `y[n × rows] = x[n × cols] · Wᵀ`, or `y += ...` when `accumulate`
