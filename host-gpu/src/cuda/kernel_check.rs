@@ -147,7 +147,7 @@ type Check = (
 
 /// Every kernel's check, through `runner`.
 pub fn check_kernels_with(runner: &mut dyn KernelRunner) -> Vec<KernelCheck> {
-    let checks: [Check; 18] = [
+    let checks: [Check; 19] = [
         ("dequant_f32", BF16_TOLERANCE, |k, r| {
             dequant(k, r, GgmlType::F32)
         }),
@@ -169,6 +169,7 @@ pub fn check_kernels_with(runner: &mut dyn KernelRunner) -> Vec<KernelCheck> {
         ("dequant_q6_k", BF16_TOLERANCE, |k, r| {
             dequant(k, r, GgmlType::Q6K)
         }),
+        ("fill_random_bf16", 0.0, fill_random),
         ("embed", F32_TOLERANCE, embed),
         ("rms_norm", BF16_TOLERANCE, rms_norm),
         ("rms_norm_rows", BF16_TOLERANCE, rms_norm_rows),
@@ -376,6 +377,34 @@ fn dequant(runner: &mut dyn KernelRunner, random: &mut Random, ty: GgmlType) -> 
     let kernel = format!("dequant_{}", ty.name().to_lowercase());
     runner.launch(&kernel, (blocks_for(n), 1), THREADS, &mut args)?;
     Ok(relative_error(&want, &from_bf16_bits(args[1].u16s())))
+}
+
+/// The benchmark weights: a 64-bit mix of the index and seed, its top 24
+/// bits as a uniform value in [-scale, scale), rounded to bf16.
+fn fill_random(runner: &mut dyn KernelRunner, _: &mut Random) -> Outcome {
+    let (n, seed, scale) = (1000usize, 42u32, 0.5f32);
+    let want: Vec<f32> = (0..n as u64)
+        .map(|i| {
+            let mut x = i
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(u64::from(seed));
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+            x ^= x >> 33;
+            x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+            x ^= x >> 33;
+            let u = (x >> 40) as f32 * (1.0 / 16_777_216.0);
+            round_bf16((2.0 * u - 1.0) * scale)
+        })
+        .collect();
+    let mut args = [
+        Arg::U16s(vec![0; n]),
+        Arg::I64(n as i64),
+        Arg::U32(seed),
+        Arg::F32(scale),
+    ];
+    runner.launch("fill_random_bf16", (blocks_for(n), 1), THREADS, &mut args)?;
+    Ok(relative_error(&want, &from_bf16_bits(args[0].u16s())))
 }
 
 fn embed(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
