@@ -1,193 +1,65 @@
-//! The CUDA kernels, run on the CPU: `kernels/llama.cu` compiled with g++
-//! against an emulation of the CUDA execution model (real threads per block,
-//! barriers for `__syncthreads` and warp shuffles; `kernels/emulation/`),
-//! then every kernel check of `sovra_gpu::cuda::check_kernels_with` against
-//! its host reference. This is the same set of checks the GPU check runs on
-//! a device; here it proves the kernels' logic where no GPU is lent.
+//! The CUDA backend on an emulated GPU (`emulated/mod.rs`: the kernels of
+//! `kernels/llama.cu` compiled for the CPU against an emulation of the CUDA
+//! execution model, with device memory, the bf16 product and graph capture).
+//! Where no GPU is lent this runs, in CI, everything of the GPU path but the
+//! calls into CUDA itself:
+//! - every kernel against its host reference (the checks the GPU check runs
+//!   on a device);
+//! - the backend's own code (each launch's arguments, the workspace, passes
+//!   larger than it, padding, graphs, the device arg-max) on the tiny models
+//!   of every weight type, against the CPU's exact logits.
 //!
 //! Skipped with a message when no C++20 compiler is found (`CXX` or g++);
 //! `SOVRA_REQUIRE_EMULATION=1` makes that a failure.
 
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
+mod emulated;
 
-use sovra_gpu::cuda::{Arg, KernelRunner, check_kernels_with};
+use std::path::Path;
+use std::sync::Arc;
 
-/// The emulated kernels' program, compiled once for this test binary, or
-/// `None` (with a message) without a compiler.
-fn build_runner() -> Option<PathBuf> {
-    static RUNNER: OnceLock<Option<PathBuf>> = OnceLock::new();
-    RUNNER.get_or_init(compile).clone()
+use emulated::EmulatedGpu;
+use sovra_gpu::cpu::Activations;
+use sovra_gpu::cuda::{Gpu, GpuBackend, Karg, check_kernels_on};
+use sovra_gpu::engine::{Backend, CpuBackend, MAX_STEP_TOKENS, RowOutput, Wanted};
+use sovra_gpu::model::LlamaModel;
+
+fn tiny(name: &str) -> LlamaModel {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/tiny/{name}.gguf"));
+    LlamaModel::load(&path).unwrap()
 }
 
-fn compile() -> Option<PathBuf> {
-    let compiler = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emulation/runner.cpp");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sovra-kernel-emulation");
-    let status = Command::new(&compiler)
-        .args(["-std=c++20", "-O2", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status();
-    match status {
-        Ok(status) if status.success() => Some(out),
-        Ok(status) => panic!(
-            "{compiler} could not compile {}: {status}",
-            source.display()
-        ),
-        Err(error) => {
-            assert!(
-                std::env::var_os("SOVRA_REQUIRE_EMULATION").is_none(),
-                "SOVRA_REQUIRE_EMULATION is set but {compiler} cannot run: {error}"
-            );
-            eprintln!("skipping: no C++ compiler ({compiler}: {error})");
-            None
-        }
-    }
+/// `name` on the emulated GPU and, for reference, on the CPU in exact f32.
+fn backends(name: &str) -> Option<(GpuBackend<EmulatedGpu>, CpuBackend)> {
+    let gpu = EmulatedGpu::start()?;
+    let backend = GpuBackend::on(gpu, &tiny(name), 4 << 20).unwrap();
+    let cpu = CpuBackend::new(
+        Arc::new(tiny(name).with_activations(Activations::Exact)),
+        4 << 20,
+    );
+    Some((backend, cpu))
 }
 
-/// The emulated kernels behind a pipe (the protocol is in runner.cpp).
-struct Emulated {
-    child: Child,
-    input: BufWriter<ChildStdin>,
-    output: BufReader<ChildStdout>,
-}
-
-impl Emulated {
-    fn start(runner: &Path) -> Self {
-        let mut child = Command::new(runner)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the emulated kernels");
-        let input = BufWriter::new(child.stdin.take().unwrap());
-        let output = BufReader::new(child.stdout.take().unwrap());
-        Emulated {
-            child,
-            input,
-            output,
-        }
-    }
-
-    fn read_bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut bytes = vec![0u8; n];
-        self.output
-            .read_exact(&mut bytes)
-            .expect("the runner's reply");
-        bytes
-    }
-
-    fn read_u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.read_bytes(8).try_into().unwrap())
-    }
-}
-
-impl Drop for Emulated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn buffer_bytes(arg: &Arg) -> Option<(u8, Vec<u8>)> {
-    Some(match arg {
-        Arg::F32s(v) => (0, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        Arg::U16s(v) => (1, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        Arg::I32s(v) => (2, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        Arg::Bytes(v) => (3, v.clone()),
-        _ => return None,
-    })
-}
-
-impl KernelRunner for Emulated {
-    fn launch(
-        &mut self,
-        kernel: &str,
-        grid: (u32, u32),
-        threads: u32,
-        args: &mut [Arg],
-    ) -> Result<(), String> {
-        let mut request = Vec::new();
-        request.extend((kernel.len() as u32).to_le_bytes());
-        request.extend(kernel.as_bytes());
-        for v in [grid.0, grid.1, threads, args.len() as u32] {
-            request.extend(v.to_le_bytes());
-        }
-        for arg in args.iter() {
-            match (arg, buffer_bytes(arg)) {
-                (_, Some((kind, bytes))) => {
-                    request.push(kind);
-                    request.extend((bytes.len() as u64).to_le_bytes());
-                    request.extend(bytes);
-                }
-                (Arg::I32(v), None) => {
-                    request.push(4);
-                    request.extend(v.to_le_bytes());
-                }
-                (Arg::I64(v), None) => {
-                    request.push(5);
-                    request.extend(v.to_le_bytes());
-                }
-                (Arg::U32(v), None) => {
-                    request.push(6);
-                    request.extend(v.to_le_bytes());
-                }
-                (Arg::F32(v), None) => {
-                    request.push(7);
-                    request.extend(v.to_le_bytes());
-                }
-                _ => unreachable!(),
-            }
-        }
-        self.input.write_all(&request).map_err(|e| e.to_string())?;
-        self.input.flush().map_err(|e| e.to_string())?;
-        let status = self.read_bytes(1)[0];
-        let refusal = if status == 0 {
-            None
-        } else {
-            let n = u32::from_le_bytes(self.read_bytes(4).try_into().unwrap()) as usize;
-            Some(String::from_utf8_lossy(&self.read_bytes(n)).into_owned())
-        };
-        for arg in args.iter_mut() {
-            if buffer_bytes(arg).is_none() {
-                continue;
-            }
-            let n = self.read_u64() as usize;
-            let bytes = self.read_bytes(n);
-            match arg {
-                Arg::F32s(v) => {
-                    for (x, b) in v.iter_mut().zip(bytes.chunks_exact(4)) {
-                        *x = f32::from_le_bytes(b.try_into().unwrap());
-                    }
-                }
-                Arg::U16s(v) => {
-                    for (x, b) in v.iter_mut().zip(bytes.chunks_exact(2)) {
-                        *x = u16::from_le_bytes(b.try_into().unwrap());
-                    }
-                }
-                Arg::I32s(v) => {
-                    for (x, b) in v.iter_mut().zip(bytes.chunks_exact(4)) {
-                        *x = i32::from_le_bytes(b.try_into().unwrap());
-                    }
-                }
-                Arg::Bytes(v) => *v = bytes,
-                _ => {}
-            }
-        }
-        refusal.map_or(Ok(()), Err)
-    }
+/// Largest |a - b| over the largest |a| (at least 1).
+fn off_by(want: &[f32], got: &[f32]) -> f32 {
+    assert_eq!(want.len(), got.len());
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    want.iter()
+        .zip(got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max)
+        / scale
 }
 
 #[test]
 fn every_kernel_matches_its_host_reference_on_the_emulated_gpu() {
-    let Some(runner) = build_runner() else { return };
-    let mut emulated = Emulated::start(&runner);
-    let checks = check_kernels_with(&mut emulated);
+    let Some(gpu) = EmulatedGpu::start() else {
+        return;
+    };
+    let checks = check_kernels_on(&gpu);
     for check in &checks {
         eprintln!(
-            "{:<40} error {:.2e} (tolerance {:.0e}) {}",
+            "{:<52} error {:.2e} (tolerance {:.0e}) {}",
             check.kernel,
             check.error,
             check.tolerance,
@@ -200,12 +72,191 @@ fn every_kernel_matches_its_host_reference_on_the_emulated_gpu() {
 
 #[test]
 fn a_launch_with_the_wrong_arguments_is_refused_not_run() {
-    let Some(runner) = build_runner() else { return };
-    let mut emulated = Emulated::start(&runner);
-    let mut args = [Arg::F32s(vec![1.0; 4]), Arg::I32(4)];
-    let error = emulated
-        .launch("rms_norm", (1, 1), 32, &mut args)
+    let Some(gpu) = EmulatedGpu::start() else {
+        return;
+    };
+    let error = gpu
+        .launch("rms_norm", (1, 1), 32, &[Karg::I32(4)])
         .unwrap_err();
-    assert!(error.contains("takes (ffhis)"), "{error}");
-    assert_eq!(args[0], Arg::F32s(vec![1.0; 4]));
+    assert!(error.contains("takes (pppis)"), "{error}");
+    let error = gpu
+        .launch(
+            "embed",
+            (1, 1),
+            32,
+            &[
+                Karg::Address(7 << 40),
+                Karg::Address(0),
+                Karg::Address(0),
+                Karg::I32(1),
+            ],
+        )
+        .unwrap_err();
+    assert!(error.contains("outside every allocation"), "{error}");
+}
+
+#[test]
+fn the_backend_gives_the_cpu_logits_on_every_weight_type() {
+    let tokens = [3u32, 17, 42, 5, 29, 8];
+    for name in [
+        "llama-f32",
+        "llama-f16",
+        "llama-bf16",
+        "llama-q4_0",
+        "llama-q4_1",
+        "llama-q8_0",
+        "llama-q4_k",
+        "llama-q6_k",
+        "qwen2-q8_0",
+        "llama-spm",
+    ] {
+        let Some((gpu, cpu)) = backends(name) else {
+            return;
+        };
+        let (mut a, mut b) = (gpu.new_cache(), cpu.new_cache());
+        for (position, &t) in tokens.iter().enumerate() {
+            let got = gpu.forward(&[t], &[0], &mut [&mut a], &[0]).unwrap();
+            let want = cpu.forward(&[t], &[0], &mut [&mut b], &[0]).unwrap();
+            let error = off_by(&want, &got);
+            assert!(error <= 2e-2, "{name} position {position}: off by {error}");
+        }
+        // The whole prompt in one step gives the last position's logits.
+        let mut c = gpu.new_cache();
+        let together = gpu.forward(&tokens, &[0; 6], &mut [&mut c], &[5]).unwrap();
+        let mut d = cpu.new_cache();
+        let want = cpu.forward(&tokens, &[0; 6], &mut [&mut d], &[5]).unwrap();
+        assert!(
+            off_by(&want, &together) <= 2e-2,
+            "{name}: prompt in one step"
+        );
+    }
+}
+
+/// Greedy continuations of `prompts` decoded together for `steps` tokens;
+/// `device_argmax` asks for greedy rows (ids back) instead of logits.
+fn decode_together<B: Backend>(
+    backend: &B,
+    prompts: &[&[u32]],
+    steps: usize,
+    device_argmax: bool,
+) -> Vec<Vec<u32>> {
+    let mut caches: Vec<_> = prompts.iter().map(|_| backend.new_cache()).collect();
+    let mut tokens = Vec::new();
+    let mut owners = Vec::new();
+    let mut wanted = Vec::new();
+    for (s, prompt) in prompts.iter().enumerate() {
+        tokens.extend_from_slice(prompt);
+        owners.extend(std::iter::repeat_n(s, prompt.len()));
+        wanted.push(Wanted {
+            row: tokens.len() - 1,
+            greedy: device_argmax,
+        });
+    }
+    let mut out: Vec<Vec<u32>> = prompts.iter().map(|_| Vec::new()).collect();
+    for _ in 0..steps {
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let outputs = backend.step(&tokens, &owners, &mut refs, &wanted).unwrap();
+        for (s, output) in outputs.into_iter().enumerate() {
+            out[s].push(match output {
+                RowOutput::ArgMax(t) => {
+                    assert!(device_argmax, "an arg-max for a row that asked for logits");
+                    t
+                }
+                RowOutput::Logits(l) => sovra_gpu::sampling::argmax(&l),
+            });
+        }
+        tokens = out.iter().map(|o| *o.last().unwrap()).collect();
+        owners = (0..prompts.len()).collect();
+        wanted = (0..prompts.len())
+            .map(|row| Wanted {
+                row,
+                greedy: device_argmax,
+            })
+            .collect();
+    }
+    out
+}
+
+/// Every logit of every step of `prompts` decoded together greedily.
+fn decode_logits<B: Backend>(backend: &B, prompts: &[&[u32]], steps: usize) -> Vec<Vec<f32>> {
+    let mut caches: Vec<_> = prompts.iter().map(|_| backend.new_cache()).collect();
+    let mut tokens = Vec::new();
+    let mut owners = Vec::new();
+    let mut wanted = Vec::new();
+    for (s, prompt) in prompts.iter().enumerate() {
+        tokens.extend_from_slice(prompt);
+        owners.extend(std::iter::repeat_n(s, prompt.len()));
+        wanted.push(tokens.len() - 1);
+    }
+    let vocab = backend.config().vocab;
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let logits = backend
+            .forward(&tokens, &owners, &mut refs, &wanted)
+            .unwrap();
+        tokens = logits
+            .chunks_exact(vocab)
+            .map(sovra_gpu::sampling::argmax)
+            .collect();
+        owners = (0..prompts.len()).collect();
+        wanted = (0..prompts.len()).collect();
+        out.push(logits);
+    }
+    out
+}
+
+#[test]
+fn decode_graphs_padding_and_the_device_arg_max_give_the_eager_choices() {
+    let Some((gpu, cpu)) = backends("llama-q8_0") else {
+        return;
+    };
+    let prompts: [&[u32]; 3] = [&[3, 17, 42], &[5, 29], &[8, 1, 2, 3, 4]];
+    gpu.set_graphs(false);
+    let eager = decode_together(&gpu, &prompts, 8, false);
+    let eager_logits = decode_logits(&gpu, &prompts, 8);
+    // Three rows padded to a graph of four: run once, captured, replayed;
+    // the padding row must leave the others' logits exactly as they were.
+    gpu.set_graphs(true);
+    assert_eq!(decode_logits(&gpu, &prompts, 8), eager_logits);
+    let replayed = decode_together(&gpu, &prompts, 8, true);
+    assert_eq!(replayed, eager);
+    for (s, prompt) in prompts.iter().enumerate() {
+        let alone = decode_together(&gpu, &[prompt], 8, true);
+        assert_eq!(alone[0], eager[s], "sequence {s} alone");
+    }
+    // The CPU's exact model chooses the same tokens.
+    assert_eq!(decode_together(&cpu, &prompts, 8, false), eager);
+    assert_eq!(gpu.cache_blocks_in_use(), 0);
+    assert!(gpu.graphs(), "no capture failed");
+}
+
+#[test]
+fn a_step_larger_than_a_pass_runs_in_passes() {
+    let Some((gpu, _)) = backends("llama-q4_1") else {
+        return;
+    };
+    // Passes of 16 tokens (the workspace holds MAX_STEP_TOKENS; a smaller
+    // pass runs the same code on a model this small): five prompts of 20
+    // tokens, 100 tokens, seven passes, prompts split across them.
+    gpu.limit_pass_rows(16);
+    let prompts: Vec<Vec<u32>> = (0..5u32)
+        .map(|s| (0..20).map(|i| (s * 7 + i * 13) % 48).collect())
+        .collect();
+    let mut caches: Vec<_> = prompts.iter().map(|_| gpu.new_cache()).collect();
+    let tokens: Vec<u32> = prompts.concat();
+    let owners: Vec<usize> = (0..tokens.len()).map(|i| i / 20).collect();
+    let last: Vec<usize> = (0..prompts.len()).map(|s| s * 20 + 19).collect();
+    let mut refs: Vec<_> = caches.iter_mut().collect();
+    let together = gpu.forward(&tokens, &owners, &mut refs, &last).unwrap();
+    gpu.limit_pass_rows(MAX_STEP_TOKENS);
+    let vocab = gpu.config().vocab;
+    for (s, prompt) in prompts.iter().enumerate() {
+        let mut cache = gpu.new_cache();
+        let alone = gpu
+            .forward(prompt, &[0; 20], &mut [&mut cache], &[19])
+            .unwrap();
+        let error = off_by(&alone, &together[s * vocab..(s + 1) * vocab]);
+        assert!(error <= 1e-5, "prompt {s}: off by {error}");
+    }
 }

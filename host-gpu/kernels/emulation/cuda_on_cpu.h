@@ -1,9 +1,9 @@
 // The CUDA execution model on CPU threads, enough to run kernels/llama.cu
 // where there is no GPU (the tests' kernel checks; see runner.cpp).
 //
-// A launch runs its blocks one after another; a block runs blockDim.x real
-// threads, so __syncthreads is a barrier of the block and a warp shuffle is
-// an exchange among the 32 threads of a warp with a barrier of the warp.
+// A launch runs its blocks one after another on blockDim.x real threads, so
+// __syncthreads is a barrier of the block and a warp shuffle is an exchange
+// among the 32 threads of a warp with a barrier of the warp.
 // __shared__ variables become statics: one block runs at a time, so all of
 // its threads see the same ones, as on a GPU. Device intrinsics map to their
 // exact libm counterparts.
@@ -11,6 +11,7 @@
 
 #include <barrier>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -34,9 +35,13 @@ inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
 inline float warp_exchange[32][32];
 }  // namespace emulation
 
-inline void __syncthreads() { emulation::block_barrier->arrive_and_wait(); }
+inline void __syncthreads() {
+    if (!emulation::block_barrier) std::abort();  // a kernel run as independent threads
+    emulation::block_barrier->arrive_and_wait();
+}
 
 inline float __shfl_xor_sync(unsigned int, float value, int offset) {
+    if (!emulation::block_barrier) std::abort();  // a kernel run as independent threads
     unsigned int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     emulation::warp_exchange[warp][lane] = value;
     emulation::warp_barriers[warp]->arrive_and_wait();
@@ -61,32 +66,55 @@ inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 #define __expf(x) std::exp((float)(x))
 
 namespace emulation {
-// Runs `call` for every thread of every block of a grid.
+// Runs `call` for every thread of every block of a grid, one at a time on
+// this thread: for kernels whose threads never wait for each other (no
+// __syncthreads, no shuffles, no shared memory); one that does aborts.
+template <typename Call>
+void launch_independent(dim3 grid, dim3 block, Call call) {
+    block_barrier = nullptr;
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned int by = 0; by < grid.y; ++by) {
+        for (unsigned int bx = 0; bx < grid.x; ++bx) {
+            blockIdx = dim3{bx, by, 0};
+            for (unsigned int t = 0; t < block.x; ++t) {
+                threadIdx = dim3{t, 0, 0};
+                call();
+            }
+        }
+    }
+}
+
+// Runs `call` for every thread of every block of a grid: blockDim.x
+// threads, each taking its place in every block in turn; a barrier ends
+// each block, so a block's shared statics are not reused while any of its
+// threads still runs.
 template <typename Call>
 void launch(dim3 grid, dim3 block, Call call) {
     unsigned int threads = block.x;
-    for (unsigned int by = 0; by < grid.y; ++by) {
-        for (unsigned int bx = 0; bx < grid.x; ++bx) {
-            std::barrier<> barrier(threads);
-            block_barrier = &barrier;
-            warp_barriers.clear();
-            for (unsigned int w = 0; w * 32 < threads; ++w) {
-                unsigned int lanes = threads - w * 32 < 32 ? threads - w * 32 : 32;
-                warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
-            }
-            std::vector<std::thread> running;
-            running.reserve(threads);
-            for (unsigned int t = 0; t < threads; ++t) {
-                running.emplace_back([=] {
-                    threadIdx = dim3{t, 0, 0};
-                    blockIdx = dim3{bx, by, 0};
-                    blockDim = block;
-                    gridDim = grid;
-                    call();
-                });
-            }
-            for (auto& thread : running) thread.join();
-        }
+    std::barrier<> barrier(threads);
+    block_barrier = &barrier;
+    warp_barriers.clear();
+    for (unsigned int w = 0; w * 32 < threads; ++w) {
+        unsigned int lanes = threads - w * 32 < 32 ? threads - w * 32 : 32;
+        warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
     }
+    std::vector<std::thread> running;
+    running.reserve(threads);
+    for (unsigned int t = 0; t < threads; ++t) {
+        running.emplace_back([=, &barrier] {
+            threadIdx = dim3{t, 0, 0};
+            blockDim = block;
+            gridDim = grid;
+            for (unsigned int by = 0; by < grid.y; ++by) {
+                for (unsigned int bx = 0; bx < grid.x; ++bx) {
+                    blockIdx = dim3{bx, by, 0};
+                    call();
+                    barrier.arrive_and_wait();
+                }
+            }
+        });
+    }
+    for (auto& thread : running) thread.join();
 }
 }  // namespace emulation

@@ -1,28 +1,30 @@
-//! [`CudaBackend`]: the llama forward pass on one CUDA device.
+//! [`GpuBackend`]: the llama forward pass on one GPU ([`CudaBackend`] on a
+//! CUDA device).
 //!
 //! A step runs every token of every live sequence together: embedding
-//! lookup, then per layer RMSNorm, one cuBLAS product for q|k|v (bf16 in,
-//! f32 out, f32 accumulation), RoPE of the query and key heads, the new keys
-//! and values written into the block pool, attention over each sequence's
-//! blocks, the output product added onto the residual by cuBLAS itself,
+//! lookup, then per layer RMSNorm, one product for q|k|v (bf16 in, f32 out,
+//! f32 accumulation), RoPE of the query and key heads, the new keys and
+//! values written into the block pool, attention over each sequence's
+//! blocks, the output product added onto the residual by the product itself,
 //! RMSNorm, one product for gate|up, SiLU, and the down product added onto
 //! the residual; then the final norm and the vocabulary product for the
 //! wanted rows, and the arg-max of each on the device, so that a greedy row
 //! sends back one token id instead of its logits.
 //!
 //! Every buffer a step uses is allocated once at load ([`Workspace`]): a
-//! step allocates nothing, and a decode step can replay a captured CUDA
-//! graph ([`super::graphs`]). Every CUDA call's result is checked and
-//! becomes a [`BackendError`] for that step's sequences.
+//! step allocates nothing, and a decode step can replay a captured graph
+//! ([`super::graphs`]). Every device call's result is checked and becomes a
+//! [`BackendError`] for that step's sequences. The backend is generic over
+//! the [`Gpu`] it drives, so the tests run this very code on the kernels
+//! compiled for the CPU.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cudarc::driver::{CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
-
 use super::cache::{self, BlockBook, CudaCache, StepPlan};
-use super::graphs::{self, Decode, DecodeGraphs};
+use super::gpu::{Buffer, CudaGpu, Gpu, GpuError, Karg};
+use super::graphs::{Decode, DecodeGraphs};
 use super::kernels::KernelError;
-use super::weights::{Device, Weights, cuda, device_error, launch_1d, per_row};
+use super::weights::{self, DeviceMatrix, THREADS, Weights, grid_1d};
 use crate::engine::{
     Backend, BackendError, MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, RowOutput, Wanted,
 };
@@ -47,6 +49,10 @@ const ARGMAX_THREADS: u32 = 1024;
 /// Threads per block of the row-wise kernels (norms, embedding).
 const ROW_THREADS: u32 = 256;
 
+fn device_error(e: GpuError) -> BackendError {
+    BackendError::Device(e)
+}
+
 /// Why the backend could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum CudaLoadError {
@@ -62,96 +68,102 @@ pub enum CudaLoadError {
 }
 
 /// The device buffers of one step, allocated once.
-struct Workspace {
+struct Workspace<G: Gpu> {
     /// Tokens one pass takes; a larger step runs in passes of this many.
     rows: usize,
-    tokens: CudaSlice<i32>,
-    positions: CudaSlice<i32>,
-    starts: CudaSlice<i32>,
-    slots: CudaSlice<i32>,
+    tokens: Buffer<i32, G>,
+    positions: Buffer<i32, G>,
+    starts: Buffer<i32, G>,
+    slots: Buffer<i32, G>,
     /// Block tables; the last entry names the scratch block.
-    tables: CudaSlice<i32>,
+    tables: Buffer<i32, G>,
     /// The rows of the current group of wanted rows.
-    wanted: CudaSlice<i32>,
+    wanted: Buffer<i32, G>,
     /// 0, 1, 2, ...: the wanted rows of a decode step.
-    identity: CudaSlice<i32>,
-    x: CudaSlice<f32>,
-    h: CudaSlice<u16>,
-    qkv: CudaSlice<f32>,
-    attn: CudaSlice<u16>,
-    gate_up: CudaSlice<f32>,
-    act: CudaSlice<u16>,
-    normed: CudaSlice<u16>,
-    logits: CudaSlice<f32>,
-    best: CudaSlice<i32>,
+    identity: Buffer<i32, G>,
+    x: Buffer<f32, G>,
+    h: Buffer<u16, G>,
+    qkv: Buffer<f32, G>,
+    attn: Buffer<u16, G>,
+    gate_up: Buffer<f32, G>,
+    act: Buffer<u16, G>,
+    normed: Buffer<u16, G>,
+    logits: Buffer<f32, G>,
+    best: Buffer<i32, G>,
     /// Every cache block, and the scratch block after them.
-    pool: CudaSlice<f32>,
+    pool: Buffer<f32, G>,
 }
 
 /// What one step at a time may touch.
-struct StepState {
-    work: Workspace,
-    graphs: DecodeGraphs,
+struct StepState<G: Gpu> {
+    work: Workspace<G>,
+    graphs: DecodeGraphs<G::Graph>,
 }
 
-/// A llama-family model on one CUDA device.
-pub struct CudaBackend {
-    ordinal: usize,
+/// A llama-family model on one GPU.
+pub struct GpuBackend<G: Gpu> {
     config: LlamaConfig,
-    weights: Weights,
+    weights: Weights<G>,
     book: Arc<Mutex<BlockBook>>,
     block_floats: usize,
-    state: Mutex<StepState>,
-    /// Last, so that the stream, cuBLAS and the kernels outlive every buffer.
-    device: Device,
+    state: Mutex<StepState<G>>,
+    /// Last, so that the device outlives every buffer.
+    gpu: G,
 }
 
-impl std::fmt::Debug for CudaBackend {
+/// The backend on a CUDA device.
+pub type CudaBackend = GpuBackend<CudaGpu>;
+
+impl<G: Gpu> std::fmt::Debug for GpuBackend<G> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CudaBackend")
-            .field("device", &self.ordinal)
+        f.debug_struct("GpuBackend")
+            .field("device", &self.gpu.name())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
-impl CudaBackend {
-    /// Uploads `model` to device `ordinal` with a KV pool of at most
+impl GpuBackend<CudaGpu> {
+    /// Uploads `model` to CUDA device `ordinal` with a KV pool of at most
     /// `cache_bytes`.
     pub fn new(
         model: &LlamaModel,
         ordinal: usize,
         cache_bytes: usize,
     ) -> Result<Self, CudaLoadError> {
-        let device = Device::open(ordinal)?;
-        let weights = device.upload(model)?;
-        Self::assemble(
-            device,
-            ordinal,
-            model.config().clone(),
-            weights,
-            cache_bytes,
-        )
+        Self::on(CudaGpu::open(ordinal)?, model, cache_bytes)
     }
 
     /// A model of `config`'s shape with deterministic random bf16 weights
-    /// generated on the device (benchmark shapes with no model file).
+    /// generated on CUDA device `ordinal` (benchmark shapes with no model
+    /// file).
     pub fn random(
         config: LlamaConfig,
         ordinal: usize,
         cache_bytes: usize,
         seed: u32,
     ) -> Result<Self, CudaLoadError> {
-        let device = Device::open(ordinal)?;
-        let weights = device.random_weights(&config, seed)?;
-        Self::assemble(device, ordinal, config, weights, cache_bytes)
+        let gpu = CudaGpu::open(ordinal)?;
+        let weights = weights::random_weights(&gpu, &config, seed)?;
+        Self::assemble(gpu, config, weights, cache_bytes)
+    }
+
+    pub fn stream(&self) -> &Arc<cudarc::driver::CudaStream> {
+        self.gpu.stream()
+    }
+}
+
+impl<G: Gpu> GpuBackend<G> {
+    /// Uploads `model` to `gpu` with a KV pool of at most `cache_bytes`.
+    pub fn on(gpu: G, model: &LlamaModel, cache_bytes: usize) -> Result<Self, CudaLoadError> {
+        let weights = weights::upload(&gpu, model)?;
+        Self::assemble(gpu, model.config().clone(), weights, cache_bytes)
     }
 
     fn assemble(
-        device: Device,
-        ordinal: usize,
+        gpu: G,
         config: LlamaConfig,
-        weights: Weights,
+        weights: Weights<G>,
         cache_bytes: usize,
     ) -> Result<Self, CudaLoadError> {
         if config.head_dim > MAX_HEAD_DIM
@@ -163,10 +175,10 @@ impl CudaBackend {
         let block_floats = config.layers * 2 * BLOCK_TOKENS * config.kv_dim();
         let capacity = (cache_bytes / (block_floats * 4)).max(1);
         let book = BlockBook::new(capacity);
-        let work = Workspace::new(&device.stream, &config, capacity, block_floats)?;
-        device.stream.synchronize().map_err(cuda)?;
-        Ok(CudaBackend {
-            ordinal,
+        let work =
+            Workspace::new(&gpu, &config, capacity, block_floats).map_err(CudaLoadError::Cuda)?;
+        gpu.synchronize().map_err(CudaLoadError::Cuda)?;
+        Ok(GpuBackend {
             config,
             weights,
             book,
@@ -175,7 +187,7 @@ impl CudaBackend {
                 work,
                 graphs: DecodeGraphs::from_environment(),
             }),
-            device,
+            gpu,
         })
     }
 
@@ -184,11 +196,7 @@ impl CudaBackend {
         self.weights.bytes_per_step()
     }
 
-    pub fn stream(&self) -> &Arc<CudaStream> {
-        &self.device.stream
-    }
-
-    /// Whether decode steps replay CUDA graphs.
+    /// Whether decode steps replay graphs.
     pub fn graphs(&self) -> bool {
         self.state().graphs.enabled()
     }
@@ -198,14 +206,57 @@ impl CudaBackend {
         self.state().graphs.set_enabled(enabled);
     }
 
-    fn state(&self) -> MutexGuard<'_, StepState> {
+    /// Runs steps in passes of at most `rows` tokens (fewer than the
+    /// workspace holds; for tests of the passes on small models).
+    #[doc(hidden)]
+    pub fn limit_pass_rows(&self, rows: usize) {
+        let mut state = self.state();
+        state.work.rows = rows.clamp(1, MAX_STEP_TOKENS);
+    }
+
+    fn state(&self) -> MutexGuard<'_, StepState<G>> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn launch(
+        &self,
+        kernel: &str,
+        grid: (u32, u32),
+        threads: u32,
+        args: &[Karg],
+    ) -> Result<(), BackendError> {
+        self.gpu
+            .launch(kernel, grid, threads, args)
+            .map_err(device_error)
+    }
+
+    /// `y[n × rows] = x[n × cols] · Wᵀ`, or `y += ...` when `accumulate`.
+    fn gemm(
+        &self,
+        w: &DeviceMatrix<G>,
+        x: &Buffer<u16, G>,
+        n: usize,
+        y: &Buffer<f32, G>,
+        accumulate: bool,
+    ) -> Result<(), BackendError> {
+        assert!(x.len() >= n * w.cols && y.len() >= n * w.rows);
+        self.gpu
+            .gemm(
+                w.data.address(0),
+                w.rows,
+                w.cols,
+                x.address(0),
+                n,
+                y.address(0),
+                accumulate,
+            )
+            .map_err(device_error)
     }
 
     /// Every layer for the first `n` rows of the workspace's inputs, the
     /// residual stream left in `work.x`. Launches only (no allocation, no
     /// synchronization), so a graph can capture it.
-    fn layers(&self, work: &mut Workspace, n: usize) -> Result<(), BackendError> {
+    fn layers(&self, work: &Workspace<G>, n: usize) -> Result<(), BackendError> {
         let c = &self.config;
         let (e, kv, ff) = (c.embedding, c.kv_dim(), c.feed_forward);
         let (dim, kv_dim, heads, kv_heads, head_dim) = (
@@ -215,106 +266,130 @@ impl CudaBackend {
             c.kv_heads as i32,
             c.head_dim as i32,
         );
-        let (stride, rotated_heads, ff_i) = ((e + 2 * kv) as i32, heads + kv_heads, ff as i32);
+        let stride = (e + 2 * kv) as i32;
         let (layers, eps) = (c.layers as i32, c.rms_eps);
         let halves = i32::from(c.rope_style == RopeStyle::Halves);
         let scale = 1.0 / (c.head_dim as f32).sqrt();
-        let f = &self.device.f;
         let w = &self.weights;
-        let Workspace {
-            tokens,
-            positions,
-            starts,
-            slots,
-            tables,
-            x,
-            h,
-            qkv,
-            attn,
-            gate_up,
-            act,
-            pool,
-            ..
-        } = work;
+        let rows = (n as u32, 1);
+        let grid =
+            |elements: usize| grid_1d(elements).map_err(|e| BackendError::Device(e.to_string()));
 
-        self.device.launch(&f.embed, per_row(n, ROW_THREADS), |l| {
-            l.arg(&w.embeddings.data)
-                .arg(&*tokens)
-                .arg(&mut *x)
-                .arg(&dim);
-        })?;
+        self.launch(
+            "embed",
+            rows,
+            ROW_THREADS,
+            &[
+                w.embeddings.data.arg(),
+                work.tokens.arg(),
+                work.x.arg(),
+                Karg::I32(dim),
+            ],
+        )?;
         for (li, layer) in w.layers.iter().enumerate() {
             let li = li as i32;
-            self.device
-                .launch(&f.rms_norm, per_row(n, ROW_THREADS), |l| {
-                    l.arg(&*x)
-                        .arg(&layer.attn_norm)
-                        .arg(&mut *h)
-                        .arg(&dim)
-                        .arg(&eps);
-                })?;
-            self.device.gemm(&layer.qkv, h, n, qkv, false)?;
+            self.launch(
+                "rms_norm",
+                rows,
+                ROW_THREADS,
+                &[
+                    work.x.arg(),
+                    layer.attn_norm.arg(),
+                    work.h.arg(),
+                    Karg::I32(dim),
+                    Karg::F32(eps),
+                ],
+            )?;
+            self.gemm(&layer.qkv, &work.h, n, &work.qkv, false)?;
             if let Some(bias) = &layer.qkv_bias {
-                let total = (n * (e + 2 * kv)) as i64;
-                self.device
-                    .launch(&f.add_bias, launch_1d(total as usize), |l| {
-                        l.arg(&mut *qkv).arg(bias).arg(&stride).arg(&total);
-                    })?;
+                let total = n * (e + 2 * kv);
+                self.launch(
+                    "add_bias",
+                    grid(total)?,
+                    THREADS,
+                    &[
+                        work.qkv.arg(),
+                        bias.arg(),
+                        Karg::I32(stride),
+                        Karg::I64(total as i64),
+                    ],
+                )?;
             }
-            self.device.launch(&f.rope, per_row(n, 128), |l| {
-                l.arg(&mut *qkv)
-                    .arg(&*positions)
-                    .arg(&w.rope_frequencies)
-                    .arg(&rotated_heads)
-                    .arg(&head_dim)
-                    .arg(&halves)
-                    .arg(&stride);
-            })?;
-            self.device.launch(&f.kv_write, per_row(n, 128), |l| {
-                l.arg(&*qkv)
-                    .arg(&mut *pool)
-                    .arg(&*slots)
-                    .arg(&li)
-                    .arg(&layers)
-                    .arg(&kv_dim)
-                    .arg(&stride)
-                    .arg(&dim);
-            })?;
-            let attention = LaunchConfig {
-                grid_dim: (n as u32, c.heads as u32, 1),
-                block_dim: (ATTENTION_THREADS, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            self.device.launch(&f.attention, attention, |l| {
-                l.arg(&*qkv)
-                    .arg(&*pool)
-                    .arg(&*tables)
-                    .arg(&*starts)
-                    .arg(&*positions)
-                    .arg(&mut *attn)
-                    .arg(&heads)
-                    .arg(&kv_heads)
-                    .arg(&head_dim)
-                    .arg(&li)
-                    .arg(&layers)
-                    .arg(&scale)
-                    .arg(&stride);
-            })?;
-            self.device.gemm(&layer.out, attn, n, x, true)?;
-            self.device
-                .launch(&f.rms_norm, per_row(n, ROW_THREADS), |l| {
-                    l.arg(&*x)
-                        .arg(&layer.ffn_norm)
-                        .arg(&mut *h)
-                        .arg(&dim)
-                        .arg(&eps);
-                })?;
-            self.device.gemm(&layer.gate_up, h, n, gate_up, false)?;
-            let total = (n * ff) as i64;
-            self.device.launch(&f.silu_mul, launch_1d(n * ff), |l| {
-                l.arg(&*gate_up).arg(&mut *act).arg(&ff_i).arg(&total);
-            })?;
-            self.device.gemm(&layer.down, act, n, x, true)?;
+            self.launch(
+                "rope",
+                rows,
+                128,
+                &[
+                    work.qkv.arg(),
+                    work.positions.arg(),
+                    w.rope_frequencies.arg(),
+                    Karg::I32(heads + kv_heads),
+                    Karg::I32(head_dim),
+                    Karg::I32(halves),
+                    Karg::I32(stride),
+                ],
+            )?;
+            self.launch(
+                "kv_write",
+                rows,
+                128,
+                &[
+                    work.qkv.arg(),
+                    work.pool.arg(),
+                    work.slots.arg(),
+                    Karg::I32(li),
+                    Karg::I32(layers),
+                    Karg::I32(kv_dim),
+                    Karg::I32(stride),
+                    Karg::I32(dim),
+                ],
+            )?;
+            self.launch(
+                "attention",
+                (n as u32, c.heads as u32),
+                ATTENTION_THREADS,
+                &[
+                    work.qkv.arg(),
+                    work.pool.arg(),
+                    work.tables.arg(),
+                    work.starts.arg(),
+                    work.positions.arg(),
+                    work.attn.arg(),
+                    Karg::I32(heads),
+                    Karg::I32(kv_heads),
+                    Karg::I32(head_dim),
+                    Karg::I32(li),
+                    Karg::I32(layers),
+                    Karg::F32(scale),
+                    Karg::I32(stride),
+                ],
+            )?;
+            self.gemm(&layer.out, &work.attn, n, &work.x, true)?;
+            self.launch(
+                "rms_norm",
+                rows,
+                ROW_THREADS,
+                &[
+                    work.x.arg(),
+                    layer.ffn_norm.arg(),
+                    work.h.arg(),
+                    Karg::I32(dim),
+                    Karg::F32(eps),
+                ],
+            )?;
+            self.gemm(&layer.gate_up, &work.h, n, &work.gate_up, false)?;
+            self.launch(
+                "silu_mul",
+                grid(n * ff)?,
+                THREADS,
+                &[
+                    work.gate_up.arg(),
+                    work.act.arg(),
+                    Karg::I32(ff as i32),
+                    Karg::I64((n * ff) as i64),
+                ],
+            )?;
+            self.gemm(&layer.down, &work.act, n, &work.x, true)?;
         }
         Ok(())
     }
@@ -324,38 +399,46 @@ impl CudaBackend {
     /// them) or else in `work.wanted`. Launches only, like [`Self::layers`].
     fn logits(
         &self,
-        work: &mut Workspace,
+        work: &Workspace<G>,
         count: usize,
         identity: bool,
     ) -> Result<(), BackendError> {
         let c = &self.config;
-        let (dim, vocab, eps) = (c.embedding as i32, c.vocab as i32, c.rms_eps);
-        let f = &self.device.f;
-        let Workspace {
-            wanted,
-            identity: all,
-            x,
-            normed,
-            logits,
-            best,
-            ..
-        } = work;
-        let rows = if identity { &*all } else { &*wanted };
-        self.device
-            .launch(&f.rms_norm_rows, per_row(count, ROW_THREADS), |l| {
-                l.arg(&*x)
-                    .arg(rows)
-                    .arg(&self.weights.output_norm)
-                    .arg(&mut *normed)
-                    .arg(&dim)
-                    .arg(&eps);
-            })?;
-        self.device
-            .gemm(self.weights.output(), normed, count, logits, false)?;
-        self.device
-            .launch(&f.argmax_rows, per_row(count, ARGMAX_THREADS), |l| {
-                l.arg(&*logits).arg(&vocab).arg(&mut *best);
-            })
+        let rows = if identity {
+            &work.identity
+        } else {
+            &work.wanted
+        };
+        self.launch(
+            "rms_norm_rows",
+            (count as u32, 1),
+            ROW_THREADS,
+            &[
+                work.x.arg(),
+                rows.arg(),
+                self.weights.output_norm.arg(),
+                work.normed.arg(),
+                Karg::I32(c.embedding as i32),
+                Karg::F32(c.rms_eps),
+            ],
+        )?;
+        self.gemm(
+            self.weights.output(),
+            &work.normed,
+            count,
+            &work.logits,
+            false,
+        )?;
+        self.launch(
+            "argmax_rows",
+            (count as u32, 1),
+            ARGMAX_THREADS,
+            &[
+                work.logits.arg(),
+                Karg::I32(c.vocab as i32),
+                work.best.arg(),
+            ],
+        )
     }
 
     /// Copies the results of the last [`Self::logits`] back: for the
@@ -363,23 +446,25 @@ impl CudaBackend {
     /// row, else the logits).
     fn collect(
         &self,
-        work: &Workspace,
+        work: &Workspace<G>,
         group: &[usize],
         wanted: &[Wanted],
         outputs: &mut [Option<RowOutput>],
     ) -> Result<(), BackendError> {
-        let stream = &self.device.stream;
         let vocab = self.config.vocab;
-        let mut best = vec![0i32; group.len()];
-        stream
-            .memcpy_dtoh(&work.best.slice(..group.len()), &mut best)
+        let best = work
+            .best
+            .read(&self.gpu, 0..group.len())
             .map_err(device_error)?;
         for (k, &j) in group.iter().enumerate() {
             outputs[j] = Some(if wanted[j].greedy {
                 RowOutput::ArgMax(best[k] as u32)
             } else {
-                let row = work.logits.slice(k * vocab..(k + 1) * vocab);
-                RowOutput::Logits(stream.clone_dtoh(&row).map_err(device_error)?)
+                RowOutput::Logits(
+                    work.logits
+                        .read(&self.gpu, k * vocab..(k + 1) * vocab)
+                        .map_err(device_error)?,
+                )
             });
         }
         Ok(())
@@ -390,7 +475,7 @@ impl CudaBackend {
     /// when one is captured or can be.
     fn decode(
         &self,
-        state: &mut StepState,
+        state: &mut StepState<G>,
         plan: &mut StepPlan,
         batch: usize,
         wanted: &[Wanted],
@@ -399,33 +484,26 @@ impl CudaBackend {
         let StepState { work, graphs } = state;
         let scratch = cache::lock(&self.book).scratch();
         plan.pad(batch, scratch, work.tables.len() as i32 - 1);
-        work.upload(&self.device.stream, plan, 0..batch)?;
-        let stream = &self.device.stream;
+        work.upload(&self.gpu, plan, 0..batch)?;
         match graphs.plan(batch) {
-            Decode::Replay(graph) => graph.launch().map_err(device_error)?,
-            Decode::Capture => {
-                let captured = graphs::capture(stream, || {
-                    self.layers(work, batch)?;
-                    self.logits(work, batch, true)
-                });
-                match captured {
-                    Ok(graph) => {
-                        graphs.insert(batch, graph);
-                        let graph = graphs.replay(batch).expect("just inserted");
-                        graph.launch().map_err(device_error)?;
-                    }
-                    Err(reason) => {
-                        tracing::warn!(
-                            device = %self.device(),
-                            %reason,
-                            "cannot capture a decode graph; decode steps run eagerly"
-                        );
-                        graphs.set_enabled(false);
-                        self.layers(work, batch)?;
-                        self.logits(work, batch, true)?;
-                    }
+            Decode::Replay(graph) => self.gpu.replay(graph).map_err(device_error)?,
+            Decode::Capture => match self.capture(work, batch) {
+                Ok(graph) => {
+                    graphs.insert(batch, graph);
+                    let graph = graphs.replay(batch).expect("just inserted");
+                    self.gpu.replay(graph).map_err(device_error)?;
                 }
-            }
+                Err(reason) => {
+                    tracing::warn!(
+                        device = %self.gpu.name(),
+                        %reason,
+                        "cannot capture a decode graph; decode steps run eagerly"
+                    );
+                    graphs.set_enabled(false);
+                    self.layers(work, batch)?;
+                    self.logits(work, batch, true)?;
+                }
+            },
             Decode::Eager => {
                 self.layers(work, batch)?;
                 self.logits(work, batch, true)?;
@@ -435,11 +513,25 @@ impl CudaBackend {
         self.collect(work, &group, wanted, outputs)
     }
 
+    /// A decode step of `batch` rows as a graph (recorded, not run). On
+    /// failure the device is out of capture again and nothing ran.
+    fn capture(&self, work: &Workspace<G>, batch: usize) -> Result<G::Graph, String> {
+        self.gpu
+            .begin_capture()
+            .map_err(|e| format!("begin capture: {e}"))?;
+        let recorded = self
+            .layers(work, batch)
+            .and_then(|()| self.logits(work, batch, true));
+        let ended = self.gpu.end_capture();
+        recorded.map_err(|e| format!("while capturing: {e}"))?;
+        ended.map_err(|e| format!("end capture: {e}"))
+    }
+
     /// Any step, eagerly, in passes of at most `work.rows` tokens (a pass
     /// sees the keys and values the earlier ones wrote).
     fn eager(
         &self,
-        work: &mut Workspace,
+        work: &Workspace<G>,
         plan: &StepPlan,
         wanted: &[Wanted],
         outputs: &mut [Option<RowOutput>],
@@ -448,7 +540,7 @@ impl CudaBackend {
         let mut start = 0;
         while start < n {
             let end = (start + work.rows).min(n);
-            work.upload(&self.device.stream, plan, start..end)?;
+            work.upload(&self.gpu, plan, start..end)?;
             self.layers(work, end - start)?;
             let in_pass: Vec<usize> = (0..wanted.len())
                 .filter(|&j| (start..end).contains(&wanted[j].row))
@@ -458,9 +550,8 @@ impl CudaBackend {
                     .iter()
                     .map(|&j| (wanted[j].row - start) as i32)
                     .collect();
-                self.device
-                    .stream
-                    .memcpy_htod(&rows[..], &mut work.wanted)
+                work.wanted
+                    .write(&self.gpu, 0, &rows)
                     .map_err(device_error)?;
                 self.logits(work, group.len(), false)?;
                 self.collect(work, group, wanted, outputs)?;
@@ -471,79 +562,70 @@ impl CudaBackend {
     }
 }
 
-impl Workspace {
+impl<G: Gpu> Workspace<G> {
     fn new(
-        stream: &Arc<CudaStream>,
+        gpu: &G,
         c: &LlamaConfig,
         capacity: usize,
         block_floats: usize,
-    ) -> Result<Self, CudaLoadError> {
+    ) -> Result<Self, GpuError> {
         let rows = MAX_STEP_TOKENS;
         let (e, kv, ff) = (c.embedding, c.kv_dim(), c.feed_forward);
-        let ints = |n: usize| stream.alloc_zeros::<i32>(n).map_err(cuda);
-        let floats = |n: usize| stream.alloc_zeros::<f32>(n).map_err(cuda);
-        let halves = |n: usize| stream.alloc_zeros::<u16>(n).map_err(cuda);
-        let mut tables = ints(capacity + 1)?;
-        let scratch = [capacity as i32];
-        stream
-            .memcpy_htod(&scratch[..], &mut tables.slice_mut(capacity..))
-            .map_err(cuda)?;
+        let tables = Buffer::zeros(gpu, capacity + 1)?;
+        tables.write(gpu, capacity, &[capacity as i32])?;
         let order: Vec<i32> = (0..LOGIT_ROWS as i32).collect();
         Ok(Workspace {
             rows,
-            tokens: ints(rows)?,
-            positions: ints(rows)?,
-            starts: ints(rows)?,
-            slots: ints(rows)?,
+            tokens: Buffer::zeros(gpu, rows)?,
+            positions: Buffer::zeros(gpu, rows)?,
+            starts: Buffer::zeros(gpu, rows)?,
+            slots: Buffer::zeros(gpu, rows)?,
             tables,
-            wanted: ints(LOGIT_ROWS)?,
-            identity: stream.clone_htod(&order).map_err(cuda)?,
-            x: floats(rows * e)?,
-            h: halves(rows * e)?,
-            qkv: floats(rows * (e + 2 * kv))?,
-            attn: halves(rows * e)?,
-            gate_up: floats(rows * 2 * ff)?,
-            act: halves(rows * ff)?,
-            normed: halves(LOGIT_ROWS * e)?,
-            logits: floats(LOGIT_ROWS * c.vocab)?,
-            best: ints(LOGIT_ROWS)?,
-            pool: floats((capacity + 1) * block_floats)?,
+            wanted: Buffer::zeros(gpu, LOGIT_ROWS)?,
+            identity: Buffer::from_host(gpu, &order)?,
+            x: Buffer::zeros(gpu, rows * e)?,
+            h: Buffer::zeros(gpu, rows * e)?,
+            qkv: Buffer::zeros(gpu, rows * (e + 2 * kv))?,
+            attn: Buffer::zeros(gpu, rows * e)?,
+            gate_up: Buffer::zeros(gpu, rows * 2 * ff)?,
+            act: Buffer::zeros(gpu, rows * ff)?,
+            normed: Buffer::zeros(gpu, LOGIT_ROWS * e)?,
+            logits: Buffer::zeros(gpu, LOGIT_ROWS * c.vocab)?,
+            best: Buffer::zeros(gpu, LOGIT_ROWS)?,
+            pool: Buffer::zeros(gpu, (capacity + 1) * block_floats)?,
         })
     }
 
     /// Copies the block tables and the inputs of tokens `range` of `plan`.
     fn upload(
-        &mut self,
-        stream: &Arc<CudaStream>,
+        &self,
+        gpu: &G,
         plan: &StepPlan,
         range: std::ops::Range<usize>,
     ) -> Result<(), BackendError> {
-        let n = range.len();
-        assert!(n <= self.rows && plan.tables.len() < self.tables.len());
-        if !plan.tables.is_empty() {
-            stream
-                .memcpy_htod(&plan.tables[..], &mut self.tables)
-                .map_err(device_error)?;
-        }
+        assert!(range.len() <= self.rows && plan.tables.len() < self.tables.len());
+        self.tables
+            .write(gpu, 0, &plan.tables)
+            .map_err(device_error)?;
         for (host, device) in [
-            (&plan.tokens, &mut self.tokens),
-            (&plan.positions, &mut self.positions),
-            (&plan.starts, &mut self.starts),
-            (&plan.slots, &mut self.slots),
+            (&plan.tokens, &self.tokens),
+            (&plan.positions, &self.positions),
+            (&plan.starts, &self.starts),
+            (&plan.slots, &self.slots),
         ] {
-            stream
-                .memcpy_htod(&host[range.clone()], device)
+            device
+                .write(gpu, 0, &host[range.clone()])
                 .map_err(device_error)?;
         }
         Ok(())
     }
 }
 
-impl Backend for CudaBackend {
+impl<G: Gpu> Backend for GpuBackend<G> {
     type Cache = CudaCache;
 
     fn device(&self) -> String {
-        format!("cuda:{}", self.ordinal)
+        self.gpu.name()
     }
 
     fn config(&self) -> &LlamaConfig {
@@ -594,11 +676,11 @@ impl Backend for CudaBackend {
         };
         let ran = match decode_batch {
             Some(batch) => self.decode(&mut state, &mut plan, batch, wanted, &mut outputs),
-            None => self.eager(&mut state.work, &plan, wanted, &mut outputs),
+            None => self.eager(&state.work, &plan, wanted, &mut outputs),
         };
         // Wait for the step, failed or not, so that its errors are its own
         // and not the next step's.
-        let synchronized = self.device.stream.synchronize().map_err(device_error);
+        let synchronized = self.gpu.synchronize().map_err(device_error);
         ran?;
         synchronized?;
         drop(state);

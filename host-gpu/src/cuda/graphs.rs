@@ -15,10 +15,6 @@
 //! the same results. `SOVRA_CUDA_GRAPHS=0` turns them off from the start.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaGraph, CudaStream};
 
 /// The batch sizes a decode graph is captured for.
 pub const DECODE_BATCHES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
@@ -26,32 +22,25 @@ pub const DECODE_BATCHES: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 /// Environment variable that turns decode graphs off when set to `0`.
 pub const GRAPHS_VARIABLE: &str = "SOVRA_CUDA_GRAPHS";
 
-/// A captured decode step.
-struct DecodeGraph(CudaGraph);
-
-// SAFETY: a CUDA graph may be launched from any thread as long as calls on
-// it are serialized; it lives inside the backend's step lock, which does.
-unsafe impl Send for DecodeGraph {}
-
 /// The captured graphs of one backend, by batch size.
-pub(super) struct DecodeGraphs {
+pub(super) struct DecodeGraphs<Graph> {
     enabled: bool,
     /// Batch sizes already run once.
     seen: Vec<usize>,
-    graphs: HashMap<usize, DecodeGraph>,
+    graphs: HashMap<usize, Graph>,
 }
 
 /// What to do with a decode step of a given batch size.
-pub(super) enum Decode<'a> {
+pub(super) enum Decode<'a, Graph> {
     /// Replay this graph.
-    Replay(&'a CudaGraph),
+    Replay(&'a Graph),
     /// Capture the step, then replay it.
     Capture,
     /// Run eagerly.
     Eager,
 }
 
-impl DecodeGraphs {
+impl<Graph> DecodeGraphs<Graph> {
     /// On unless [`GRAPHS_VARIABLE`] is `0`.
     pub fn from_environment() -> Self {
         let enabled = std::env::var(GRAPHS_VARIABLE).map_or(true, |v| v != "0");
@@ -93,11 +82,11 @@ const _: () = {
     assert!(largest <= crate::engine::MAX_STEP_TOKENS);
 };
 
-impl DecodeGraphs {
+impl<Graph> DecodeGraphs<Graph> {
     /// What to do for a step of padded batch `batch`.
-    pub fn plan(&mut self, batch: usize) -> Decode<'_> {
+    pub fn plan(&mut self, batch: usize) -> Decode<'_, Graph> {
         if let Some(graph) = self.graphs.get(&batch) {
-            return Decode::Replay(&graph.0);
+            return Decode::Replay(graph);
         }
         if self.seen.contains(&batch) {
             Decode::Capture
@@ -107,45 +96,12 @@ impl DecodeGraphs {
         }
     }
 
-    pub fn insert(&mut self, batch: usize, graph: CudaGraph) {
-        self.graphs.insert(batch, DecodeGraph(graph));
+    pub fn insert(&mut self, batch: usize, graph: Graph) {
+        self.graphs.insert(batch, graph);
     }
 
-    pub fn replay(&self, batch: usize) -> Option<&CudaGraph> {
-        self.graphs.get(&batch).map(|g| &g.0)
-    }
-}
-
-/// Captures what `record` launches on `stream` (launching nothing) into a
-/// graph. On failure the stream is out of capture mode again and nothing
-/// was run.
-pub(super) fn capture<E: std::fmt::Debug>(
-    stream: &Arc<CudaStream>,
-    record: impl FnOnce() -> Result<(), E>,
-) -> Result<CudaGraph, String> {
-    // An error an earlier drop left on the context would surface inside
-    // the capture and be taken for a capture failure: report it apart.
-    if let Err(e) = stream.context().check_err() {
-        tracing::warn!(error = ?e, "a deferred CUDA error from an earlier release");
-    }
-    // Thread-local: a call on this thread that cannot be captured (an
-    // allocation, a synchronization) fails instead of running.
-    stream
-        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
-        .map_err(|e| format!("begin capture: {e:?}"))?;
-    let recorded = record();
-    let ended = stream.end_capture(CUgraphInstantiate_flags(0));
-    if let Err(e) = recorded {
-        return Err(format!("while capturing: {e:?}"));
-    }
-    match ended {
-        Ok(Some(graph)) => {
-            // Set up its resources now rather than in the first replay.
-            graph.upload().map_err(|e| format!("upload: {e:?}"))?;
-            Ok(graph)
-        }
-        Ok(None) => Err("the capture recorded nothing".into()),
-        Err(e) => Err(format!("end capture: {e:?}")),
+    pub fn replay(&self, batch: usize) -> Option<&Graph> {
+        self.graphs.get(&batch)
     }
 }
 
@@ -155,7 +111,7 @@ mod tests {
 
     #[test]
     fn batches_round_up_and_stop_at_sixty_four() {
-        let graphs = DecodeGraphs {
+        let graphs = DecodeGraphs::<()> {
             enabled: true,
             seen: Vec::new(),
             graphs: HashMap::new(),
@@ -168,7 +124,7 @@ mod tests {
 
     #[test]
     fn a_batch_runs_eagerly_first_then_is_captured() {
-        let mut graphs = DecodeGraphs {
+        let mut graphs = DecodeGraphs::<()> {
             enabled: true,
             seen: Vec::new(),
             graphs: HashMap::new(),

@@ -3,23 +3,21 @@
 //! against the CPU's) say *that* a device is wrong; this says *which*
 //! kernel, so that one call on a new GPU is enough to find a fault.
 //!
-//! The checks run the kernels through a [`KernelRunner`]: a CUDA device
-//! ([`check_kernels`]), or, where there is none, an emulation of the CUDA
-//! execution model on CPU threads that the tests build from the same source
-//! (`host-gpu/kernels/emulation/`), so the kernels' logic is exercised in CI.
+//! The checks run the kernels through a [`KernelRunner`], which may be any
+//! [`Gpu`] ([`check_kernels_on`]): a CUDA device ([`check_kernels`]), or,
+//! where there is none, the kernels compiled for the CPU that the tests
+//! build from the same source (`host-gpu/kernels/emulation/`), so their
+//! logic is exercised in CI.
 //!
 //! The references are the CPU backend's own operations where it has them
 //! (RMSNorm, RoPE, SiLU, softmax, the GGUF decoders, the sampler's arg-max)
 //! and plain loops elsewhere; outputs the kernels write as bf16 are
 //! compared after rounding the reference the same way.
 
-use std::collections::HashMap;
-
-use cudarc::driver::{CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 use half::{bf16, f16};
 
 use super::backend::CudaLoadError;
-use super::weights::{Device, DeviceMatrix};
+use super::gpu::{Buffer, CudaGpu, Gpu, Karg};
 use crate::cpu;
 use crate::engine::relative_error;
 use crate::gguf::GgmlType;
@@ -216,49 +214,44 @@ pub fn check_kernels_with(runner: &mut dyn KernelRunner) -> Vec<KernelCheck> {
         .collect()
 }
 
-/// Every kernel's check, and the cuBLAS product's, on CUDA device `ordinal`.
+/// Every kernel's check, and the bf16 product's, on CUDA device `ordinal`.
 pub fn check_kernels(ordinal: usize) -> Result<Vec<KernelCheck>, CudaLoadError> {
-    let device = Device::open(ordinal)?;
-    let mut runner = DeviceRunner {
-        device: &device,
-        functions: HashMap::new(),
-    };
-    let mut results = check_kernels_with(&mut runner);
-    let outcome = gemm(&device, &mut Random(SplitMix64(0x9e11)));
+    Ok(check_kernels_on(&CudaGpu::open(ordinal)?))
+}
+
+/// Every kernel's check, and the bf16 product's, on `gpu`.
+pub fn check_kernels_on<G: Gpu>(gpu: &G) -> Vec<KernelCheck> {
+    let mut results = check_kernels_with(&mut GpuRunner { gpu });
+    let outcome = gemm(gpu, &mut Random(SplitMix64(0x9e11)));
     let (error, failure) = match outcome {
         Ok(error) => (error, None),
         Err(reason) => (f32::INFINITY, Some(reason)),
     };
     results.push(KernelCheck {
-        kernel: "cuBLAS bf16 product (+ accumulate)",
+        kernel: "bf16 product (+ accumulate)",
         error,
         tolerance: GEMM_TOLERANCE,
         failure,
     });
-    // A kernel that faulted leaves the context unusable; its row says so,
+    // A kernel that faulted leaves a CUDA context unusable; its row says so,
     // and the others' results stand.
-    Ok(results)
+    results
 }
 
-fn failed(e: impl std::fmt::Debug) -> String {
-    format!("{e:?}")
-}
-
-/// The kernels on a CUDA device.
-struct DeviceRunner<'a> {
-    device: &'a Device,
-    functions: HashMap<String, CudaFunction>,
+/// The kernels on a [`Gpu`]: buffers uploaded, launched, read back.
+struct GpuRunner<'a, G: Gpu> {
+    gpu: &'a G,
 }
 
 /// A buffer argument on the device.
-enum DeviceArg {
-    F32s(CudaSlice<f32>),
-    U16s(CudaSlice<u16>),
-    I32s(CudaSlice<i32>),
-    Bytes(CudaSlice<u8>),
+enum DeviceArg<G: Gpu> {
+    F32s(Buffer<f32, G>),
+    U16s(Buffer<u16, G>),
+    I32s(Buffer<i32, G>),
+    Bytes(Buffer<u8, G>),
 }
 
-impl KernelRunner for DeviceRunner<'_> {
+impl<G: Gpu> KernelRunner for GpuRunner<'_, G> {
     fn launch(
         &mut self,
         kernel: &str,
@@ -266,53 +259,49 @@ impl KernelRunner for DeviceRunner<'_> {
         threads: u32,
         args: &mut [Arg],
     ) -> Result<(), String> {
-        let stream = &self.device.stream;
-        if !self.functions.contains_key(kernel) {
-            let function = self.device.function(kernel).map_err(failed)?;
-            self.functions.insert(kernel.to_owned(), function);
-        }
-        let function = &self.functions[kernel];
+        let gpu = self.gpu;
         let mut buffers = Vec::new();
+        let mut kargs = Vec::new();
         for arg in args.iter() {
-            buffers.push(match arg {
-                Arg::F32s(v) => Some(DeviceArg::F32s(stream.clone_htod(v).map_err(failed)?)),
-                Arg::U16s(v) => Some(DeviceArg::U16s(stream.clone_htod(v).map_err(failed)?)),
-                Arg::I32s(v) => Some(DeviceArg::I32s(stream.clone_htod(v).map_err(failed)?)),
-                Arg::Bytes(v) => Some(DeviceArg::Bytes(stream.clone_htod(v).map_err(failed)?)),
-                _ => None,
-            });
-        }
-        let mut launch = stream.launch_builder(function);
-        for (arg, buffer) in args.iter().zip(&buffers) {
-            match (arg, buffer) {
-                (_, Some(DeviceArg::F32s(b))) => launch.arg(b),
-                (_, Some(DeviceArg::U16s(b))) => launch.arg(b),
-                (_, Some(DeviceArg::I32s(b))) => launch.arg(b),
-                (_, Some(DeviceArg::Bytes(b))) => launch.arg(b),
-                (Arg::I32(v), None) => launch.arg(v),
-                (Arg::I64(v), None) => launch.arg(v),
-                (Arg::U32(v), None) => launch.arg(v),
-                (Arg::F32(v), None) => launch.arg(v),
-                _ => unreachable!("buffers were uploaded above"),
+            let (buffer, karg) = match arg {
+                Arg::F32s(v) => {
+                    let b = Buffer::from_host(gpu, v)?;
+                    let a = b.arg();
+                    (Some(DeviceArg::F32s(b)), a)
+                }
+                Arg::U16s(v) => {
+                    let b = Buffer::from_host(gpu, v)?;
+                    let a = b.arg();
+                    (Some(DeviceArg::U16s(b)), a)
+                }
+                Arg::I32s(v) => {
+                    let b = Buffer::from_host(gpu, v)?;
+                    let a = b.arg();
+                    (Some(DeviceArg::I32s(b)), a)
+                }
+                Arg::Bytes(v) => {
+                    let b = Buffer::from_host(gpu, v)?;
+                    let a = b.arg();
+                    (Some(DeviceArg::Bytes(b)), a)
+                }
+                Arg::I32(v) => (None, Karg::I32(*v)),
+                Arg::I64(v) => (None, Karg::I64(*v)),
+                Arg::U32(v) => (None, Karg::U32(*v)),
+                Arg::F32(v) => (None, Karg::F32(*v)),
             };
+            buffers.push(buffer);
+            kargs.push(karg);
         }
-        let config = LaunchConfig {
-            grid_dim: (grid.0, grid.1, 1),
-            block_dim: (threads, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        // SAFETY: each check sizes its buffers for its grid (as the backend does).
-        unsafe { launch.launch(config) }.map_err(failed)?;
-        stream.synchronize().map_err(failed)?;
+        gpu.launch(kernel, grid, threads, &kargs)?;
+        gpu.synchronize()?;
         for (arg, buffer) in args.iter_mut().zip(&buffers) {
             match (arg, buffer) {
-                (Arg::F32s(v), Some(DeviceArg::F32s(b))) => stream.memcpy_dtoh(b, v),
-                (Arg::U16s(v), Some(DeviceArg::U16s(b))) => stream.memcpy_dtoh(b, v),
-                (Arg::I32s(v), Some(DeviceArg::I32s(b))) => stream.memcpy_dtoh(b, v),
-                (Arg::Bytes(v), Some(DeviceArg::Bytes(b))) => stream.memcpy_dtoh(b, v),
-                _ => Ok(()),
+                (Arg::F32s(v), Some(DeviceArg::F32s(b))) => *v = b.read(gpu, 0..b.len())?,
+                (Arg::U16s(v), Some(DeviceArg::U16s(b))) => *v = b.read(gpu, 0..b.len())?,
+                (Arg::I32s(v), Some(DeviceArg::I32s(b))) => *v = b.read(gpu, 0..b.len())?,
+                (Arg::Bytes(v), Some(DeviceArg::Bytes(b))) => *v = b.read(gpu, 0..b.len())?,
+                _ => {}
             }
-            .map_err(failed)?;
         }
         Ok(())
     }
@@ -667,8 +656,8 @@ fn argmax(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     Ok(wrong as f32 / want.len() as f32)
 }
 
-/// `y = x · Wᵀ` then `y += x · Wᵀ` on bf16 inputs (cuBLAS: GPU only).
-fn gemm(device: &Device, random: &mut Random) -> Outcome {
+/// `y = x · Wᵀ` then `y += x · Wᵀ` on bf16 inputs.
+fn gemm<G: Gpu>(gpu: &G, random: &mut Random) -> Outcome {
     let (rows, cols, n) = (96usize, 200usize, 3usize);
     let w: Vec<f32> = random
         .floats(rows * cols)
@@ -680,22 +669,24 @@ fn gemm(device: &Device, random: &mut Random) -> Outcome {
         .into_iter()
         .map(round_bf16)
         .collect();
-    let stream = &device.stream;
-    let matrix = DeviceMatrix {
-        data: stream.clone_htod(&bf16_bits(&w)).map_err(failed)?,
-        rows,
-        cols,
+    let d_w = Buffer::from_host(gpu, &bf16_bits(&w))?;
+    let d_x = Buffer::from_host(gpu, &bf16_bits(&x))?;
+    let y = Buffer::<f32, G>::zeros(gpu, n * rows)?;
+    let product = |accumulate| {
+        gpu.gemm(
+            d_w.address(0),
+            rows,
+            cols,
+            d_x.address(0),
+            n,
+            y.address(0),
+            accumulate,
+        )
     };
-    let d_x = stream.clone_htod(&bf16_bits(&x)).map_err(failed)?;
-    let mut y = stream.alloc_zeros::<f32>(n * rows).map_err(failed)?;
-    device
-        .gemm(&matrix, &d_x, n, &mut y, false)
-        .map_err(failed)?;
-    let once = stream.clone_dtoh(&y).map_err(failed)?;
-    device
-        .gemm(&matrix, &d_x, n, &mut y, true)
-        .map_err(failed)?;
-    let twice = stream.clone_dtoh(&y).map_err(failed)?;
+    product(false)?;
+    let once = y.read(gpu, 0..n * rows)?;
+    product(true)?;
+    let twice = y.read(gpu, 0..n * rows)?;
     let want: Vec<f32> = (0..n)
         .flat_map(|t| {
             let x = &x[t * cols..(t + 1) * cols];

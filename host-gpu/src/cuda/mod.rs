@@ -15,6 +15,7 @@
 
 mod backend;
 mod cache;
+mod gpu;
 mod graphs;
 mod kernel_check;
 pub mod kernels;
@@ -23,10 +24,13 @@ mod weights;
 use std::fmt;
 use std::str::FromStr;
 
-pub use backend::{CudaBackend, CudaLoadError};
+pub use backend::{CudaBackend, CudaLoadError, GpuBackend};
 pub use cache::CudaCache;
+pub use gpu::{Buffer, CudaGpu, Element, Gpu, GpuError, Karg};
 pub use graphs::{DECODE_BATCHES, GRAPHS_VARIABLE};
-pub use kernel_check::{Arg, KernelCheck, KernelRunner, check_kernels, check_kernels_with};
+pub use kernel_check::{
+    Arg, KernelCheck, KernelRunner, check_kernels, check_kernels_on, check_kernels_with,
+};
 
 /// Where a model runs, as operators write it: `auto`, `cpu`, `cuda`,
 /// `cuda:N`.
