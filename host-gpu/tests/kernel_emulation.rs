@@ -260,3 +260,15 @@ fn a_step_larger_than_a_pass_runs_in_passes() {
         assert!(error <= 1e-5, "prompt {s}: off by {error}");
     }
 }
+
+#[test]
+fn the_load_time_check_passes_on_the_emulated_gpu_graphs_included() {
+    for name in ["llama-q4_k", "qwen2-q8_0"] {
+        let Some((gpu, _)) = backends(name) else {
+            return;
+        };
+        sovra_gpu::engine::agrees_with_cpu(&gpu, &tiny(name)).unwrap();
+        assert!(gpu.graphs());
+        assert_eq!(gpu.cache_blocks_in_use(), 0);
+    }
+}

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use admission::{DEFAULT_TENANT_SHARE_PERCENT, TenantShare};
 pub use backend::{Backend, BackendError, CpuBackend, RowOutput, SequenceCache, Wanted};
-pub use device_check::{AGREEMENT_TOLERANCE, Disagreement, relative_error};
+pub use device_check::{AGREEMENT_TOLERANCE, Disagreement, agrees_with_cpu, relative_error};
 pub use embedding::{EmbeddingEngine, MAX_BATCH_TOKENS, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 
