@@ -317,6 +317,25 @@ impl CudaGpu {
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
     }
+
+    /// Ends a capture that failed half-way, if the stream is still in one,
+    /// so that the device runs launches again (what it recorded is dropped).
+    fn abandon_capture(&self) {
+        use cudarc::driver::sys::CUstreamCaptureStatus as Status;
+        let stream = self.stream.cu_stream();
+        // SAFETY: the stream is live; a graph ended here is destroyed once.
+        unsafe {
+            if matches!(
+                driver::stream::is_capturing(stream),
+                Ok(Status::CU_STREAM_CAPTURE_STATUS_ACTIVE
+                    | Status::CU_STREAM_CAPTURE_STATUS_INVALIDATED)
+            ) && let Ok(graph) = driver::stream::end_capture(stream)
+                && !graph.is_null()
+            {
+                let _ = driver::graph::destroy(graph);
+            }
+        }
+    }
 }
 
 impl Gpu for CudaGpu {
@@ -372,8 +391,11 @@ impl Gpu for CudaGpu {
                 Karg::F32(v) => launch.arg(v),
             };
         }
+        if grid.0 == 0 || grid.1 == 0 {
+            return Err(format!("`{kernel}` launched on an empty grid"));
+        }
         let config = LaunchConfig {
-            grid_dim: (grid.0.max(1), grid.1.max(1), 1),
+            grid_dim: (grid.0, grid.1, 1),
             block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -395,6 +417,8 @@ impl Gpu for CudaGpu {
         y: u64,
         accumulate: bool,
     ) -> Result<(), GpuError> {
+        // cuBLAS runs on the thread's current context.
+        self.stream.context().bind_to_thread().map_err(cuda_error)?;
         let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
         // Row-major W (rows × cols) is column-major Wᵀ; the product in
         // column-major terms is Y (rows × n) = Wᵀᵀ · X.
@@ -435,17 +459,24 @@ impl Gpu for CudaGpu {
         if let Err(e) = self.stream.context().check_err() {
             tracing::warn!(error = ?e, "a deferred CUDA error from an earlier release");
         }
-        // Thread-local: a call on this thread that cannot be captured (an
-        // allocation, a synchronization) fails instead of running.
+        // Thread-local: a call on this thread that cannot be captured (a
+        // synchronization, a synchronous copy) fails instead of running.
         self.stream
             .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
             .map_err(cuda_error)
     }
 
     fn end_capture(&self) -> Result<CudaGraphHandle, GpuError> {
-        let graph = self
-            .stream
-            .end_capture(CUgraphInstantiate_flags(0))
+        // cudarc's end_capture first reports any deferred error, and then
+        // would not end the capture; report it apart so that it does.
+        if let Err(e) = self.stream.context().check_err() {
+            tracing::warn!(error = ?e, "a deferred CUDA error from an earlier release");
+        }
+        let ended = self.stream.end_capture(CUgraphInstantiate_flags(0));
+        if ended.is_err() {
+            self.abandon_capture();
+        }
+        let graph = ended
             .map_err(cuda_error)?
             .ok_or_else(|| "the capture recorded nothing".to_owned())?;
         // Set up its resources now rather than in the first replay.
