@@ -272,3 +272,36 @@ fn the_load_time_check_passes_on_the_emulated_gpu_graphs_included() {
         assert_eq!(gpu.cache_blocks_in_use(), 0);
     }
 }
+
+#[test]
+fn greedy_and_sampled_rows_mixed_in_one_step_each_get_theirs() {
+    let Some((gpu, _)) = backends("llama-q6_k") else {
+        return;
+    };
+    let tokens = [3u32, 17, 42, 5, 29, 8, 1];
+    let owners = [0, 0, 1, 1, 1, 2, 3];
+    let rows = [1, 4, 5, 6];
+    let run = |greedy: [bool; 4]| {
+        let mut caches: Vec<_> = (0..4).map(|_| gpu.new_cache()).collect();
+        let mut refs: Vec<_> = caches.iter_mut().collect();
+        let wanted: Vec<Wanted> = rows
+            .iter()
+            .zip(greedy)
+            .map(|(&row, greedy)| Wanted { row, greedy })
+            .collect();
+        gpu.step(&tokens, &owners, &mut refs, &wanted).unwrap()
+    };
+    let all_logits = run([false; 4]);
+    let mixed = run([true, false, false, true]);
+    for (k, (mixed, logits)) in mixed.iter().zip(&all_logits).enumerate() {
+        let RowOutput::Logits(logits) = logits else {
+            panic!("row {k}: logits asked")
+        };
+        match mixed {
+            RowOutput::ArgMax(t) => assert_eq!(*t, sovra_gpu::sampling::argmax(logits), "row {k}"),
+            RowOutput::Logits(l) => assert_eq!(l, logits, "row {k}"),
+        }
+    }
+    assert!(matches!(mixed[0], RowOutput::ArgMax(_)) && matches!(mixed[3], RowOutput::ArgMax(_)));
+    assert!(matches!(mixed[1], RowOutput::Logits(_)) && matches!(mixed[2], RowOutput::Logits(_)));
+}

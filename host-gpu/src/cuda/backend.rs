@@ -49,6 +49,13 @@ const ARGMAX_THREADS: u32 = 1024;
 /// Threads per block of the row-wise kernels (norms, embedding).
 const ROW_THREADS: u32 = 256;
 
+/// The parts of a step's inputs, in the order they lie in the workspace.
+const TOKENS: usize = 0;
+const POSITIONS: usize = 1;
+const STARTS: usize = 2;
+const SLOTS: usize = 3;
+const TABLES: usize = 4;
+
 fn device_error(e: GpuError) -> BackendError {
     BackendError::Device(e)
 }
@@ -71,12 +78,12 @@ pub enum CudaLoadError {
 struct Workspace<G: Gpu> {
     /// Tokens one pass takes; a larger step runs in passes of this many.
     rows: usize,
-    tokens: Buffer<i32, G>,
-    positions: Buffer<i32, G>,
-    starts: Buffer<i32, G>,
-    slots: Buffer<i32, G>,
-    /// Block tables; the last entry names the scratch block.
-    tables: Buffer<i32, G>,
+    /// A step's inputs, sent in one copy: tokens, positions, table starts
+    /// and slots ([`MAX_STEP_TOKENS`] each), then the block tables, whose
+    /// last entry (never written by a step) names the scratch block.
+    inputs: Buffer<i32, G>,
+    /// Entries of the block tables (pool blocks and the scratch block).
+    table_entries: usize,
     /// The rows of the current group of wanted rows.
     wanted: Buffer<i32, G>,
     /// 0, 1, 2, ...: the wanted rows of a decode step.
@@ -281,7 +288,7 @@ impl<G: Gpu> GpuBackend<G> {
             ROW_THREADS,
             &[
                 w.embeddings.data.arg(),
-                work.tokens.arg(),
+                work.input(TOKENS),
                 work.x.arg(),
                 Karg::I32(dim),
             ],
@@ -321,7 +328,7 @@ impl<G: Gpu> GpuBackend<G> {
                 128,
                 &[
                     work.qkv.arg(),
-                    work.positions.arg(),
+                    work.input(POSITIONS),
                     w.rope_frequencies.arg(),
                     Karg::I32(heads + kv_heads),
                     Karg::I32(head_dim),
@@ -336,7 +343,7 @@ impl<G: Gpu> GpuBackend<G> {
                 &[
                     work.qkv.arg(),
                     work.pool.arg(),
-                    work.slots.arg(),
+                    work.input(SLOTS),
                     Karg::I32(li),
                     Karg::I32(layers),
                     Karg::I32(kv_dim),
@@ -351,9 +358,9 @@ impl<G: Gpu> GpuBackend<G> {
                 &[
                     work.qkv.arg(),
                     work.pool.arg(),
-                    work.tables.arg(),
-                    work.starts.arg(),
-                    work.positions.arg(),
+                    work.input(TABLES),
+                    work.input(STARTS),
+                    work.input(POSITIONS),
                     work.attn.arg(),
                     Karg::I32(heads),
                     Karg::I32(kv_heads),
@@ -456,15 +463,25 @@ impl<G: Gpu> GpuBackend<G> {
             .best
             .read(&self.gpu, 0..group.len())
             .map_err(device_error)?;
+        // The logits rows wanted whole, read in one copy of their span.
+        let sampled: Vec<usize> = (0..group.len())
+            .filter(|&k| !wanted[group[k]].greedy)
+            .collect();
+        let (first, logits) = match (sampled.first(), sampled.last()) {
+            (Some(&first), Some(&last)) => (
+                first,
+                work.logits
+                    .read(&self.gpu, first * vocab..(last + 1) * vocab)
+                    .map_err(device_error)?,
+            ),
+            _ => (0, Vec::new()),
+        };
         for (k, &j) in group.iter().enumerate() {
             outputs[j] = Some(if wanted[j].greedy {
                 RowOutput::ArgMax(best[k] as u32)
             } else {
-                RowOutput::Logits(
-                    work.logits
-                        .read(&self.gpu, k * vocab..(k + 1) * vocab)
-                        .map_err(device_error)?,
-                )
+                let at = (k - first) * vocab;
+                RowOutput::Logits(logits[at..at + vocab].to_vec())
             });
         }
         Ok(())
@@ -483,7 +500,7 @@ impl<G: Gpu> GpuBackend<G> {
     ) -> Result<(), BackendError> {
         let StepState { work, graphs } = state;
         let scratch = cache::lock(&self.book).scratch();
-        plan.pad(batch, scratch, work.tables.len() as i32 - 1);
+        plan.pad(batch, scratch, work.table_entries as i32 - 1);
         work.upload(&self.gpu, plan, 0..batch)?;
         match graphs.plan(batch) {
             Decode::Replay(graph) => self.gpu.replay(graph).map_err(device_error)?,
@@ -571,16 +588,14 @@ impl<G: Gpu> Workspace<G> {
     ) -> Result<Self, GpuError> {
         let rows = MAX_STEP_TOKENS;
         let (e, kv, ff) = (c.embedding, c.kv_dim(), c.feed_forward);
-        let tables = Buffer::zeros(gpu, capacity + 1)?;
-        tables.write(gpu, capacity, &[capacity as i32])?;
+        let table_entries = capacity + 1;
+        let inputs = Buffer::zeros(gpu, TABLES * MAX_STEP_TOKENS + table_entries)?;
+        inputs.write(gpu, TABLES * MAX_STEP_TOKENS + capacity, &[capacity as i32])?;
         let order: Vec<i32> = (0..LOGIT_ROWS as i32).collect();
         Ok(Workspace {
             rows,
-            tokens: Buffer::zeros(gpu, rows)?,
-            positions: Buffer::zeros(gpu, rows)?,
-            starts: Buffer::zeros(gpu, rows)?,
-            slots: Buffer::zeros(gpu, rows)?,
-            tables,
+            inputs,
+            table_entries,
             wanted: Buffer::zeros(gpu, LOGIT_ROWS)?,
             identity: Buffer::from_host(gpu, &order)?,
             x: Buffer::zeros(gpu, rows * e)?,
@@ -596,28 +611,32 @@ impl<G: Gpu> Workspace<G> {
         })
     }
 
-    /// Copies the block tables and the inputs of tokens `range` of `plan`.
+    /// The argument naming input `part` ([`TOKENS`], ..., [`TABLES`]).
+    fn input(&self, part: usize) -> Karg {
+        self.inputs.at(part * MAX_STEP_TOKENS)
+    }
+
+    /// Copies the block tables and the inputs of tokens `range` of `plan`,
+    /// in one copy.
     fn upload(
         &self,
         gpu: &G,
         plan: &StepPlan,
         range: std::ops::Range<usize>,
     ) -> Result<(), BackendError> {
-        assert!(range.len() <= self.rows && plan.tables.len() < self.tables.len());
-        self.tables
-            .write(gpu, 0, &plan.tables)
-            .map_err(device_error)?;
-        for (host, device) in [
-            (&plan.tokens, &self.tokens),
-            (&plan.positions, &self.positions),
-            (&plan.starts, &self.starts),
-            (&plan.slots, &self.slots),
+        assert!(range.len() <= self.rows && plan.tables.len() < self.table_entries);
+        let mut staging = vec![0i32; TABLES * MAX_STEP_TOKENS + plan.tables.len()];
+        for (part, host) in [
+            (TOKENS, &plan.tokens),
+            (POSITIONS, &plan.positions),
+            (STARTS, &plan.starts),
+            (SLOTS, &plan.slots),
         ] {
-            device
-                .write(gpu, 0, &host[range.clone()])
-                .map_err(device_error)?;
+            let at = part * MAX_STEP_TOKENS;
+            staging[at..at + range.len()].copy_from_slice(&host[range.clone()]);
         }
-        Ok(())
+        staging[TABLES * MAX_STEP_TOKENS..].copy_from_slice(&plan.tables);
+        self.inputs.write(gpu, 0, &staging).map_err(device_error)
     }
 }
 
