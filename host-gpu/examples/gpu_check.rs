@@ -8,9 +8,9 @@
 //! 2. The tiny models of every weight type (`host-gpu/tests/reference/tiny`):
 //!    GPU logits against the CPU's exact ones.
 //! 3. A model of SmolLM2-135M's shapes with random Q4_1 weights (the real
-//!    file is too large to carry): GPU against CPU logits (bf16 relative
+//!    file is too large to carry): GPU against CPU logits (f16 relative
 //!    error) and greedy continuations.
-//! 4. Llama-3.2-1B shapes with random bf16 weights made on the device: a
+//! 4. Llama-3.2-1B shapes with random f16 weights made on the device: a
 //!    step larger than the workspace (run in passes) against its sequences
 //!    alone, and batch-64 decode replayed from CUDA graphs against eager;
 //!    then prefill and decode tokens/s at batch 1, 8 and 64 (greedy rows,
@@ -33,7 +33,7 @@ use sovra_gpu::model::{LlamaConfig, LlamaModel, RopeStyle};
 use sovra_gpu::sampling::{SplitMix64, argmax};
 
 /// Largest GPU-vs-CPU logit difference allowed, relative to the largest
-/// logit (bf16 weights and activations against exact f32).
+/// logit (f16 weights and activations against exact f32).
 const TOLERANCE: f32 = 1e-2;
 
 /// Greedy tokens compared between the backends on the SmolLM2 shapes.
@@ -313,14 +313,15 @@ fn main() -> ExitCode {
     let mut failed = false;
 
     println!("## Each kernel against its host reference\n");
-    println!("| kernel | error | tolerance | |\n|---|---|---|---|");
+    println!("| kernel | half | error | tolerance | |\n|---|---|---|---|---|");
     match cuda::check_kernels(device) {
         Ok(checks) => {
             for check in checks {
                 failed |= !check.passed();
                 println!(
-                    "| {} | {:.2e} | {:.0e} | {} |",
+                    "| {} | {} | {:.2e} | {:.0e} | {} |",
                     check.kernel,
+                    check.half.name(),
                     check.error,
                     check.tolerance,
                     match (&check.failure, check.passed()) {
@@ -338,7 +339,7 @@ fn main() -> ExitCode {
     }
     println!();
 
-    println!("## Tiny models: GPU (bf16) against CPU (exact f32) logits\n");
+    println!("## Tiny models: GPU (f16) against CPU (exact f32) logits\n");
     println!("| model | worst relative error | within {TOLERANCE} |\n|---|---|---|");
     let tokens = [3u32, 17, 42, 5, 29, 8];
     for name in [
@@ -362,7 +363,15 @@ fn main() -> ExitCode {
                 continue;
             }
         };
-        let gpu = match CudaBackend::new(&model, device, 64 << 20) {
+        // As a node loads it: f16 products unless the model needs bf16's
+        // range, checked against the CPU.
+        let loaded = sovra_gpu::engine::load_checked(
+            |half| cuda::CudaGpu::open(device, half),
+            &model,
+            64 << 20,
+            name,
+        );
+        let gpu = match loaded {
             Ok(gpu) => gpu,
             Err(e) => {
                 println!("| {name} | GPU load failed: {e} | no |");
@@ -384,7 +393,8 @@ fn main() -> ExitCode {
         let ok = worst <= TOLERANCE;
         failed |= !ok;
         println!(
-            "| {name} | {worst:.2e} | {} |",
+            "| {name} ({} products) | {worst:.2e} | {} |",
+            gpu.half().name(),
             if ok { "yes" } else { "NO" }
         );
     }
@@ -396,7 +406,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let gpu = CudaBackend::new(&model, device, 1 << 30).expect("upload");
     println!(
-        "upload and decode to bf16: {:.0} ms",
+        "upload and decode to f16: {:.0} ms",
         started.elapsed().as_secs_f64() * 1e3
     );
     let cpu = CpuBackend::new(
@@ -421,7 +431,7 @@ fn main() -> ExitCode {
     );
     failed |= same < GREEDY_TOKENS;
 
-    println!("\n## Llama-3.2-1B shapes, random bf16 weights on the device\n");
+    println!("\n## Llama-3.2-1B shapes, random f16 weights on the device\n");
     let big = CudaBackend::random(llama_1b(), device, 8 << 30, 42).expect("random 1B");
     println!(
         "decode graphs: {}",

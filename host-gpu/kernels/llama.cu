@@ -2,20 +2,41 @@
 //
 // Compiled at run time by NVRTC for the device's architecture (sm_90 on
 // Hopper); no CUDA headers are needed. Activations are f32; matrix products
-// (cuBLAS) read bf16, so the kernels that feed a product write bf16.
-// Weights stay in their GGUF blocks on the device and are decoded to bf16
-// once at load by the `dequant_*` kernels.
+// (cuBLAS) read 16-bit halves, so the kernels that feed a product write
+// them, and weights are decoded to them once at load by `dequant_*`. The
+// half is f16 (ten bits of mantissa: SmolLM2's logits within 0.2% of the
+// exact ones, where bf16's seven give 2.5%), or bf16 when compiled with
+// SOVRA_HALF_BF16 defined (f32's range, for models whose activations pass
+// f16's 65504).
 //
 // The KV cache is a pool of blocks of BLOCK_TOKENS positions, laid out like
 // the CPU backend's: block -> layer -> {keys, values} -> slot -> kv_dim.
 
 #define BLOCK_TOKENS 16
 
+typedef unsigned short f16;
 typedef unsigned short bf16;
 typedef unsigned char u8;
 
 __device__ __forceinline__ float bf16_to_f32(bf16 v) {
     return __uint_as_float(((unsigned int)v) << 16);
+}
+
+// IEEE half precision, rounded to nearest even: overflow to infinity,
+// subnormals kept, NaN stays NaN.
+__device__ __forceinline__ f16 f32_to_f16(float f) {
+    unsigned int x = __float_as_uint(f);
+    unsigned int sign = (x >> 16) & 0x8000u;
+    unsigned int magnitude = x & 0x7fffffffu;
+    if (magnitude > 0x7f800000u) return (f16)(sign | 0x7e00u);
+    // 65520 and above round to infinity (65504 is the largest half).
+    if (magnitude >= 0x477ff000u) return (f16)(sign | 0x7c00u);
+    if (magnitude < 0x38800000u) {
+        // Below 2^-14: a subnormal half, in units of 2^-24 (rintf: to even).
+        return (f16)(sign | (unsigned int)rintf(__uint_as_float(magnitude) * 16777216.0f));
+    }
+    unsigned int rounded = magnitude + 0xfffu + ((magnitude >> 13) & 1u);
+    return (f16)(sign | ((rounded - 0x38000000u) >> 13));
 }
 
 // Round to nearest even; NaN stays NaN.
@@ -39,6 +60,16 @@ __device__ __forceinline__ float f16_to_f32(unsigned short h) {
     return __uint_as_float(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 
+// The half the products read (see the top of this file).
+typedef unsigned short half_t;
+#ifdef SOVRA_HALF_BF16
+__device__ __forceinline__ half_t to_half(float f) { return f32_to_bf16(f); }
+__device__ __forceinline__ float from_half(half_t h) { return bf16_to_f32(h); }
+#else
+__device__ __forceinline__ half_t to_half(float f) { return f32_to_f16(f); }
+__device__ __forceinline__ float from_half(half_t h) { return f16_to_f32(h); }
+#endif
+
 __device__ __forceinline__ float read_f16(const u8* p) {
     return f16_to_f32((unsigned short)(p[0] | (p[1] << 8)));
 }
@@ -60,48 +91,54 @@ __device__ float block_sum(float v) {
     return partial[0];
 }
 
-// ---- Weight decoding (once, at load): GGUF blocks -> bf16 rows ----------
+// ---- Weight decoding (once, at load): GGUF blocks -> half rows ----------
 
-// F32 -> bf16.
-extern "C" __global__ void dequant_f32(const float* src, bf16* dst, long long n) {
+// F32 -> half.
+extern "C" __global__ void dequant_f32(const float* src, half_t* dst, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = f32_to_bf16(src[i]);
+    if (i < n) dst[i] = to_half(src[i]);
 }
 
-// F16 -> bf16.
-extern "C" __global__ void dequant_f16(const unsigned short* src, bf16* dst, long long n) {
+// F16 -> half.
+extern "C" __global__ void dequant_f16(const unsigned short* src, half_t* dst, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i < n) dst[i] = f32_to_bf16(f16_to_f32(src[i]));
+    if (i < n) dst[i] = to_half(f16_to_f32(src[i]));
+}
+
+// BF16 -> half.
+extern "C" __global__ void dequant_bf16(const bf16* src, half_t* dst, long long n) {
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = to_half(bf16_to_f32(src[i]));
 }
 
 // Q8_0: 32 weights = f16 scale + 32 int8. One thread per weight.
-extern "C" __global__ void dequant_q8_0(const u8* src, bf16* dst, long long n) {
+extern "C" __global__ void dequant_q8_0(const u8* src, half_t* dst, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const u8* b = src + (i / 32) * 34;
     float d = read_f16(b);
-    dst[i] = f32_to_bf16(d * (float)(signed char)b[2 + (i % 32)]);
+    dst[i] = to_half(d * (float)(signed char)b[2 + (i % 32)]);
 }
 
 // Q4_0: f16 scale + 16 bytes; weight j < 16 is the low nibble of byte j,
 // j >= 16 the high nibble of byte j - 16; value (q - 8) * d.
-extern "C" __global__ void dequant_q4_0(const u8* src, bf16* dst, long long n) {
+extern "C" __global__ void dequant_q4_0(const u8* src, half_t* dst, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const u8* b = src + (i / 32) * 18;
     int j = (int)(i % 32);
     int q = j < 16 ? (b[2 + j] & 0xf) : (b[2 + j - 16] >> 4);
-    dst[i] = f32_to_bf16(read_f16(b) * (float)(q - 8));
+    dst[i] = to_half(read_f16(b) * (float)(q - 8));
 }
 
 // Q4_1: f16 scale, f16 min, 16 bytes; value q * d + m.
-extern "C" __global__ void dequant_q4_1(const u8* src, bf16* dst, long long n) {
+extern "C" __global__ void dequant_q4_1(const u8* src, half_t* dst, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const u8* b = src + (i / 32) * 20;
     int j = (int)(i % 32);
     int q = j < 16 ? (b[4 + j] & 0xf) : (b[4 + j - 16] >> 4);
-    dst[i] = f32_to_bf16(read_f16(b) * (float)q + read_f16(b + 2));
+    dst[i] = to_half(read_f16(b) * (float)q + read_f16(b + 2));
 }
 
 // The 6-bit scale and min of sub-block j of a Q4_K block (llama.cpp's
@@ -118,7 +155,7 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, int* d, int* m)
 
 // Q4_K: 256 weights = f16 d, f16 dmin, 12 bytes of scales, 128 bytes of
 // nibbles; 8 sub-blocks of 32, each value d*sc*q - dmin*m.
-extern "C" __global__ void dequant_q4_k(const u8* src, bf16* dst, long long n) {
+extern "C" __global__ void dequant_q4_k(const u8* src, half_t* dst, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const u8* b = src + (i / 256) * 144;
@@ -129,12 +166,12 @@ extern "C" __global__ void dequant_q4_k(const u8* src, bf16* dst, long long n) {
     scale_min_k4(sub, b + 4, &sc, &m);
     const u8* qs = b + 16 + chunk * 32;
     int q = within < 32 ? (qs[within] & 0xF) : (qs[within - 32] >> 4);
-    dst[i] = f32_to_bf16(read_f16(b) * (float)sc * (float)q - read_f16(b + 2) * (float)m);
+    dst[i] = to_half(read_f16(b) * (float)sc * (float)q - read_f16(b + 2) * (float)m);
 }
 
 // Q6_K: 256 weights = 128 bytes low 4 bits, 64 bytes high 2 bits, 16 int8
 // scales, f16 d; value d * scale * (q - 32).
-extern "C" __global__ void dequant_q6_k(const u8* src, bf16* dst, long long n) {
+extern "C" __global__ void dequant_q6_k(const u8* src, half_t* dst, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     const u8* b = src + (i / 256) * 210;
@@ -157,49 +194,49 @@ extern "C" __global__ void dequant_q6_k(const u8* src, bf16* dst, long long n) {
     }
     int q = (low | (high << 4)) - 32;
     int s = sc_h[l / 16 + part * 2];
-    dst[i] = f32_to_bf16(d * (float)s * (float)q);
+    dst[i] = to_half(d * (float)s * (float)q);
 }
 
-// Deterministic pseudo-random bf16 weights in [-scale, scale) (for
+// Deterministic pseudo-random half weights in [-scale, scale) (for
 // benchmark shapes with no model file).
-extern "C" __global__ void fill_random_bf16(bf16* dst, long long n, unsigned int seed, float scale) {
+extern "C" __global__ void fill_random_half(half_t* dst, long long n, unsigned int seed, float scale) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     unsigned long long x = (unsigned long long)i * 0x9E3779B97F4A7C15ull + seed;
     x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
     float u = (float)(x >> 40) * (1.0f / 16777216.0f);
-    dst[i] = f32_to_bf16((2.0f * u - 1.0f) * scale);
+    dst[i] = to_half((2.0f * u - 1.0f) * scale);
 }
 
 // ---- The forward pass ---------------------------------------------------
 
 // x[t] = table[tokens[t]] (one block per token).
-extern "C" __global__ void embed(const bf16* table, const int* tokens, float* x, int dim) {
-    const bf16* row = table + (long long)tokens[blockIdx.x] * dim;
+extern "C" __global__ void embed(const half_t* table, const int* tokens, float* x, int dim) {
+    const half_t* row = table + (long long)tokens[blockIdx.x] * dim;
     float* out = x + (long long)blockIdx.x * dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = bf16_to_f32(row[i]);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) out[i] = from_half(row[i]);
 }
 
-// out[t] = bf16(x[t] / rms(x[t]) * w) (one block per row).
-extern "C" __global__ void rms_norm(const float* x, const float* w, bf16* out, int dim, float eps) {
+// out[t] = half(x[t] / rms(x[t]) * w) (one block per row).
+extern "C" __global__ void rms_norm(const float* x, const float* w, half_t* out, int dim, float eps) {
     const float* row = x + (long long)blockIdx.x * dim;
     float sum = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) sum += row[i] * row[i];
     float scale = rsqrtf(block_sum(sum) / (float)dim + eps);
-    bf16* o = out + (long long)blockIdx.x * dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = f32_to_bf16(row[i] * scale * w[i]);
+    half_t* o = out + (long long)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = to_half(row[i] * scale * w[i]);
 }
 
 // The final norm of the rows whose logits are wanted: out[i] =
-// bf16(x[rows[i]] / rms * w) (one block per wanted row).
-extern "C" __global__ void rms_norm_rows(const float* x, const int* rows, const float* w, bf16* out,
+// half(x[rows[i]] / rms * w) (one block per wanted row).
+extern "C" __global__ void rms_norm_rows(const float* x, const int* rows, const float* w, half_t* out,
                                          int dim, float eps) {
     const float* row = x + (long long)rows[blockIdx.x] * dim;
     float sum = 0.0f;
     for (int i = threadIdx.x; i < dim; i += blockDim.x) sum += row[i] * row[i];
     float scale = rsqrtf(block_sum(sum) / (float)dim + eps);
-    bf16* o = out + (long long)blockIdx.x * dim;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = f32_to_bf16(row[i] * scale * w[i]);
+    half_t* o = out + (long long)blockIdx.x * dim;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) o[i] = to_half(row[i] * scale * w[i]);
 }
 
 // x[t][i] += bias[i].
@@ -267,10 +304,10 @@ __device__ __forceinline__ float warp_sum(float v) {
 // of the q|k|v product (rows `stride` apart). Each warp keeps an online
 // softmax over its positions (lane l holds dimensions l, l+32, ...; dot
 // products by warp shuffles, no block barrier per position); the warps'
-// partial results are merged at the end. f32 throughout; the output is bf16
+// partial results are merged at the end. f32 throughout; the output is a half
 // for the following product.
 extern "C" __global__ void attention(const float* qkv, const float* pool, const int* tables,
-                                     const int* table_start, const int* positions, bf16* out,
+                                     const int* table_start, const int* positions, half_t* out,
                                      int heads, int kv_heads, int head_dim, int layer, int layers,
                                      float scale, int stride) {
     const int PER_LANE = MAX_HEAD_DIM / 32;
@@ -326,24 +363,24 @@ extern "C" __global__ void attention(const float* qkv, const float* pool, const 
     float denominator = 0.0f;
     for (int w = 0; w < ATTENTION_WARPS; ++w)
         if (warp_total[w] != 0.0f) denominator += warp_total[w] * __expf(warp_max[w] - overall);
-    bf16* o = out + ((long long)t * heads + h) * head_dim;
+    half_t* o = out + ((long long)t * heads + h) * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float sum = 0.0f;
         for (int w = 0; w < ATTENTION_WARPS; ++w)
             if (warp_total[w] != 0.0f) sum += warp_acc[w][d] * __expf(warp_max[w] - overall);
-        o[d] = f32_to_bf16(sum / denominator);
+        o[d] = to_half(sum / denominator);
     }
 }
 
-// out[t][i] = bf16(silu(gate) * up), gate and up side by side in each row
+// out[t][i] = half(silu(gate) * up), gate and up side by side in each row
 // of the fused gate|up product (2 * ff wide).
-extern "C" __global__ void silu_mul(const float* gate_up, bf16* out, int ff, long long n) {
+extern "C" __global__ void silu_mul(const float* gate_up, half_t* out, int ff, long long n) {
     long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (i >= n) return;
     long long t = i / ff, j = i % ff;
     const float* row = gate_up + t * 2 * ff;
     float g = row[j];
-    out[i] = f32_to_bf16(g / (1.0f + __expf(-g)) * row[ff + j]);
+    out[i] = to_half(g / (1.0f + __expf(-g)) * row[ff + j]);
 }
 
 // out[r] = the index of row r's largest logit, ordered as Rust's

@@ -3,14 +3,14 @@
 //! `SOVRA_REQUIRE_NVRTC=1` makes its absence a failure), and device probing
 //! never panics. With a GPU (`SOVRA_REQUIRE_GPU=1` makes its absence a
 //! failure): the tiny models of every weight type give the CPU's exact
-//! logits within bf16 tolerance, a batched step equals its solo steps,
+//! logits within f16 tolerance, a batched step equals its solo steps,
 //! greedy rows' arg-max found on the device equals the host's over the same
 //! logits, decode steps replayed from CUDA graphs (padded batches included)
 //! equal eager ones, and the engine generates on the device.
 
 use std::path::Path;
 
-use sovra_gpu::cuda::{self, CudaBackend, DeviceChoice, kernels};
+use sovra_gpu::cuda::{self, CudaBackend, DeviceChoice, Half, kernels};
 use sovra_gpu::engine::{Backend, CpuBackend, RowOutput, Wanted};
 use sovra_gpu::model::LlamaModel;
 
@@ -48,33 +48,40 @@ fn every_kernel_compiles_for_hopper_without_warnings() {
     if !nvrtc_present() {
         return;
     }
-    let compiled = kernels::compile("sm_90").unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        !compiled.log.to_lowercase().contains("warning"),
-        "NVRTC warned:\n{}",
-        compiled.log
-    );
-    for kernel in kernels::KERNELS {
+    for half in [Half::F16, Half::Bf16] {
+        let compiled = kernels::compile("sm_90", half).unwrap_or_else(|e| panic!("{e}"));
         assert!(
-            compiled.ptx.contains(&format!(".entry {kernel}(")),
-            "{kernel}"
+            !compiled.log.to_lowercase().contains("warning"),
+            "NVRTC warned:\n{}",
+            compiled.log
+        );
+        for kernel in kernels::KERNELS {
+            assert!(
+                compiled.ptx.contains(&format!(".entry {kernel}(")),
+                "{kernel}"
+            );
+        }
+        assert!(compiled.ptx.contains(".target sm_90"));
+        assert!(
+            compiled.cubin.starts_with(b"\x7fELF"),
+            "NVRTC made machine code for sm_90"
         );
     }
-    assert!(compiled.ptx.contains(".target sm_90"));
-    assert!(
-        compiled.cubin.starts_with(b"\x7fELF"),
-        "NVRTC made machine code for sm_90"
-    );
     // A broken kernel is reported with NVRTC's message, not a panic.
-    let error = kernels::compile("sm_1").unwrap_err();
+    let error = kernels::compile("sm_1", Half::F16).unwrap_err();
     assert!(error.to_string().contains("sm_1"), "{error}");
-    // Loads share one compilation per architecture; failures are not kept.
-    let first = kernels::compiled("sm_90").unwrap();
+    // Loads share one compilation per architecture and half; failures are
+    // not kept.
+    let first = kernels::compiled("sm_90", Half::F16).unwrap();
     assert!(std::sync::Arc::ptr_eq(
         &first,
-        &kernels::compiled("sm_90").unwrap()
+        &kernels::compiled("sm_90", Half::F16).unwrap()
     ));
-    assert!(kernels::compiled("sm_1").is_err());
+    assert!(!std::sync::Arc::ptr_eq(
+        &first,
+        &kernels::compiled("sm_90", Half::Bf16).unwrap()
+    ));
+    assert!(kernels::compiled("sm_1", Half::F16).is_err());
 }
 
 #[test]
@@ -133,7 +140,15 @@ fn the_gpu_gives_the_cpu_logits_on_every_weight_type() {
         "llama-spm",
     ] {
         let model = tiny(name);
-        let gpu = CudaBackend::new(&model, device, 64 << 20).unwrap();
+        // As a node loads it: f16 products unless the model needs bf16's
+        // range (the Q4_K and Q6_K test models do), checked against the CPU.
+        let gpu = sovra_gpu::engine::load_checked(
+            |half| cuda::CudaGpu::open(device, half),
+            &model,
+            64 << 20,
+            name,
+        )
+        .unwrap();
         let cpu = CpuBackend::new(
             std::sync::Arc::new(tiny(name).with_activations(sovra_gpu::cpu::Activations::Exact)),
             64 << 20,

@@ -1,5 +1,6 @@
 // A GPU on the CPU: device memory, the kernels of kernels/llama.cu (run by
-// cuda_on_cpu.h) and the bf16 product, driven over stdin/stdout by the
+// cuda_on_cpu.h) and the half-precision product (f16, or bf16 when
+// compiled with SOVRA_HALF_BF16, as the kernels are), driven over stdin/stdout by the
 // tests (host-gpu/tests/emulated/mod.rs implements sovra's `Gpu` trait with
 // it, so the CUDA backend's own code runs in CI).
 //
@@ -13,7 +14,7 @@
 //            per argument a kind byte (8 address u64, 4 i32, 5 i64, 6 u32,
 //            7 f32) and the value
 //   6 GEMM   u64 w, rows, cols, x, n, y, u8 accumulate
-//            y[n x rows] (+)= x[n x cols] . w^T, w and x bf16, y f32
+//            y[n x rows] (+)= x[n x cols] . w^T, w and x halves, y f32
 #include "cuda_on_cpu.h"
 
 #include "../llama.cu"
@@ -80,20 +81,21 @@ struct Kernel {
 
 std::map<std::string, Kernel> kernels() {
     std::map<std::string, Kernel> k;
-    k["dequant_f32"] = {"ppl", [](Args& a) { dequant_f32(ptr<float>(a, 0), ptr<bf16>(a, 1), a[2].i64); }};
-    k["dequant_f16"] = {"ppl", [](Args& a) { dequant_f16(ptr<unsigned short>(a, 0), ptr<bf16>(a, 1), a[2].i64); }};
-    k["dequant_q8_0"] = {"ppl", [](Args& a) { dequant_q8_0(ptr<u8>(a, 0), ptr<bf16>(a, 1), a[2].i64); }};
-    k["dequant_q4_0"] = {"ppl", [](Args& a) { dequant_q4_0(ptr<u8>(a, 0), ptr<bf16>(a, 1), a[2].i64); }};
-    k["dequant_q4_1"] = {"ppl", [](Args& a) { dequant_q4_1(ptr<u8>(a, 0), ptr<bf16>(a, 1), a[2].i64); }};
-    k["dequant_q4_k"] = {"ppl", [](Args& a) { dequant_q4_k(ptr<u8>(a, 0), ptr<bf16>(a, 1), a[2].i64); }};
-    k["dequant_q6_k"] = {"ppl", [](Args& a) { dequant_q6_k(ptr<u8>(a, 0), ptr<bf16>(a, 1), a[2].i64); }};
-    k["fill_random_bf16"] = {"plus", [](Args& a) { fill_random_bf16(ptr<bf16>(a, 0), a[1].i64, a[2].u32, a[3].f32); }};
-    k["embed"] = {"pppi", [](Args& a) { embed(ptr<bf16>(a, 0), ptr<int>(a, 1), ptr<float>(a, 2), a[3].i32); }};
+    k["dequant_f32"] = {"ppl", [](Args& a) { dequant_f32(ptr<float>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["dequant_f16"] = {"ppl", [](Args& a) { dequant_f16(ptr<unsigned short>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["dequant_bf16"] = {"ppl", [](Args& a) { dequant_bf16(ptr<bf16>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["dequant_q8_0"] = {"ppl", [](Args& a) { dequant_q8_0(ptr<u8>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["dequant_q4_0"] = {"ppl", [](Args& a) { dequant_q4_0(ptr<u8>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["dequant_q4_1"] = {"ppl", [](Args& a) { dequant_q4_1(ptr<u8>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["dequant_q4_k"] = {"ppl", [](Args& a) { dequant_q4_k(ptr<u8>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["dequant_q6_k"] = {"ppl", [](Args& a) { dequant_q6_k(ptr<u8>(a, 0), ptr<half_t>(a, 1), a[2].i64); }};
+    k["fill_random_half"] = {"plus", [](Args& a) { fill_random_half(ptr<half_t>(a, 0), a[1].i64, a[2].u32, a[3].f32); }};
+    k["embed"] = {"pppi", [](Args& a) { embed(ptr<half_t>(a, 0), ptr<int>(a, 1), ptr<float>(a, 2), a[3].i32); }};
     k["rms_norm"] = {"pppis", [](Args& a) {
-        rms_norm(ptr<float>(a, 0), ptr<float>(a, 1), ptr<bf16>(a, 2), a[3].i32, a[4].f32);
+        rms_norm(ptr<float>(a, 0), ptr<float>(a, 1), ptr<half_t>(a, 2), a[3].i32, a[4].f32);
     }, true};
     k["rms_norm_rows"] = {"ppppis", [](Args& a) {
-        rms_norm_rows(ptr<float>(a, 0), ptr<int>(a, 1), ptr<float>(a, 2), ptr<bf16>(a, 3), a[4].i32, a[5].f32);
+        rms_norm_rows(ptr<float>(a, 0), ptr<int>(a, 1), ptr<float>(a, 2), ptr<half_t>(a, 3), a[4].i32, a[5].f32);
     }, true};
     k["add_bias"] = {"ppil", [](Args& a) { add_bias(ptr<float>(a, 0), ptr<float>(a, 1), a[2].i32, a[3].i64); }};
     k["rope"] = {"pppiiii", [](Args& a) {
@@ -103,15 +105,14 @@ std::map<std::string, Kernel> kernels() {
         kv_write(ptr<float>(a, 0), ptr<float>(a, 1), ptr<int>(a, 2), a[3].i32, a[4].i32, a[5].i32, a[6].i32, a[7].i32);
     }};
     k["attention"] = {"ppppppiiiiisi", [](Args& a) {
-        attention(ptr<float>(a, 0), ptr<float>(a, 1), ptr<int>(a, 2), ptr<int>(a, 3), ptr<int>(a, 4), ptr<bf16>(a, 5),
+        attention(ptr<float>(a, 0), ptr<float>(a, 1), ptr<int>(a, 2), ptr<int>(a, 3), ptr<int>(a, 4), ptr<half_t>(a, 5),
                   a[6].i32, a[7].i32, a[8].i32, a[9].i32, a[10].i32, a[11].f32, a[12].i32);
     }, true};
-    k["silu_mul"] = {"ppil", [](Args& a) { silu_mul(ptr<float>(a, 0), ptr<bf16>(a, 1), a[2].i32, a[3].i64); }};
+    k["silu_mul"] = {"ppil", [](Args& a) { silu_mul(ptr<float>(a, 0), ptr<half_t>(a, 1), a[2].i32, a[3].i64); }};
     k["argmax_rows"] = {"pip", [](Args& a) { argmax_rows(ptr<float>(a, 0), a[1].i32, ptr<int>(a, 2)); }, true};
     return k;
 }
 
-float from_bf16(uint16_t bits) { return __uint_as_float((uint32_t)bits << 16); }
 
 bool launch(const std::map<std::string, Kernel>& table) {
     uint32_t name_length;
@@ -178,7 +179,7 @@ bool gemm() {
     for (uint64_t t = 0; t < n; ++t) {
         for (uint64_t r = 0; r < rows; ++r) {
             float sum = 0.0f;
-            for (uint64_t k = 0; k < cols; ++k) sum += from_bf16(pw[r * cols + k]) * from_bf16(px[t * cols + k]);
+            for (uint64_t k = 0; k < cols; ++k) sum += from_half(pw[r * cols + k]) * from_half(px[t * cols + k]);
             py[t * rows + r] = accumulate ? py[t * rows + r] + sum : sum;
         }
     }

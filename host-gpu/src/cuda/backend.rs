@@ -2,7 +2,7 @@
 //! CUDA device).
 //!
 //! A step runs every token of every live sequence together: embedding
-//! lookup, then per layer RMSNorm, one product for q|k|v (bf16 in, f32 out,
+//! lookup, then per layer RMSNorm, one product for q|k|v (halves in, f32 out,
 //! f32 accumulation), RoPE of the query and key heads, the new keys and
 //! values written into the block pool, attention over each sequence's
 //! blocks, the output product added onto the residual by the product itself,
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::cache::{self, BlockBook, CudaCache, StepPlan};
 use super::gpu::{Buffer, CudaGpu, Gpu, GpuError, Karg};
 use super::graphs::{Decode, DecodeGraphs};
-use super::kernels::KernelError;
+use super::kernels::{Half, KernelError};
 use super::weights::{self, DeviceMatrix, THREADS, Weights, grid_1d};
 use crate::engine::{
     Backend, BackendError, MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, RowOutput, Wanted,
@@ -132,16 +132,16 @@ impl<G: Gpu> std::fmt::Debug for GpuBackend<G> {
 
 impl GpuBackend<CudaGpu> {
     /// Uploads `model` to CUDA device `ordinal` with a KV pool of at most
-    /// `cache_bytes`.
+    /// `cache_bytes`, products on f16.
     pub fn new(
         model: &LlamaModel,
         ordinal: usize,
         cache_bytes: usize,
     ) -> Result<Self, CudaLoadError> {
-        Self::on(CudaGpu::open(ordinal)?, model, cache_bytes)
+        Self::on(CudaGpu::open(ordinal, Half::F16)?, model, cache_bytes)
     }
 
-    /// A model of `config`'s shape with deterministic random bf16 weights
+    /// A model of `config`'s shape with deterministic random f16 weights
     /// generated on CUDA device `ordinal` (benchmark shapes with no model
     /// file).
     pub fn random(
@@ -150,7 +150,7 @@ impl GpuBackend<CudaGpu> {
         cache_bytes: usize,
         seed: u32,
     ) -> Result<Self, CudaLoadError> {
-        let gpu = CudaGpu::open(ordinal)?;
+        let gpu = CudaGpu::open(ordinal, Half::F16)?;
         let weights = weights::random_weights(&gpu, &config, seed)?;
         Self::assemble(gpu, config, weights, cache_bytes)
     }
@@ -196,6 +196,11 @@ impl<G: Gpu> GpuBackend<G> {
             }),
             gpu,
         })
+    }
+
+    /// The 16-bit float of its products.
+    pub fn half(&self) -> Half {
+        self.gpu.half()
     }
 
     /// Bytes of weights one step reads (for bandwidth figures).

@@ -1,6 +1,7 @@
 //! What the backend needs from a GPU, as one small trait ([`Gpu`]): device
 //! memory by address, kernel launches by name with addresses and scalars
-//! as arguments, the bf16 product, synchronization, and graph capture.
+//! as arguments, the half-precision product, synchronization, and graph
+//! capture.
 //!
 //! [`CudaGpu`] is the real one (cudarc: the driver, NVRTC and cuBLAS). The
 //! tests implement it with the kernels compiled for the CPU
@@ -21,7 +22,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::Ptx;
 
 use super::backend::CudaLoadError;
-use super::kernels::{self, KERNELS};
+use super::kernels::{self, Half, KERNELS};
 
 /// A failed device call, in words.
 pub type GpuError = String;
@@ -51,6 +52,10 @@ pub trait Gpu: Send + Sync + 'static {
     /// The device, as operators name it (`cuda:0`).
     fn name(&self) -> String;
 
+    /// The 16-bit float its kernels write for the products, and the
+    /// products read.
+    fn half(&self) -> Half;
+
     /// `bytes` of zeroed device memory and its address.
     fn alloc(&self, bytes: usize) -> Result<(u64, Self::Memory), GpuError>;
 
@@ -74,7 +79,7 @@ pub trait Gpu: Send + Sync + 'static {
     ) -> Result<(), GpuError>;
 
     /// `y[n × rows] = x[n × cols] · wᵀ` (or `y +=` it when `accumulate`): `w`
-    /// row-major bf16 `rows × cols`, `x` bf16, `y` f32, f32 accumulation.
+    /// row-major halves `rows × cols`, `x` halves, `y` f32, f32 accumulation.
     #[allow(clippy::too_many_arguments)]
     fn gemm(
         &self,
@@ -231,6 +236,7 @@ fn cuda_error(e: impl std::fmt::Debug) -> GpuError {
 /// the device's architecture.
 pub struct CudaGpu {
     ordinal: usize,
+    half: Half,
     stream: Arc<CudaStream>,
     blas: CudaBlas,
     functions: HashMap<&'static str, CudaFunction>,
@@ -260,8 +266,8 @@ impl std::fmt::Debug for CudaGraphHandle {
 unsafe impl Send for CudaGraphHandle {}
 
 impl CudaGpu {
-    /// Opens device `ordinal` and loads the kernels.
-    pub fn open(ordinal: usize) -> Result<Self, CudaLoadError> {
+    /// Opens device `ordinal` and loads the kernels, products on `half`.
+    pub fn open(ordinal: usize, half: Half) -> Result<Self, CudaLoadError> {
         let cuda = |e: cudarc::driver::DriverError| CudaLoadError::Cuda(format!("{e:?}"));
         let context = CudaContext::new(ordinal).map_err(cuda)?;
         // One stream does all the work, in order, so cudarc's cross-stream
@@ -271,7 +277,7 @@ impl CudaGpu {
         // so no buffer is ever used on two streams.
         unsafe { context.disable_event_tracking() };
         let (major, minor) = context.compute_capability().map_err(cuda)?;
-        let compiled = kernels::compiled(&format!("sm_{major}{minor}"))?;
+        let compiled = kernels::compiled(&format!("sm_{major}{minor}"), half)?;
         let image = if compiled.cubin.is_empty() {
             Ptx::from_src(compiled.ptx.clone())
         } else {
@@ -307,6 +313,7 @@ impl CudaGpu {
         }
         Ok(CudaGpu {
             ordinal,
+            half,
             stream,
             blas,
             functions,
@@ -344,6 +351,10 @@ impl Gpu for CudaGpu {
 
     fn name(&self) -> String {
         format!("cuda:{}", self.ordinal)
+    }
+
+    fn half(&self) -> Half {
+        self.half
     }
 
     fn alloc(&self, bytes: usize) -> Result<(u64, CudaSlice<u8>), GpuError> {
@@ -420,6 +431,10 @@ impl Gpu for CudaGpu {
         // cuBLAS runs on the thread's current context.
         self.stream.context().bind_to_thread().map_err(cuda_error)?;
         let (alpha, beta) = (1.0f32, if accumulate { 1.0f32 } else { 0.0 });
+        let half = match self.half {
+            Half::F16 => blas_sys::cudaDataType_t::CUDA_R_16F,
+            Half::Bf16 => blas_sys::cudaDataType_t::CUDA_R_16BF,
+        };
         // Row-major W (rows × cols) is column-major Wᵀ; the product in
         // column-major terms is Y (rows × n) = Wᵀᵀ · X.
         // SAFETY: the addresses hold rows·cols, n·cols and n·rows elements.
@@ -433,10 +448,10 @@ impl Gpu for CudaGpu {
                 cols as i32,
                 (&alpha) as *const f32 as *const _,
                 w as *const _,
-                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                half,
                 cols as i32,
                 x as *const _,
-                blas_sys::cudaDataType_t::CUDA_R_16BF,
+                half,
                 cols as i32,
                 (&beta) as *const f32 as *const _,
                 y as *mut _,

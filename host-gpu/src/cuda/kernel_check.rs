@@ -11,13 +11,14 @@
 //!
 //! The references are the CPU backend's own operations where it has them
 //! (RMSNorm, RoPE, SiLU, softmax, the GGUF decoders, the sampler's arg-max)
-//! and plain loops elsewhere; outputs the kernels write as bf16 are
+//! and plain loops elsewhere; outputs the kernels write as f16 are
 //! compared after rounding the reference the same way.
 
 use half::{bf16, f16};
 
 use super::backend::CudaLoadError;
 use super::gpu::{Buffer, CudaGpu, Gpu, Karg};
+use super::kernels::Half;
 use crate::cpu;
 use crate::engine::relative_error;
 use crate::gguf::GgmlType;
@@ -29,6 +30,8 @@ use crate::sampling::{self, SplitMix64};
 #[derive(Debug, Clone, PartialEq)]
 pub struct KernelCheck {
     pub kernel: &'static str,
+    /// The half the kernels were compiled for.
+    pub half: Half,
     /// Largest difference from the reference over its largest magnitude
     /// (for `argmax_rows`: the share of rows that differ).
     pub error: f32,
@@ -48,7 +51,7 @@ impl KernelCheck {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arg {
     F32s(Vec<f32>),
-    /// bf16 or f16 bits.
+    /// f16 or bf16 bits.
     U16s(Vec<u16>),
     I32s(Vec<i32>),
     Bytes(Vec<u8>),
@@ -83,6 +86,9 @@ impl Arg {
 
 /// Something that runs the kernels of `kernels/llama.cu`.
 pub trait KernelRunner {
+    /// The half its kernels write (as compiled).
+    fn half(&self) -> Half;
+
     /// Runs `kernel` on a grid of `grid.0 × grid.1` blocks of `threads`
     /// threads, `args` in the kernel's order; afterwards each buffer holds
     /// what the kernel left in it.
@@ -95,11 +101,17 @@ pub trait KernelRunner {
     ) -> Result<(), String>;
 }
 
-/// Tolerance for bf16 outputs (8 bits of mantissa).
-const BF16_TOLERANCE: f32 = 1e-2;
+/// Tolerance for outputs written as halves: 11 bits of precision for f16,
+/// 8 for bf16.
+fn half_tolerance(half: Half) -> f32 {
+    match half {
+        Half::F16 => 2e-3,
+        Half::Bf16 => 1e-2,
+    }
+}
 /// Tolerance for f32 outputs (order of summation only).
 const F32_TOLERANCE: f32 = 1e-4;
-/// Tolerance for the product: exact bf16 products, f32 sums in cuBLAS's order.
+/// Tolerance for the product: exact f16 products, f32 sums in cuBLAS's order.
 const GEMM_TOLERANCE: f32 = 1e-3;
 /// Threads per block of the element-wise kernels (as the backend launches them).
 const THREADS: u32 = 256;
@@ -118,16 +130,29 @@ impl Random {
     }
 }
 
-fn round_bf16(v: f32) -> f32 {
-    bf16::from_f32(v).to_f32()
+fn round_half(half: Half, v: f32) -> f32 {
+    match half {
+        Half::F16 => f16::from_f32(v).to_f32(),
+        Half::Bf16 => bf16::from_f32(v).to_f32(),
+    }
 }
 
-fn from_bf16_bits(bits: &[u16]) -> Vec<f32> {
-    bits.iter().map(|&b| bf16::from_bits(b).to_f32()).collect()
+fn from_half_bits(half: Half, bits: &[u16]) -> Vec<f32> {
+    bits.iter()
+        .map(|&b| match half {
+            Half::F16 => f16::from_bits(b).to_f32(),
+            Half::Bf16 => bf16::from_bits(b).to_f32(),
+        })
+        .collect()
 }
 
-fn bf16_bits(v: &[f32]) -> Vec<u16> {
-    v.iter().map(|&x| bf16::from_f32(x).to_bits()).collect()
+fn half_bits(half: Half, v: &[f32]) -> Vec<u16> {
+    v.iter()
+        .map(|&x| match half {
+            Half::F16 => f16::from_f32(x).to_bits(),
+            Half::Bf16 => bf16::from_f32(x).to_bits(),
+        })
+        .collect()
 }
 
 fn blocks_for(n: usize) -> u32 {
@@ -136,67 +161,79 @@ fn blocks_for(n: usize) -> u32 {
 
 type Outcome = Result<f32, String>;
 
-/// A check: its name, its tolerance, and what runs it.
+/// A check: its name, its tolerance for the half in use, and what runs it.
 type Check = (
     &'static str,
-    f32,
+    fn(Half) -> f32,
     fn(&mut dyn KernelRunner, &mut Random) -> Outcome,
 );
 
+fn f32_tolerance(_: Half) -> f32 {
+    F32_TOLERANCE
+}
+
+fn exact(_: Half) -> f32 {
+    0.0
+}
+
 /// Every kernel's check, through `runner`.
 pub fn check_kernels_with(runner: &mut dyn KernelRunner) -> Vec<KernelCheck> {
-    let checks: [Check; 19] = [
-        ("dequant_f32", BF16_TOLERANCE, |k, r| {
+    let checks: [Check; 20] = [
+        ("dequant_f32", half_tolerance, |k, r| {
             dequant(k, r, GgmlType::F32)
         }),
-        ("dequant_f16", BF16_TOLERANCE, |k, r| {
+        ("dequant_f16", half_tolerance, |k, r| {
             dequant(k, r, GgmlType::F16)
         }),
-        ("dequant_q8_0", BF16_TOLERANCE, |k, r| {
+        ("dequant_bf16", half_tolerance, |k, r| {
+            dequant(k, r, GgmlType::Bf16)
+        }),
+        ("dequant_q8_0", half_tolerance, |k, r| {
             dequant(k, r, GgmlType::Q8_0)
         }),
-        ("dequant_q4_0", BF16_TOLERANCE, |k, r| {
+        ("dequant_q4_0", half_tolerance, |k, r| {
             dequant(k, r, GgmlType::Q4_0)
         }),
-        ("dequant_q4_1", BF16_TOLERANCE, |k, r| {
+        ("dequant_q4_1", half_tolerance, |k, r| {
             dequant(k, r, GgmlType::Q4_1)
         }),
-        ("dequant_q4_k", BF16_TOLERANCE, |k, r| {
+        ("dequant_q4_k", half_tolerance, |k, r| {
             dequant(k, r, GgmlType::Q4K)
         }),
-        ("dequant_q6_k", BF16_TOLERANCE, |k, r| {
+        ("dequant_q6_k", half_tolerance, |k, r| {
             dequant(k, r, GgmlType::Q6K)
         }),
-        ("fill_random_bf16", 0.0, fill_random),
-        ("embed", F32_TOLERANCE, embed),
-        ("rms_norm", BF16_TOLERANCE, rms_norm),
-        ("rms_norm_rows", BF16_TOLERANCE, rms_norm_rows),
-        ("add_bias", F32_TOLERANCE, add_bias),
-        ("rope (interleaved)", F32_TOLERANCE, |k, r| {
+        ("fill_random_half", exact, fill_random),
+        ("embed", f32_tolerance, embed),
+        ("rms_norm", half_tolerance, rms_norm),
+        ("rms_norm_rows", half_tolerance, rms_norm_rows),
+        ("add_bias", f32_tolerance, add_bias),
+        ("rope (interleaved)", f32_tolerance, |k, r| {
             rope(k, r, RopeStyle::Interleaved)
         }),
-        ("rope (halves)", F32_TOLERANCE, |k, r| {
+        ("rope (halves)", f32_tolerance, |k, r| {
             rope(k, r, RopeStyle::Halves)
         }),
         (
             "kv_write + attention (head_dim 40)",
-            BF16_TOLERANCE,
+            half_tolerance,
             |k, r| attention(k, r, 40, &[33, 34]),
         ),
         (
             "kv_write + attention (head_dim 128)",
-            BF16_TOLERANCE,
+            half_tolerance,
             |k, r| attention(k, r, 128, &[33, 34]),
         ),
         (
             "kv_write + attention (head_dim 8, first positions)",
-            BF16_TOLERANCE,
+            half_tolerance,
             |k, r| attention(k, r, 8, &[0, 1]),
         ),
-        ("silu_mul", BF16_TOLERANCE, silu_mul),
-        ("argmax_rows", 0.0, argmax),
+        ("silu_mul", half_tolerance, silu_mul),
+        ("argmax_rows", exact, argmax),
     ];
     let mut random = Random(SplitMix64(0x5eed));
+    let half = runner.half();
     checks
         .into_iter()
         .map(|(kernel, tolerance, check)| {
@@ -206,20 +243,24 @@ pub fn check_kernels_with(runner: &mut dyn KernelRunner) -> Vec<KernelCheck> {
             };
             KernelCheck {
                 kernel,
+                half,
                 error,
-                tolerance,
+                tolerance: tolerance(half),
                 failure,
             }
         })
         .collect()
 }
 
-/// Every kernel's check, and the bf16 product's, on CUDA device `ordinal`.
+/// Every kernel's check, and the product's, on CUDA device `ordinal`,
+/// with each half the kernels may be compiled for.
 pub fn check_kernels(ordinal: usize) -> Result<Vec<KernelCheck>, CudaLoadError> {
-    Ok(check_kernels_on(&CudaGpu::open(ordinal)?))
+    let mut checks = check_kernels_on(&CudaGpu::open(ordinal, Half::F16)?);
+    checks.extend(check_kernels_on(&CudaGpu::open(ordinal, Half::Bf16)?));
+    Ok(checks)
 }
 
-/// Every kernel's check, and the bf16 product's, on `gpu`.
+/// Every kernel's check, and the product's, on `gpu`.
 pub fn check_kernels_on<G: Gpu>(gpu: &G) -> Vec<KernelCheck> {
     let mut results = check_kernels_with(&mut GpuRunner { gpu });
     let outcome = gemm(gpu, &mut Random(SplitMix64(0x9e11)));
@@ -228,7 +269,8 @@ pub fn check_kernels_on<G: Gpu>(gpu: &G) -> Vec<KernelCheck> {
         Err(reason) => (f32::INFINITY, Some(reason)),
     };
     results.push(KernelCheck {
-        kernel: "bf16 product (+ accumulate)",
+        kernel: "half product (+ accumulate)",
+        half: gpu.half(),
         error,
         tolerance: GEMM_TOLERANCE,
         failure,
@@ -252,6 +294,10 @@ enum DeviceArg<G: Gpu> {
 }
 
 impl<G: Gpu> KernelRunner for GpuRunner<'_, G> {
+    fn half(&self) -> Half {
+        self.gpu.half()
+    }
+
     fn launch(
         &mut self,
         kernel: &str,
@@ -335,18 +381,24 @@ fn random_blocks(random: &mut Random, ty: GgmlType, blocks: usize) -> Vec<u8> {
             .iter()
             .flat_map(|&v| f16::from_f32(v).to_le_bytes())
             .collect(),
+        GgmlType::Bf16 => random
+            .floats(bytes.len() / 2)
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect(),
         _ => bytes,
     }
 }
 
 fn dequant(runner: &mut dyn KernelRunner, random: &mut Random, ty: GgmlType) -> Outcome {
+    let h = runner.half();
     // Whole blocks: three of a quantized type, 300 values of a float one.
     let blocks = if ty.block_len() == 1 { 300 } else { 3 };
     let bytes = random_blocks(random, ty, blocks);
     let n = blocks * ty.block_len();
     let mut want = vec![0.0f32; n];
     dequantize(ty, &bytes, &mut want);
-    let want: Vec<f32> = want.into_iter().map(round_bf16).collect();
+    let want: Vec<f32> = want.into_iter().map(|v| round_half(h, v)).collect();
     let source = match ty {
         GgmlType::F32 => Arg::F32s(
             bytes
@@ -354,7 +406,7 @@ fn dequant(runner: &mut dyn KernelRunner, random: &mut Random, ty: GgmlType) -> 
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
         ),
-        GgmlType::F16 => Arg::U16s(
+        GgmlType::F16 | GgmlType::Bf16 => Arg::U16s(
             bytes
                 .chunks_exact(2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -365,12 +417,13 @@ fn dequant(runner: &mut dyn KernelRunner, random: &mut Random, ty: GgmlType) -> 
     let mut args = [source, Arg::U16s(vec![0; n]), Arg::I64(n as i64)];
     let kernel = format!("dequant_{}", ty.name().to_lowercase());
     runner.launch(&kernel, (blocks_for(n), 1), THREADS, &mut args)?;
-    Ok(relative_error(&want, &from_bf16_bits(args[1].u16s())))
+    Ok(relative_error(&want, &from_half_bits(h, args[1].u16s())))
 }
 
 /// The benchmark weights: a 64-bit mix of the index and seed, its top 24
-/// bits as a uniform value in [-scale, scale), rounded to bf16.
+/// bits as a uniform value in [-scale, scale), rounded to the half.
 fn fill_random(runner: &mut dyn KernelRunner, _: &mut Random) -> Outcome {
+    let h = runner.half();
     let (n, seed, scale) = (1000usize, 42u32, 0.5f32);
     let want: Vec<f32> = (0..n as u64)
         .map(|i| {
@@ -383,7 +436,7 @@ fn fill_random(runner: &mut dyn KernelRunner, _: &mut Random) -> Outcome {
             x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
             x ^= x >> 33;
             let u = (x >> 40) as f32 * (1.0 / 16_777_216.0);
-            round_bf16((2.0 * u - 1.0) * scale)
+            round_half(h, (2.0 * u - 1.0) * scale)
         })
         .collect();
     let mut args = [
@@ -392,16 +445,17 @@ fn fill_random(runner: &mut dyn KernelRunner, _: &mut Random) -> Outcome {
         Arg::U32(seed),
         Arg::F32(scale),
     ];
-    runner.launch("fill_random_bf16", (blocks_for(n), 1), THREADS, &mut args)?;
-    Ok(relative_error(&want, &from_bf16_bits(args[0].u16s())))
+    runner.launch("fill_random_half", (blocks_for(n), 1), THREADS, &mut args)?;
+    Ok(relative_error(&want, &from_half_bits(h, args[0].u16s())))
 }
 
 fn embed(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
+    let h = runner.half();
     let (vocab, dim) = (10usize, 40usize);
     let table: Vec<f32> = random
         .floats(vocab * dim)
         .into_iter()
-        .map(round_bf16)
+        .map(|v| round_half(h, v))
         .collect();
     let tokens = vec![3i32, 9, 0];
     let want: Vec<f32> = tokens
@@ -409,7 +463,7 @@ fn embed(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
         .flat_map(|&t| table[t as usize * dim..(t as usize + 1) * dim].to_vec())
         .collect();
     let mut args = [
-        Arg::U16s(bf16_bits(&table)),
+        Arg::U16s(half_bits(h, &table)),
         Arg::I32s(tokens.clone()),
         Arg::F32s(vec![0.0; tokens.len() * dim]),
         Arg::I32(dim as i32),
@@ -419,6 +473,7 @@ fn embed(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
 }
 
 fn rms_norm(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
+    let h = runner.half();
     let (rows, dim, eps) = (3usize, 300usize, 1e-5f32);
     let x = random.floats(rows * dim);
     let w = random.floats(dim);
@@ -426,7 +481,7 @@ fn rms_norm(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     for row in want.chunks_exact_mut(dim) {
         cpu::rms_norm(row, &w, eps);
     }
-    let want: Vec<f32> = want.into_iter().map(round_bf16).collect();
+    let want: Vec<f32> = want.into_iter().map(|v| round_half(h, v)).collect();
     let mut args = [
         Arg::F32s(x),
         Arg::F32s(w),
@@ -435,10 +490,11 @@ fn rms_norm(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
         Arg::F32(eps),
     ];
     runner.launch("rms_norm", (rows as u32, 1), 256, &mut args)?;
-    Ok(relative_error(&want, &from_bf16_bits(args[2].u16s())))
+    Ok(relative_error(&want, &from_half_bits(h, args[2].u16s())))
 }
 
 fn rms_norm_rows(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
+    let h = runner.half();
     let (dim, eps) = (300usize, 1e-5f32);
     let x = random.floats(4 * dim);
     let w = random.floats(dim);
@@ -447,7 +503,7 @@ fn rms_norm_rows(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome 
     for &r in &rows {
         let mut row = x[r as usize * dim..(r as usize + 1) * dim].to_vec();
         cpu::rms_norm(&mut row, &w, eps);
-        want.extend(row.into_iter().map(round_bf16));
+        want.extend(row.into_iter().map(|v| round_half(h, v)));
     }
     let mut args = [
         Arg::F32s(x),
@@ -458,7 +514,7 @@ fn rms_norm_rows(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome 
         Arg::F32(eps),
     ];
     runner.launch("rms_norm_rows", (rows.len() as u32, 1), 256, &mut args)?;
-    Ok(relative_error(&want, &from_bf16_bits(args[3].u16s())))
+    Ok(relative_error(&want, &from_half_bits(h, args[3].u16s())))
 }
 
 fn add_bias(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
@@ -521,6 +577,7 @@ fn attention(
     head_dim: usize,
     positions: &[i32],
 ) -> Outcome {
+    let half = runner.half();
     let (heads, kv_heads) = (4usize, 2usize);
     let (layers, layer) = (2usize, 1usize);
     let (e, kv) = (heads * head_dim, kv_heads * head_dim);
@@ -598,21 +655,22 @@ fn attention(
                     *o += weight * v;
                 }
             }
-            want.extend(o.into_iter().map(round_bf16));
+            want.extend(o.into_iter().map(|v| round_half(half, v)));
         }
     }
-    let attention_error = relative_error(&want, &from_bf16_bits(attend[5].u16s()));
+    let attention_error = relative_error(&want, &from_half_bits(half, attend[5].u16s()));
     Ok(pool_error.max(attention_error))
 }
 
 fn silu_mul(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
+    let h = runner.half();
     let (rows, ff) = (3usize, 50usize);
     let gate_up = random.floats(rows * 2 * ff);
     let mut want = Vec::new();
     for row in gate_up.chunks_exact(2 * ff) {
         let (mut gate, up) = (row[..ff].to_vec(), &row[ff..]);
         cpu::silu_mul(&mut gate, up);
-        want.extend(gate.into_iter().map(round_bf16));
+        want.extend(gate.into_iter().map(|v| round_half(h, v)));
     }
     let mut args = [
         Arg::F32s(gate_up),
@@ -621,7 +679,7 @@ fn silu_mul(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
         Arg::I64((rows * ff) as i64),
     ];
     runner.launch("silu_mul", (blocks_for(rows * ff), 1), THREADS, &mut args)?;
-    Ok(relative_error(&want, &from_bf16_bits(args[1].u16s())))
+    Ok(relative_error(&want, &from_half_bits(h, args[1].u16s())))
 }
 
 /// Rows with a plain maximum, a tie (the first wins), a maximum at the
@@ -656,21 +714,22 @@ fn argmax(runner: &mut dyn KernelRunner, random: &mut Random) -> Outcome {
     Ok(wrong as f32 / want.len() as f32)
 }
 
-/// `y = x · Wᵀ` then `y += x · Wᵀ` on bf16 inputs.
+/// `y = x · Wᵀ` then `y += x · Wᵀ` on half inputs.
 fn gemm<G: Gpu>(gpu: &G, random: &mut Random) -> Outcome {
+    let h = gpu.half();
     let (rows, cols, n) = (96usize, 200usize, 3usize);
     let w: Vec<f32> = random
         .floats(rows * cols)
         .into_iter()
-        .map(round_bf16)
+        .map(|v| round_half(h, v))
         .collect();
     let x: Vec<f32> = random
         .floats(n * cols)
         .into_iter()
-        .map(round_bf16)
+        .map(|v| round_half(h, v))
         .collect();
-    let d_w = Buffer::from_host(gpu, &bf16_bits(&w))?;
-    let d_x = Buffer::from_host(gpu, &bf16_bits(&x))?;
+    let d_w = Buffer::from_host(gpu, &half_bits(h, &w))?;
+    let d_x = Buffer::from_host(gpu, &half_bits(h, &x))?;
     let y = Buffer::<f32, G>::zeros(gpu, n * rows)?;
     let product = |accumulate| {
         gpu.gemm(

@@ -23,7 +23,8 @@ pub const KERNELS: &[&str] = &[
     "dequant_q4_1",
     "dequant_q4_k",
     "dequant_q6_k",
-    "fill_random_bf16",
+    "dequant_bf16",
+    "fill_random_half",
     "embed",
     "rms_norm",
     "rms_norm_rows",
@@ -69,23 +70,44 @@ fn text(raw: Vec<std::os::raw::c_char>) -> String {
         .to_owned()
 }
 
-/// [`SOURCE`] compiled for `arch`, from this process's cache when an
-/// earlier load compiled it (NVRTC takes a second or two; a node loads
-/// several models). A failure is not cached, so it is reported again.
-pub fn compiled(arch: &str) -> Result<Arc<CompiledKernels>, KernelError> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<CompiledKernels>>>> = OnceLock::new();
+/// The 16-bit float the matrix products read (weights and the activations
+/// that feed a product).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Half {
+    /// IEEE half: ten bits of mantissa, largest value 65504.
+    F16,
+    /// bfloat16: seven bits of mantissa, f32's range.
+    Bf16,
+}
+
+impl Half {
+    pub fn name(self) -> &'static str {
+        match self {
+            Half::F16 => "f16",
+            Half::Bf16 => "bf16",
+        }
+    }
+}
+
+/// [`SOURCE`] compiled for `arch` and `half`, from this process's cache
+/// when an earlier load compiled it (NVRTC takes a second or two; a node
+/// loads several models). A failure is not cached, so it is reported again.
+pub fn compiled(arch: &str, half: Half) -> Result<Arc<CompiledKernels>, KernelError> {
+    type Cache = Mutex<HashMap<(String, Half), Arc<CompiledKernels>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Mutex::default);
     let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(kernels) = lock().get(arch) {
+    let key = (arch.to_owned(), half);
+    if let Some(kernels) = lock().get(&key) {
         return Ok(Arc::clone(kernels));
     }
-    let kernels = Arc::new(compile(arch)?);
-    lock().insert(arch.to_owned(), Arc::clone(&kernels));
+    let kernels = Arc::new(compile(arch, half)?);
+    lock().insert(key, Arc::clone(&kernels));
     Ok(kernels)
 }
 
-/// Compiles [`SOURCE`] for `arch` (such as `sm_90`).
-pub fn compile(arch: &str) -> Result<CompiledKernels, KernelError> {
+/// Compiles [`SOURCE`] for `arch` (such as `sm_90`) with products on `half`.
+pub fn compile(arch: &str, half: Half) -> Result<CompiledKernels, KernelError> {
     // SAFETY: only opens the library by name.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
         return Err(KernelError::NoNvrtc);
@@ -96,13 +118,16 @@ pub fn compile(arch: &str) -> Result<CompiledKernels, KernelError> {
     let program = result::create_program(&source, Some(&name)).map_err(nvrtc)?;
     // Fast division and flush-to-zero, but accurate sin/cos (RoPE angles
     // grow with the position); the kernels call __expf where they want it.
-    let options = [
+    let mut options = vec![
         format!("--gpu-architecture={arch}"),
         "--std=c++17".to_owned(),
         "--ftz=true".to_owned(),
         "--prec-div=false".to_owned(),
         "--fmad=true".to_owned(),
     ];
+    if half == Half::Bf16 {
+        options.push("-DSOVRA_HALF_BF16".to_owned());
+    }
     // SAFETY: `program` is a live program; the options are valid strings.
     let compiled = unsafe { result::compile_program(program, &options) };
     // SAFETY: as above; the log exists after a compile, failed or not.

@@ -31,6 +31,7 @@ pub use graphs::{DECODE_BATCHES, GRAPHS_VARIABLE};
 pub use kernel_check::{
     Arg, KernelCheck, KernelRunner, check_kernels, check_kernels_on, check_kernels_with,
 };
+pub use kernels::Half;
 
 /// Where a model runs, as operators write it: `auto`, `cpu`, `cuda`,
 /// `cuda:N`.

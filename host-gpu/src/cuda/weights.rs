@@ -3,7 +3,7 @@
 //!
 //! Products that read the same input are fused at upload: q, k and v are
 //! one matrix stacked row-wise (one product instead of three), and so are
-//! the feed-forward gate and up. GGUF blocks are decoded to bf16 on the
+//! the feed-forward gate and up. GGUF blocks are decoded to the GPU's half (f16 or bf16) on the
 //! device, straight into their part of the stacked matrix.
 
 use super::backend::CudaLoadError;
@@ -26,7 +26,7 @@ fn gpu_error(e: String) -> CudaLoadError {
     CudaLoadError::Cuda(e)
 }
 
-/// A weight matrix on the device, bf16, `rows × cols` row-major.
+/// A weight matrix on the device, halves, `rows × cols` row-major.
 pub(super) struct DeviceMatrix<G: Gpu> {
     pub data: Buffer<u16, G>,
     pub rows: usize,
@@ -75,21 +75,21 @@ impl<G: Gpu> Weights<G> {
     }
 }
 
-/// The kernel that decodes weights of `ty` to bf16.
-fn dequant_kernel(ty: GgmlType) -> Option<&'static str> {
-    Some(match ty {
-        GgmlType::Bf16 => return None,
+/// The kernel that decodes weights of `ty` to halves.
+fn dequant_kernel(ty: GgmlType) -> &'static str {
+    match ty {
         GgmlType::F32 => "dequant_f32",
         GgmlType::F16 => "dequant_f16",
+        GgmlType::Bf16 => "dequant_bf16",
         GgmlType::Q8_0 => "dequant_q8_0",
         GgmlType::Q4_0 => "dequant_q4_0",
         GgmlType::Q4_1 => "dequant_q4_1",
         GgmlType::Q4K => "dequant_q4_k",
         GgmlType::Q6K => "dequant_q6_k",
-    })
+    }
 }
 
-/// `parts` (file matrices of equal width) decoded to bf16 one under another
+/// `parts` (file matrices of equal width) decoded to halves one under another
 /// in a single device matrix.
 fn stacked<G: Gpu>(gpu: &G, parts: &[&Matrix]) -> Result<DeviceMatrix<G>, CudaLoadError> {
     let cols = parts[0].cols;
@@ -104,29 +104,16 @@ fn stacked<G: Gpu>(gpu: &G, parts: &[&Matrix]) -> Result<DeviceMatrix<G>, CudaLo
     let mut at = 0;
     for m in parts {
         let n = m.rows * m.cols;
-        match dequant_kernel(m.ty) {
-            None => {
-                let bits: Vec<u16> = m
-                    .bytes
-                    .chunks_exact(2)
-                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                    .collect();
-                data.write(gpu, at, &bits).map_err(gpu_error)?;
-            }
-            Some(kernel) => {
-                let raw = Buffer::<u8, G>::from_host(gpu, &m.bytes[..]).map_err(gpu_error)?;
-                // Reads the blocks of `n` weights (the whole tensor) and
-                // writes `n` bf16 values from `at` on.
-                gpu.launch(
-                    kernel,
-                    grid_1d(n)?,
-                    THREADS,
-                    &[raw.arg(), data.at(at), Karg::I64(n as i64)],
-                )
-                .map_err(gpu_error)?;
-                // `raw` is released in stream order, after the kernel.
-            }
-        }
+        let raw = Buffer::<u8, G>::from_host(gpu, &m.bytes[..]).map_err(gpu_error)?;
+        // Reads the blocks of `n` weights (the whole tensor) and writes `n`
+        // halves from `at` on; `raw` is released in stream order, after.
+        gpu.launch(
+            dequant_kernel(m.ty),
+            grid_1d(n)?,
+            THREADS,
+            &[raw.arg(), data.at(at), Karg::I64(n as i64)],
+        )
+        .map_err(gpu_error)?;
         at += n;
     }
     Ok(DeviceMatrix { data, rows, cols })
@@ -136,7 +123,7 @@ fn vector<G: Gpu>(gpu: &G, v: &[f32]) -> Result<Buffer<f32, G>, CudaLoadError> {
     Buffer::from_host(gpu, v).map_err(gpu_error)
 }
 
-/// Deterministic random bf16 weights, `cols` wide: one part of `rows` rows
+/// Deterministic random half weights, `cols` wide: one part of `rows` rows
 /// in `[-scale, scale)` per `(rows, seed)`, stacked.
 fn random<G: Gpu>(
     gpu: &G,
@@ -150,7 +137,7 @@ fn random<G: Gpu>(
     for &(part_rows, seed) in parts {
         let n = part_rows * cols;
         gpu.launch(
-            "fill_random_bf16",
+            "fill_random_half",
             grid_1d(n)?,
             THREADS,
             &[
@@ -210,7 +197,7 @@ pub(super) fn upload<G: Gpu>(gpu: &G, model: &LlamaModel) -> Result<Weights<G>, 
     })
 }
 
-/// Deterministic random bf16 weights of `config`'s shapes, made on the
+/// Deterministic random half weights of `config`'s shapes, made on the
 /// device (benchmark shapes with no model file), embeddings tied.
 pub(super) fn random_weights<G: Gpu>(
     gpu: &G,

@@ -23,7 +23,10 @@ pub use embedding::{EmbeddingEngine, MAX_BATCH_TOKENS, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
 
 use crate::chat_template::ChatTemplate;
-use crate::cuda::{CudaBackend, CudaLoadError, CudaProbe, Device, DeviceChoice, DeviceUnavailable};
+use crate::cuda::{
+    CudaBackend, CudaGpu, CudaLoadError, CudaProbe, Device, DeviceChoice, DeviceUnavailable, Gpu,
+    GpuBackend, Half,
+};
 use crate::gguf::{GgufError, GgufFile};
 use crate::model::{BLOCK_TOKENS, LlamaModel, blocks_for};
 use crate::sampling::Sampler;
@@ -142,30 +145,65 @@ fn start<B: Backend>(
     }))
 }
 
-/// Uploads `model` to CUDA device `ordinal` and checks the device against
-/// the CPU ([`device_check`]); when only the decode graphs can be at fault
-/// (the prompt and the first, eager, decode step agreed) and the device
-/// agrees without them, they are turned off and it serves eagerly.
+/// Uploads `model` to CUDA device `ordinal`, checked against the CPU (see
+/// [`load_checked`]).
 fn load_on_gpu(
     model: &LlamaModel,
     ordinal: usize,
     limits: &EngineLimits,
     name: &str,
 ) -> Result<CudaBackend, CudaLoadError> {
-    let backend = CudaBackend::new(model, ordinal, limits.kv_cache_bytes)?;
-    match device_check::agrees_with_cpu(&backend, model) {
-        Ok(()) => Ok(backend),
-        Err(first) if backend.graphs() && first.step_index >= 2 => {
-            backend.set_graphs(false);
-            device_check::agrees_with_cpu(&backend, model)?;
-            tracing::warn!(
-                model = name,
-                "{first}; decode graphs are off for this model"
-            );
-            Ok(backend)
+    load_checked(
+        |half| CudaGpu::open(ordinal, half),
+        model,
+        limits.kv_cache_bytes,
+        name,
+    )
+}
+
+/// Uploads `model` to the GPU that `open` gives for a half, and keeps it
+/// only once its logits agree with the CPU's ([`device_check`]). Products
+/// run on f16 first (the closer to exact); a model whose activations pass
+/// f16's range disagrees there, and goes to bf16. When only the decode
+/// graphs can be at fault (the prompt and the first, eager, decode step
+/// agreed) and the device agrees without them, they are turned off. The
+/// first disagreement is the error when nothing agrees.
+pub fn load_checked<G: Gpu>(
+    open: impl Fn(Half) -> Result<G, CudaLoadError>,
+    model: &LlamaModel,
+    cache_bytes: usize,
+    name: &str,
+) -> Result<GpuBackend<G>, CudaLoadError> {
+    let mut first: Option<Disagreement> = None;
+    for half in [Half::F16, Half::Bf16] {
+        let backend = GpuBackend::on(open(half)?, model, cache_bytes)?;
+        let disagreement = match device_check::agrees_with_cpu(&backend, model) {
+            Ok(()) => None,
+            Err(d) if backend.graphs() && d.step_index >= 2 => {
+                backend.set_graphs(false);
+                match device_check::agrees_with_cpu(&backend, model) {
+                    Ok(()) => {
+                        tracing::warn!(model = name, "{d}; decode graphs are off for this model");
+                        None
+                    }
+                    Err(_) => Some(d),
+                }
+            }
+            Err(d) => Some(d),
+        };
+        match disagreement {
+            None => {
+                if let Some(first) = &first {
+                    tracing::warn!(model = name, "{first}; products run on {}", half.name());
+                }
+                return Ok(backend);
+            }
+            Some(d) => {
+                first.get_or_insert(d);
+            }
         }
-        Err(disagreement) => Err(disagreement.into()),
     }
+    Err(first.expect("every half was tried").into())
 }
 
 impl TextEngine {

@@ -20,24 +20,32 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use sovra_gpu::cuda::{Gpu, GpuError, Karg};
+use sovra_gpu::cuda::{Gpu, GpuError, Half, Karg};
 
-/// The emulated GPU's program, compiled once per test binary, or `None`
-/// (with a message) without a compiler.
-pub fn build() -> Option<PathBuf> {
-    static RUNNER: OnceLock<Option<PathBuf>> = OnceLock::new();
-    RUNNER.get_or_init(compile).clone()
+/// The emulated GPU's program for `half`, compiled once per test binary,
+/// or `None` (with a message) without a compiler.
+pub fn build(half: Half) -> Option<PathBuf> {
+    static F16: OnceLock<Option<PathBuf>> = OnceLock::new();
+    static BF16: OnceLock<Option<PathBuf>> = OnceLock::new();
+    match half {
+        Half::F16 => F16.get_or_init(|| compile(half)).clone(),
+        Half::Bf16 => BF16.get_or_init(|| compile(half)).clone(),
+    }
 }
 
-fn compile() -> Option<PathBuf> {
+fn compile(half: Half) -> Option<PathBuf> {
     let compiler = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emulation/runner.cpp");
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sovra-emulated-gpu");
-    let status = Command::new(&compiler)
+    let out =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sovra-emulated-gpu-{}", half.name()));
+    let mut command = Command::new(&compiler);
+    command
         .args(["-std=c++20", "-O2", "-pthread", "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status();
+        .arg(&out);
+    if half == Half::Bf16 {
+        command.arg("-DSOVRA_HALF_BF16");
+    }
+    let status = command.arg(&source).status();
     match status {
         Ok(status) if status.success() => Some(out),
         Ok(status) => panic!(
@@ -91,6 +99,7 @@ impl Drop for Pipe {
 
 /// The emulated GPU.
 pub struct EmulatedGpu {
+    half: Half,
     pipe: Arc<Mutex<Pipe>>,
     next_id: AtomicU64,
     /// While capturing: the launches and products recorded so far.
@@ -116,9 +125,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl EmulatedGpu {
-    /// Starts the emulated GPU, or `None` without a compiler.
-    pub fn start() -> Option<Self> {
-        let runner = build()?;
+    /// Starts the emulated GPU with products on `half`, or `None` without
+    /// a compiler.
+    pub fn start(half: Half) -> Option<Self> {
+        let runner = build(half)?;
         let mut child = Command::new(runner)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -127,6 +137,7 @@ impl EmulatedGpu {
         let input = BufWriter::new(child.stdin.take().unwrap());
         let output = BufReader::new(child.stdout.take().unwrap());
         Some(EmulatedGpu {
+            half,
             pipe: Arc::new(Mutex::new(Pipe {
                 child,
                 input,
@@ -160,6 +171,10 @@ impl Gpu for EmulatedGpu {
 
     fn name(&self) -> String {
         "emulated:0".into()
+    }
+
+    fn half(&self) -> Half {
+        self.half
     }
 
     fn alloc(&self, bytes: usize) -> Result<(u64, Memory), GpuError> {
