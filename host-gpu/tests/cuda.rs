@@ -8,11 +8,14 @@
 //! logits, decode steps replayed from CUDA graphs (padded batches included)
 //! equal eager ones, and the engine generates on the device.
 
+mod support;
+
 use std::path::Path;
 
 use sovra_gpu::cuda::{self, CudaBackend, DeviceChoice, Half, kernels};
-use sovra_gpu::engine::{Backend, CpuBackend, RowOutput, Wanted};
+use sovra_gpu::engine::{Backend, CpuBackend};
 use sovra_gpu::model::LlamaModel;
+use support::{TINY_MODELS, decode_together};
 
 fn nvrtc_present() -> bool {
     // SAFETY: only opens the library by name.
@@ -127,18 +130,7 @@ fn stepwise<B: Backend>(backend: &B, tokens: &[u32]) -> Vec<Vec<f32>> {
 fn the_gpu_gives_the_cpu_logits_on_every_weight_type() {
     let Some(device) = gpu() else { return };
     let tokens = [3u32, 17, 42, 5, 29, 8];
-    for name in [
-        "llama-f32",
-        "llama-f16",
-        "llama-bf16",
-        "llama-q4_0",
-        "llama-q4_1",
-        "llama-q8_0",
-        "llama-q4_k",
-        "llama-q6_k",
-        "qwen2-q8_0",
-        "llama-spm",
-    ] {
+    for name in TINY_MODELS {
         let model = tiny(name);
         // As a node loads it: f16 products unless the model needs bf16's
         // range (the Q4_K and Q6_K test models do), checked against the CPU.
@@ -191,52 +183,6 @@ fn the_gpu_gives_the_cpu_logits_on_every_weight_type() {
             );
         }
     }
-}
-
-/// Greedy continuations of `prompts` decoded together for `steps` tokens;
-/// `device_argmax` asks for greedy rows (ids back) instead of logits.
-fn decode_together<B: Backend>(
-    backend: &B,
-    prompts: &[&[u32]],
-    steps: usize,
-    device_argmax: bool,
-) -> Vec<Vec<u32>> {
-    let mut caches: Vec<_> = prompts.iter().map(|_| backend.new_cache()).collect();
-    let mut tokens = Vec::new();
-    let mut owners = Vec::new();
-    let mut wanted = Vec::new();
-    for (s, prompt) in prompts.iter().enumerate() {
-        tokens.extend_from_slice(prompt);
-        owners.extend(std::iter::repeat_n(s, prompt.len()));
-        wanted.push(Wanted {
-            row: tokens.len() - 1,
-            greedy: device_argmax,
-        });
-    }
-    let mut out: Vec<Vec<u32>> = prompts.iter().map(|_| Vec::new()).collect();
-    for _ in 0..steps {
-        let mut refs: Vec<_> = caches.iter_mut().collect();
-        let outputs = backend.step(&tokens, &owners, &mut refs, &wanted).unwrap();
-        assert_eq!(outputs.len(), prompts.len());
-        for (s, output) in outputs.into_iter().enumerate() {
-            out[s].push(match output {
-                RowOutput::ArgMax(t) => {
-                    assert!(device_argmax, "an arg-max for a row that asked for logits");
-                    t
-                }
-                RowOutput::Logits(l) => sovra_gpu::sampling::argmax(&l),
-            });
-        }
-        tokens = out.iter().map(|o| *o.last().unwrap()).collect();
-        owners = (0..prompts.len()).collect();
-        wanted = (0..prompts.len())
-            .map(|row| Wanted {
-                row,
-                greedy: device_argmax,
-            })
-            .collect();
-    }
-    out
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! `SOVRA_REQUIRE_EMULATION=1` makes that a failure.
 
 mod emulated;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use sovra_gpu::cpu::Activations;
 use sovra_gpu::cuda::{CudaLoadError, Gpu, GpuBackend, Half, Karg, check_kernels_on};
 use sovra_gpu::engine::{Backend, CpuBackend, MAX_STEP_TOKENS, RowOutput, Wanted, load_checked};
 use sovra_gpu::model::LlamaModel;
+use support::{TINY_MODELS, decode_together};
 
 fn tiny(name: &str) -> LlamaModel {
     let path =
@@ -106,18 +108,7 @@ fn a_launch_with_the_wrong_arguments_is_refused_not_run() {
 #[test]
 fn the_backend_gives_the_cpu_logits_on_every_weight_type() {
     let tokens = [3u32, 17, 42, 5, 29, 8];
-    for name in [
-        "llama-f32",
-        "llama-f16",
-        "llama-bf16",
-        "llama-q4_0",
-        "llama-q4_1",
-        "llama-q8_0",
-        "llama-q4_k",
-        "llama-q6_k",
-        "qwen2-q8_0",
-        "llama-spm",
-    ] {
+    for name in TINY_MODELS {
         let Some((gpu, cpu)) = backends(name) else {
             return;
         };
@@ -138,51 +129,6 @@ fn the_backend_gives_the_cpu_logits_on_every_weight_type() {
             "{name}: prompt in one step"
         );
     }
-}
-
-/// Greedy continuations of `prompts` decoded together for `steps` tokens;
-/// `device_argmax` asks for greedy rows (ids back) instead of logits.
-fn decode_together<B: Backend>(
-    backend: &B,
-    prompts: &[&[u32]],
-    steps: usize,
-    device_argmax: bool,
-) -> Vec<Vec<u32>> {
-    let mut caches: Vec<_> = prompts.iter().map(|_| backend.new_cache()).collect();
-    let mut tokens = Vec::new();
-    let mut owners = Vec::new();
-    let mut wanted = Vec::new();
-    for (s, prompt) in prompts.iter().enumerate() {
-        tokens.extend_from_slice(prompt);
-        owners.extend(std::iter::repeat_n(s, prompt.len()));
-        wanted.push(Wanted {
-            row: tokens.len() - 1,
-            greedy: device_argmax,
-        });
-    }
-    let mut out: Vec<Vec<u32>> = prompts.iter().map(|_| Vec::new()).collect();
-    for _ in 0..steps {
-        let mut refs: Vec<_> = caches.iter_mut().collect();
-        let outputs = backend.step(&tokens, &owners, &mut refs, &wanted).unwrap();
-        for (s, output) in outputs.into_iter().enumerate() {
-            out[s].push(match output {
-                RowOutput::ArgMax(t) => {
-                    assert!(device_argmax, "an arg-max for a row that asked for logits");
-                    t
-                }
-                RowOutput::Logits(l) => sovra_gpu::sampling::argmax(&l),
-            });
-        }
-        tokens = out.iter().map(|o| *o.last().unwrap()).collect();
-        owners = (0..prompts.len()).collect();
-        wanted = (0..prompts.len())
-            .map(|row| Wanted {
-                row,
-                greedy: device_argmax,
-            })
-            .collect();
-    }
-    out
 }
 
 /// Every logit of every step of `prompts` decoded together greedily.
