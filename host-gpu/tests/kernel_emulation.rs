@@ -7,13 +7,19 @@
 //!   on a device);
 //! - the backend's own code (each launch's arguments, the workspace, passes
 //!   larger than it, padding, graphs, the device arg-max) on the tiny models
-//!   of every weight type, against the CPU's exact logits.
+//!   of every weight type, against the CPU's exact logits;
+//! - the GPU check itself (`examples/gpu_check/checks.rs`) at small shapes,
+//!   so that the first run on a real GPU meets code that has run end to end.
 //!
 //! Skipped with a message when no C++20 compiler is found (`CXX` or g++);
 //! `SOVRA_REQUIRE_EMULATION=1` makes that a failure.
 
 mod emulated;
 mod support;
+
+#[path = "../examples/gpu_check/checks.rs"]
+#[allow(dead_code)] // Plan::full is the real GPU's.
+mod gpu_check;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -319,4 +325,39 @@ fn a_model_whose_activations_pass_f16s_range_runs_on_bf16() {
         return;
     };
     assert_eq!(wide.half(), Half::Bf16);
+}
+
+#[test]
+fn the_gpu_check_runs_end_to_end_on_the_emulated_gpu() {
+    if emulated::build(Half::F16).is_none() {
+        return;
+    }
+    let open =
+        |half| EmulatedGpu::start(half).ok_or_else(|| CudaLoadError::Cuda("no compiler".into()));
+    let device = gpu_check::Device {
+        open: &open,
+        copy_bandwidth: &|_| None,
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut report = Vec::new();
+    let passed = gpu_check::run(&device, &repo, &gpu_check::Plan::dry_run(), &mut report);
+    let report = String::from_utf8(report).unwrap();
+    eprintln!("{report}");
+    assert!(passed, "a check failed on the emulated GPU:\n{report}");
+    assert!(!report.contains("FAILED") && !report.contains("WRONG"));
+    // Every tiny model has its row, and each half its throughput rows.
+    for model in TINY_MODELS {
+        assert!(
+            report.contains(&format!("| {model} |")),
+            "no row for {model}"
+        );
+    }
+    for half in ["f16", "bf16"] {
+        for batch in [1, 8, 64] {
+            assert!(
+                report.contains(&format!("| {half} | {batch} |")),
+                "no {half} batch-{batch} row"
+            );
+        }
+    }
 }

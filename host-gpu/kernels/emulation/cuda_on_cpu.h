@@ -1,22 +1,26 @@
-// The CUDA execution model on CPU threads, enough to run kernels/llama.cu
-// where there is no GPU (the tests' kernel checks; see runner.cpp).
+// The CUDA execution model on the CPU, enough to run kernels/llama.cu where
+// there is no GPU (the tests' kernel checks; see runner.cpp).
 //
-// A launch runs its blocks one after another on blockDim.x real threads, so
-// __syncthreads is a barrier of the block and a warp shuffle is an exchange
-// among the 32 threads of a warp with a barrier of the warp.
-// __shared__ variables become statics: one block runs at a time, so all of
-// its threads see the same ones, as on a GPU. Device intrinsics map to their
-// exact libm counterparts.
+// A launch runs its blocks one after another on one CPU thread. A kernel
+// whose threads cooperate runs each of a block's threads as a fiber (its
+// own stack and registers): __syncthreads is a barrier of
+// the block's fibers and a warp shuffle an exchange among the 32 fibers of
+// a warp with a barrier of the warp. A fiber runs until it waits at a
+// barrier, then the next one runs, so barriers cost a switch, not a trip
+// through the OS scheduler; a barrier that some threads never reach aborts
+// (on a GPU it would hang). __shared__ variables become statics: one block
+// runs at a time, so all of its threads see the same ones, as on a GPU.
+// Device intrinsics map to their exact libm counterparts.
 #pragma once
 
-#include <barrier>
 #include <cmath>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
-#include <thread>
 #include <vector>
+
+#include <ucontext.h>
 
 struct dim3 {
     unsigned int x = 1, y = 1, z = 1;
@@ -30,23 +34,119 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __shared__ static
 
 namespace emulation {
-inline std::barrier<>* block_barrier = nullptr;
-inline std::vector<std::unique_ptr<std::barrier<>>> warp_barriers;
-inline float warp_exchange[32][32];
+// A barrier of `expected` fibers; `generation` counts its openings.
+struct Barrier {
+    unsigned int expected = 0, arrived = 0;
+    unsigned long long generation = 0;
+};
+
+// SOVRA_EMULATION_UCONTEXT chooses the portable switch on x86-64 too (to test it).
+#if defined(__x86_64__) && !defined(SOVRA_EMULATION_UCONTEXT)
+// A suspended fiber: its stack pointer, its callee-saved registers pushed
+// below it. Switching saves six registers and the stack pointer, where
+// swapcontext would also save the signal mask, a system call each time.
+struct Context {
+    void* sp = nullptr;
+};
+
+extern "C" void sovra_emulation_switch(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl sovra_emulation_switch
+    .type sovra_emulation_switch, @function
+sovra_emulation_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size sovra_emulation_switch, .-sovra_emulation_switch
+)");
+
+inline void switch_context(Context& from, Context& to) { sovra_emulation_switch(&from.sp, to.sp); }
+
+// Makes `context` start `entry` (which must never return) on `stack`: the
+// first switch to it pops six zeroed registers and "returns" into `entry`
+// with the stack aligned as after a call.
+inline void start_context(Context& context, char* stack, size_t bytes, void (*entry)()) {
+    auto** sp = reinterpret_cast<void**>(reinterpret_cast<uintptr_t>(stack + bytes) & ~uintptr_t{15});
+    *--sp = nullptr;
+    *--sp = reinterpret_cast<void*>(entry);
+    for (int i = 0; i < 6; ++i) *--sp = nullptr;
+    context.sp = sp;
+}
+#else
+struct Context {
+    ucontext_t context;
+};
+
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.context, &to.context); }
+
+inline void start_context(Context& context, char* stack, size_t bytes, void (*entry)()) {
+    getcontext(&context.context);
+    context.context.uc_stack.ss_sp = stack;
+    context.context.uc_stack.ss_size = bytes;
+    context.context.uc_link = nullptr;
+    makecontext(&context.context, entry, 0);
+}
+#endif
+
+struct Fiber {
+    Context context;
+    std::unique_ptr<char[]> stack;
+    bool done = false;
+};
+
+// Each fiber's stack: the kernels keep a few small arrays per thread.
+inline constexpr size_t FIBER_STACK_BYTES = 256 * 1024;
+// CUDA's largest block, and its warps.
+inline constexpr unsigned int MAX_THREADS = 1024;
+
+inline Context scheduler;
+inline std::vector<Fiber> fibers;
+// The fiber running now, and whether a cooperative launch is under way.
+inline unsigned int running = 0;
+inline bool cooperative = false;
+// Arrivals at barriers and fibers ended: a round of the block's fibers
+// that adds none is a deadlock.
+inline unsigned long long progress = 0;
+inline Barrier block_barrier;
+inline Barrier warp_barriers[MAX_THREADS / 32];
+inline float warp_exchange[MAX_THREADS / 32][32];
+
+// Waits at `barrier` until all its fibers have arrived, letting the others
+// run meanwhile.
+inline void wait(Barrier& barrier) {
+    if (!cooperative) std::abort();  // a kernel run as independent threads
+    unsigned long long generation = barrier.generation;
+    ++progress;
+    if (++barrier.arrived == barrier.expected) {
+        barrier.arrived = 0;
+        ++barrier.generation;
+        return;
+    }
+    while (barrier.generation == generation) switch_context(fibers[running].context, scheduler);
+}
 }  // namespace emulation
 
-inline void __syncthreads() {
-    if (!emulation::block_barrier) std::abort();  // a kernel run as independent threads
-    emulation::block_barrier->arrive_and_wait();
-}
+inline void __syncthreads() { emulation::wait(emulation::block_barrier); }
 
 inline float __shfl_xor_sync(unsigned int, float value, int offset) {
-    if (!emulation::block_barrier) std::abort();  // a kernel run as independent threads
     unsigned int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     emulation::warp_exchange[warp][lane] = value;
-    emulation::warp_barriers[warp]->arrive_and_wait();
+    emulation::wait(emulation::warp_barriers[warp]);
     float other = emulation::warp_exchange[warp][lane ^ offset];
-    emulation::warp_barriers[warp]->arrive_and_wait();
+    emulation::wait(emulation::warp_barriers[warp]);
     return other;
 }
 
@@ -71,7 +171,7 @@ namespace emulation {
 // __syncthreads, no shuffles, no shared memory); one that does aborts.
 template <typename Call>
 void launch_independent(dim3 grid, dim3 block, Call call) {
-    block_barrier = nullptr;
+    cooperative = false;
     blockDim = block;
     gridDim = grid;
     for (unsigned int by = 0; by < grid.y; ++by) {
@@ -85,36 +185,64 @@ void launch_independent(dim3 grid, dim3 block, Call call) {
     }
 }
 
+// The body of every fiber of a launch: the launch's call, for every block.
+inline void (*fiber_body)(void*) = nullptr;
+inline void* fiber_call = nullptr;
+
+inline void fiber_entry() {
+    for (unsigned int by = 0; by < gridDim.y; ++by) {
+        for (unsigned int bx = 0; bx < gridDim.x; ++bx) {
+            blockIdx = dim3{bx, by, 0};
+            fiber_body(fiber_call);
+            // No thread starts the next block, and reuses its shared
+            // statics, while any still runs this one.
+            wait(block_barrier);
+        }
+    }
+    fibers[running].done = true;
+    ++progress;
+    switch_context(fibers[running].context, scheduler);
+    std::abort();  // a finished fiber is never resumed
+}
+
 // Runs `call` for every thread of every block of a grid: blockDim.x
-// threads, each taking its place in every block in turn; a barrier ends
-// each block, so a block's shared statics are not reused while any of its
-// threads still runs.
+// fibers, each taking its place in every block in turn; a barrier ends
+// each block.
 template <typename Call>
 void launch(dim3 grid, dim3 block, Call call) {
     unsigned int threads = block.x;
-    std::barrier<> barrier(threads);
-    block_barrier = &barrier;
-    warp_barriers.clear();
+    if (threads == 0 || threads > MAX_THREADS) std::abort();
+    while (fibers.size() < threads) {
+        fibers.emplace_back();
+        fibers.back().stack.reset(new char[FIBER_STACK_BYTES]);
+    }
+    blockDim = block;
+    gridDim = grid;
+    block_barrier = Barrier{threads};
     for (unsigned int w = 0; w * 32 < threads; ++w) {
-        unsigned int lanes = threads - w * 32 < 32 ? threads - w * 32 : 32;
-        warp_barriers.push_back(std::make_unique<std::barrier<>>(lanes));
+        warp_barriers[w] = Barrier{threads - w * 32 < 32 ? threads - w * 32 : 32};
     }
-    std::vector<std::thread> running;
-    running.reserve(threads);
+    fiber_body = [](void* c) { (*static_cast<Call*>(c))(); };
+    fiber_call = &call;
     for (unsigned int t = 0; t < threads; ++t) {
-        running.emplace_back([=, &barrier] {
-            threadIdx = dim3{t, 0, 0};
-            blockDim = block;
-            gridDim = grid;
-            for (unsigned int by = 0; by < grid.y; ++by) {
-                for (unsigned int bx = 0; bx < grid.x; ++bx) {
-                    blockIdx = dim3{bx, by, 0};
-                    call();
-                    barrier.arrive_and_wait();
-                }
-            }
-        });
+        Fiber& fiber = fibers[t];
+        fiber.done = false;
+        start_context(fiber.context, fiber.stack.get(), FIBER_STACK_BYTES, fiber_entry);
     }
-    for (auto& thread : running) thread.join();
+    cooperative = true;
+    for (unsigned int remaining = threads; remaining > 0;) {
+        unsigned long long before = progress;
+        for (unsigned int t = 0; t < threads; ++t) {
+            if (fibers[t].done) continue;
+            running = t;
+            threadIdx = dim3{t, 0, 0};
+            switch_context(scheduler, fibers[t].context);
+            if (fibers[t].done) --remaining;
+        }
+        // Every fiber waits at a barrier the others will never reach.
+        if (remaining > 0 && progress == before) std::abort();
+    }
+    cooperative = false;
+    fiber_call = nullptr;
 }
 }  // namespace emulation

@@ -75,7 +75,7 @@ struct Kernel {
     // p: an address; i i32, l i64, u u32, s f32.
     std::string signature;
     std::function<void(Args&)> call;
-    // Its threads wait for each other (block sums, shuffles): real threads.
+    // Its threads wait for each other (block sums, shuffles): fibers.
     bool cooperative = false;
 };
 

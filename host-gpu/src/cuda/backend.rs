@@ -150,13 +150,12 @@ impl GpuBackend<CudaGpu> {
         cache_bytes: usize,
         seed: u32,
     ) -> Result<Self, CudaLoadError> {
-        let gpu = CudaGpu::open(ordinal, Half::F16)?;
-        let weights = weights::random_weights(&gpu, &config, seed)?;
-        Self::assemble(gpu, config, weights, cache_bytes)
-    }
-
-    pub fn stream(&self) -> &Arc<cudarc::driver::CudaStream> {
-        self.gpu.stream()
+        Self::random_on(
+            CudaGpu::open(ordinal, Half::F16)?,
+            config,
+            cache_bytes,
+            seed,
+        )
     }
 }
 
@@ -165,6 +164,18 @@ impl<G: Gpu> GpuBackend<G> {
     pub fn on(gpu: G, model: &LlamaModel, cache_bytes: usize) -> Result<Self, CudaLoadError> {
         let weights = weights::upload(&gpu, model)?;
         Self::assemble(gpu, model.config().clone(), weights, cache_bytes)
+    }
+
+    /// A model of `config`'s shape with deterministic random weights
+    /// generated on `gpu` (benchmark shapes with no model file).
+    pub fn random_on(
+        gpu: G,
+        config: LlamaConfig,
+        cache_bytes: usize,
+        seed: u32,
+    ) -> Result<Self, CudaLoadError> {
+        let weights = weights::random_weights(&gpu, &config, seed)?;
+        Self::assemble(gpu, config, weights, cache_bytes)
     }
 
     fn assemble(
@@ -196,6 +207,11 @@ impl<G: Gpu> GpuBackend<G> {
             }),
             gpu,
         })
+    }
+
+    /// The GPU it runs on.
+    pub fn gpu(&self) -> &G {
+        &self.gpu
     }
 
     /// The 16-bit float of its products.

@@ -39,9 +39,7 @@ fn compile(half: Half) -> Option<PathBuf> {
     let out =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sovra-emulated-gpu-{}", half.name()));
     let mut command = Command::new(&compiler);
-    command
-        .args(["-std=c++20", "-O2", "-pthread", "-o"])
-        .arg(&out);
+    command.args(["-std=c++20", "-O2", "-o"]).arg(&out);
     if half == Half::Bf16 {
         command.arg("-DSOVRA_HALF_BF16");
     }
