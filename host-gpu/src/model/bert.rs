@@ -33,12 +33,33 @@ impl Linear {
         })
     }
 
+    /// Layers with the same inputs stacked into one, their outputs side
+    /// by side.
+    fn stacked(parts: Vec<Linear>) -> Linear {
+        let inputs = parts[0].inputs;
+        debug_assert!(parts.iter().all(|p| p.inputs == inputs));
+        Linear {
+            outputs: parts.iter().map(|p| p.outputs).sum(),
+            weight: parts
+                .iter()
+                .flat_map(|p| p.weight.iter().copied())
+                .collect(),
+            bias: parts.iter().flat_map(|p| p.bias.iter().copied()).collect(),
+            inputs,
+        }
+    }
+
     /// Every row of `x` through the layer, into `y` (its memory reused).
     fn apply(&self, x: &[f32], y: &mut Vec<f32>) {
         debug_assert_eq!(self.bias.len(), self.outputs);
         crate::cpu::linear_into(x, &self.weight, &self.bias, self.inputs, y);
     }
 }
+
+/// Rows one parallel task of the element-wise passes takes (each row is
+/// only hundreds of values: tasks of one row would cost more to hand out
+/// than to run).
+const ROWS_PER_TASK: usize = 16;
 
 struct LayerNorm {
     weight: Vec<f32>,
@@ -60,23 +81,41 @@ impl LayerNorm {
         })
     }
 
+    /// Normalizes every row of `x` in place.
     fn apply(&self, x: &mut [f32]) {
         let dim = self.weight.len();
-        for row in x.chunks_exact_mut(dim) {
-            let mean = row.iter().sum::<f32>() / dim as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
-            let scale = 1.0 / (var + self.eps).sqrt();
-            for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = (*v - mean) * scale * w + b;
-            }
+        x.par_chunks_mut(dim * ROWS_PER_TASK)
+            .for_each(|rows| rows.chunks_exact_mut(dim).for_each(|row| self.row(row)));
+    }
+
+    /// `x = norm(x + residual)`, row by row, in one pass.
+    fn add_and_apply(&self, x: &mut [f32], residual: &[f32]) {
+        let dim = self.weight.len();
+        debug_assert_eq!(x.len(), residual.len());
+        x.par_chunks_mut(dim * ROWS_PER_TASK)
+            .zip(residual.par_chunks(dim * ROWS_PER_TASK))
+            .for_each(|(rows, added)| {
+                for (row, added) in rows.chunks_exact_mut(dim).zip(added.chunks_exact(dim)) {
+                    row.iter_mut().zip(added).for_each(|(v, a)| *v += a);
+                    self.row(row);
+                }
+            });
+    }
+
+    fn row(&self, row: &mut [f32]) {
+        let dim = row.len();
+        let mean = row.iter().sum::<f32>() / dim as f32;
+        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let scale = 1.0 / (var + self.eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+            *v = (*v - mean) * scale * w + b;
         }
     }
 }
 
 struct Layer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    /// Query, key and value stacked: one product, rows `3 × hidden` wide.
+    qkv: Linear,
     attention_out: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,
@@ -116,6 +155,9 @@ fn erf(x: f32) -> f32 {
             + t * (-0.284_496_74 + t * (1.421_413_8 + t * (-1.453_152_1 + t * 1.061_405_4))));
     (1.0 - poly * crate::cpu::exp(-a * a)).copysign(x)
 }
+
+/// Values one parallel task of GELU takes.
+const GELU_VALUES_PER_TASK: usize = 16 * 1024;
 
 fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2))
@@ -168,10 +210,20 @@ impl BertModel {
         let layers = (0..layers)
             .map(|i| {
                 let name = |part: &str| format!("encoder.layer.{i}.{part}");
+                let projection = |part: &str| {
+                    Linear::load(
+                        &file,
+                        &name(&format!("attention.self.{part}")),
+                        hidden,
+                        hidden,
+                    )
+                };
                 Ok(Layer {
-                    query: Linear::load(&file, &name("attention.self.query"), hidden, hidden)?,
-                    key: Linear::load(&file, &name("attention.self.key"), hidden, hidden)?,
-                    value: Linear::load(&file, &name("attention.self.value"), hidden, hidden)?,
+                    qkv: Linear::stacked(vec![
+                        projection("query")?,
+                        projection("key")?,
+                        projection("value")?,
+                    ]),
                     attention_out: Linear::load(
                         &file,
                         &name("attention.output.dense"),
@@ -248,12 +300,10 @@ impl BertModel {
         let scale = 1.0 / (head_dim as f32).sqrt();
         // Buffers reused by every layer (fresh large allocations would
         // fault their pages in again each time).
-        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
+        let mut qkv = Vec::new();
         let (mut context, mut projected, mut inner) = (Vec::new(), Vec::new(), Vec::new());
         for layer in &self.layers {
-            layer.query.apply(&x, &mut q);
-            layer.key.apply(&x, &mut k);
-            layer.value.apply(&x, &mut v);
+            layer.qkv.apply(&x, &mut qkv);
             context.clear();
             context.resize(n * h, 0.0f32);
             context
@@ -261,33 +311,31 @@ impl BertModel {
                 .enumerate()
                 .for_each(|(pair, out)| {
                     let (t, head) = (pair / self.heads, pair % self.heads);
-                    fn at(m: &[f32], p: usize, h: usize, head: usize, head_dim: usize) -> &[f32] {
-                        &m[p * h + head * head_dim..p * h + (head + 1) * head_dim]
-                    }
-                    let qt = at(&q, t, h, head, head_dim);
+                    // Row p's query (part 0), key (1) or value (2) of this head.
+                    let at = |p: usize, part: usize| {
+                        let start = p * 3 * h + part * h + head * head_dim;
+                        &qkv[start..start + head_dim]
+                    };
+                    let qt = at(t, 0);
                     let mut scores: Vec<f32> = spans[t]
                         .clone()
-                        .map(|p| dot(qt, at(&k, p, h, head, head_dim)) * scale)
+                        .map(|p| dot(qt, at(p, 1)) * scale)
                         .collect();
                     softmax(&mut scores);
                     for (p, &weight) in spans[t].clone().zip(&scores) {
-                        for (o, val) in out.iter_mut().zip(at(&v, p, h, head, head_dim)) {
+                        for (o, val) in out.iter_mut().zip(at(p, 2)) {
                             *o += weight * val;
                         }
                     }
                 });
             layer.attention_out.apply(&context, &mut projected);
-            for (a, b) in x.iter_mut().zip(&projected) {
-                *a += b;
-            }
-            layer.attention_norm.apply(&mut x);
+            layer.attention_norm.add_and_apply(&mut x, &projected);
             layer.intermediate.apply(&x, &mut inner);
-            inner.iter_mut().for_each(|v| *v = gelu(*v));
+            inner
+                .par_chunks_mut(GELU_VALUES_PER_TASK)
+                .for_each(|values| values.iter_mut().for_each(|v| *v = gelu(*v)));
             layer.output.apply(&inner, &mut projected);
-            for (a, b) in x.iter_mut().zip(&projected) {
-                *a += b;
-            }
-            layer.output_norm.apply(&mut x);
+            layer.output_norm.add_and_apply(&mut x, &projected);
         }
         let mut rows = x.chunks_exact(h);
         texts
