@@ -73,7 +73,11 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.336_54, 88.722_83);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    // Rounded to the nearest integer by adding and taking away 1.5·2²³
+    // (exact for |x·log2 e| < 2²²): `f32::round` is a call to libm's
+    // `roundf` on baseline x86-64, which keeps loops from vectorizing.
+    const ROUNDING: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUNDING) - ROUNDING;
     let r = x - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
