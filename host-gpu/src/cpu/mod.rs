@@ -9,4 +9,4 @@ mod simd;
 
 pub use dense::{linear, linear_into};
 pub use matmul::{Activations, Matrix, matmul, matmul_group};
-pub use ops::{dot, exp, rms_norm, rope, rope_frequencies, silu_mul, softmax};
+pub use ops::{dot, exp, lane_sum, rms_norm, rope, rope_frequencies, silu_mul, softmax};

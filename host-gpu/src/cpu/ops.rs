@@ -63,6 +63,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
+/// The sum of `f(v)` over `values`, in eight independent lanes, so that
+/// it vectorizes (one running total is a chain of dependent additions).
+#[inline]
+pub fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = values.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for chunk in chunks {
+        for l in 0..8 {
+            lanes[l] += f(chunk[l]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
 /// `e^x` within 2 ulp over the whole `f32` range (0 below -87.3, infinity
 /// above 88.7), without branches or calls, so loops over it vectorize: the
 /// argument is split as `x = n·ln2 + r` with `|r| ≤ ln2/2` (Cody-Waite, two

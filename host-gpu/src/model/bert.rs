@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::cpu::{dot, softmax};
+use crate::cpu::{dot, lane_sum, softmax};
 use crate::safetensors::{SafetensorsError, SafetensorsFile};
 
 /// A dense layer: `y = x · Wᵀ + b`, `W` stored `[out][in]`.
@@ -104,8 +104,8 @@ impl LayerNorm {
 
     fn row(&self, row: &mut [f32]) {
         let dim = row.len();
-        let mean = row.iter().sum::<f32>() / dim as f32;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / dim as f32;
+        let mean = lane_sum(row, |v| v) / dim as f32;
+        let var = lane_sum(row, |v| (v - mean) * (v - mean)) / dim as f32;
         let scale = 1.0 / (var + self.eps).sqrt();
         for ((v, w), b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
             *v = (*v - mean) * scale * w + b;
@@ -123,6 +123,22 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
+/// The buffers of one forward pass, kept between calls: fresh ones of
+/// megabytes are fresh pages, each zeroed by the kernel on first touch.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    projected: Vec<f32>,
+    inner: Vec<f32>,
+}
+
+/// Scratch sets kept for the next calls (concurrent callers beyond this
+/// make their own and drop them): each is at most about 30 MiB, for a
+/// batch of `MAX_BATCH_TOKENS` tokens.
+const KEPT_SCRATCH: usize = 1;
+
 /// A loaded sentence encoder.
 pub struct BertModel {
     word: Vec<f32>,
@@ -133,6 +149,7 @@ pub struct BertModel {
     hidden: usize,
     heads: usize,
     max_positions: usize,
+    scratch: std::sync::Mutex<Vec<Scratch>>,
 }
 
 impl std::fmt::Debug for BertModel {
@@ -259,6 +276,7 @@ impl BertModel {
             hidden,
             heads,
             max_positions,
+            scratch: Default::default(),
         })
     }
 
@@ -283,7 +301,16 @@ impl BertModel {
         let vocab = self.word.len() / h;
         // Each row's text, as the range of rows it spans.
         let mut spans = Vec::new();
-        let mut x = Vec::new();
+        // Buffers reused by every layer, and by the next call.
+        let mut scratch = self.lock_scratch().pop().unwrap_or_default();
+        let Scratch {
+            x,
+            qkv,
+            context,
+            projected,
+            inner,
+        } = &mut scratch;
+        x.clear();
         for ids in texts {
             let span = spans.len()..spans.len() + ids.len();
             for (t, &id) in ids.iter().enumerate() {
@@ -295,21 +322,17 @@ impl BertModel {
             }
         }
         let n = spans.len();
-        self.embedding_norm.apply(&mut x);
+        self.embedding_norm.apply(x);
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
-        // Buffers reused by every layer (fresh large allocations would
-        // fault their pages in again each time).
-        let mut qkv = Vec::new();
-        let (mut context, mut projected, mut inner) = (Vec::new(), Vec::new(), Vec::new());
         for layer in &self.layers {
-            layer.qkv.apply(&x, &mut qkv);
+            layer.qkv.apply(x, qkv);
+            let qkv: &[f32] = qkv;
             context.clear();
             context.resize(n * h, 0.0f32);
-            context
-                .par_chunks_mut(head_dim)
-                .enumerate()
-                .for_each(|(pair, out)| {
+            context.par_chunks_mut(head_dim).enumerate().for_each_init(
+                Vec::new,
+                |scores, (pair, out)| {
                     let (t, head) = (pair / self.heads, pair % self.heads);
                     // Row p's query (part 0), key (1) or value (2) of this head.
                     let at = |p: usize, part: usize| {
@@ -317,28 +340,27 @@ impl BertModel {
                         &qkv[start..start + head_dim]
                     };
                     let qt = at(t, 0);
-                    let mut scores: Vec<f32> = spans[t]
-                        .clone()
-                        .map(|p| dot(qt, at(p, 1)) * scale)
-                        .collect();
-                    softmax(&mut scores);
-                    for (p, &weight) in spans[t].clone().zip(&scores) {
+                    scores.clear();
+                    scores.extend(spans[t].clone().map(|p| dot(qt, at(p, 1)) * scale));
+                    softmax(scores);
+                    for (p, &weight) in spans[t].clone().zip(scores.iter()) {
                         for (o, val) in out.iter_mut().zip(at(p, 2)) {
                             *o += weight * val;
                         }
                     }
-                });
-            layer.attention_out.apply(&context, &mut projected);
-            layer.attention_norm.add_and_apply(&mut x, &projected);
-            layer.intermediate.apply(&x, &mut inner);
+                },
+            );
+            layer.attention_out.apply(context, projected);
+            layer.attention_norm.add_and_apply(x, projected);
+            layer.intermediate.apply(x, inner);
             inner
                 .par_chunks_mut(GELU_VALUES_PER_TASK)
                 .for_each(|values| values.iter_mut().for_each(|v| *v = gelu(*v)));
-            layer.output.apply(&inner, &mut projected);
-            layer.output_norm.add_and_apply(&mut x, &projected);
+            layer.output.apply(inner, projected);
+            layer.output_norm.add_and_apply(x, projected);
         }
         let mut rows = x.chunks_exact(h);
-        texts
+        let vectors = texts
             .iter()
             .map(|ids| {
                 let mut pooled = vec![0.0f32; h];
@@ -351,7 +373,16 @@ impl BertModel {
                 pooled.iter_mut().for_each(|v| *v /= norm);
                 pooled
             })
-            .collect()
+            .collect();
+        let mut kept = self.lock_scratch();
+        if kept.len() < KEPT_SCRATCH {
+            kept.push(scratch);
+        }
+        vectors
+    }
+
+    fn lock_scratch(&self) -> std::sync::MutexGuard<'_, Vec<Scratch>> {
+        self.scratch.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
