@@ -24,7 +24,7 @@ mod gpu_check;
 use std::path::Path;
 use std::sync::Arc;
 
-use emulated::EmulatedGpu;
+use emulated::{EmulatedGpu, Switch};
 use sovra_gpu::cpu::Activations;
 use sovra_gpu::cuda::{CudaLoadError, Gpu, GpuBackend, Half, Karg, check_kernels_on};
 use sovra_gpu::engine::{Backend, CpuBackend, MAX_STEP_TOKENS, RowOutput, Wanted, load_checked};
@@ -84,6 +84,23 @@ fn every_kernel_matches_its_host_reference_on_the_emulated_gpu() {
     }
     let wrong: Vec<_> = checks.iter().filter(|c| !c.passed()).collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn the_portable_fiber_switch_gives_the_same_kernel_results() {
+    let Some(native) = EmulatedGpu::start_with(Half::F16, Switch::Native) else {
+        return;
+    };
+    let Some(portable) = EmulatedGpu::start_with(Half::F16, Switch::Portable) else {
+        return;
+    };
+    let (native, portable) = (check_kernels_on(&native), check_kernels_on(&portable));
+    assert_eq!(native.len(), portable.len());
+    for (a, b) in native.iter().zip(&portable) {
+        assert!(b.passed(), "{b:#?}");
+        // The same threads in the same order: the same bits.
+        assert_eq!(a.error.to_bits(), b.error.to_bits(), "{}", a.kernel);
+    }
 }
 
 #[test]

@@ -294,11 +294,13 @@ fn compared<G: Gpu>(device: &Device<G>, plan: &Plan, report: &mut Report) {
     report.say(format!(
         "\n## {name} shapes, random Q4_1 weights: GPU against CPU (exact f32)\n"
     ));
-    let path = std::env::temp_dir().join(format!("sovra-gpu-check-{}.gguf", std::process::id()));
-    // Loaded twice: once for the GPU, once for the CPU in exact f32.
-    let load = || LlamaModel::load(&path).map_err(std::io::Error::other);
-    let models = random_q4_1_model(shape, &path).and_then(|()| Ok((load()?, load()?)));
-    let _ = std::fs::remove_file(&path);
+    // Written to a fresh temporary file, and loaded twice: once for the
+    // GPU, once for the CPU in exact f32.
+    let models = tempfile::NamedTempFile::new().and_then(|file| {
+        random_q4_1_model(shape, file.path())?;
+        let load = || LlamaModel::load(file.path()).map_err(std::io::Error::other);
+        Ok((load()?, load()?))
+    });
     let (model, exact) = match models {
         Ok(models) => models,
         Err(e) => return report.fail(format!("cannot make the model: {e}")),
@@ -316,7 +318,10 @@ fn compared<G: Gpu>(device: &Device<G>, plan: &Plan, report: &mut Report) {
         let started = Instant::now();
         let gpu = match (device.open)(half).and_then(|g| GpuBackend::on(g, &model, 1 << 30)) {
             Ok(gpu) => gpu,
-            Err(e) => return report.fail(format!("cannot load it on {}: {e}", half.name())),
+            Err(e) => {
+                report.fail(format!("cannot load it on {}: {e}", half.name()));
+                continue;
+            }
         };
         let upload = started.elapsed().as_secs_f64() * 1e3;
         // Every position of the prompt: its logits, and the token each
@@ -330,20 +335,15 @@ fn compared<G: Gpu>(device: &Device<G>, plan: &Plan, report: &mut Report) {
             .clone()
             .map(|(a, b)| relative_error(a, b))
             .fold(0.0, f32::max);
-        let parted = rows.filter(|(a, b)| argmax(a) != argmax(b));
-        let (near_ties, wrong) = parted.fold((0, 0), |(near, wrong), (a, b)| {
-            if chose_within_error(a, b) {
-                (near + 1, wrong)
-            } else {
-                (near, wrong + 1)
-            }
-        });
-        let verdict = report.check(error <= TOLERANCE && wrong == 0);
+        // A differing choice is only ever a near-tie the error explains
+        // (the GPU's pick beats the CPU's on the GPU, so their CPU logits
+        // differ by at most twice the error): reported, not judged.
+        let parted = rows.filter(|(a, b)| argmax(a) != argmax(b)).count();
+        let verdict = report.check(error <= TOLERANCE);
         report.say(format!(
-            "{}: upload and decode {upload:.0} ms; logits at every position of a {}-token prompt: relative error {error:.2e} (limit {TOLERANCE}); a different choice at {} positions ({near_ties} near-ties within the error): {verdict}",
+            "{}: upload and decode {upload:.0} ms; logits at every position of a {}-token prompt: relative error {error:.2e} (limit {TOLERANCE}), a different choice at {parted}: {verdict}",
             half.name(),
             prompt.len(),
-            near_ties + wrong,
         ));
         let got = greedy(&gpu, &prompt, GREEDY_TOKENS);
         let same = continuation
@@ -364,36 +364,30 @@ fn measured<G: Gpu>(device: &Device<G>, plan: &Plan, report: &mut Report) {
     report.say(format!(
         "\n## {name} shapes, random weights made on the device\n"
     ));
-    let mut single = None;
-    let mut table = Vec::new();
+    let mut roofline = None;
+    let mut header = false;
     for half in [Half::F16, Half::Bf16] {
         let backend = (device.open)(half)
             .and_then(|gpu| GpuBackend::random_on(gpu, config.clone(), plan.kv_cache_bytes, 42));
         let backend = match backend {
             Ok(backend) => backend,
-            Err(e) => return report.fail(format!("cannot make it on {}: {e}", half.name())),
+            Err(e) => {
+                report.fail(format!("cannot make it on {}: {e}", half.name()));
+                continue;
+            }
         };
         if half == Half::F16 {
-            report.say(format!(
-                "decode graphs: {}",
-                if backend.graphs() {
-                    "on"
-                } else {
-                    "off (SOVRA_CUDA_GRAPHS=0)"
-                }
-            ));
             same_device_checks(&backend, plan, report);
-            let bandwidth = (device.copy_bandwidth)(backend.gpu());
             let weight_bytes = backend.weight_bytes() as f64;
-            match bandwidth {
+            match (device.copy_bandwidth)(backend.gpu()) {
                 Some(bandwidth) => {
-                    let roofline = bandwidth / weight_bytes;
+                    roofline = Some(bandwidth / weight_bytes);
                     report.say(format!(
-                        "\ncopy bandwidth {:.0} GB/s; weights {:.2} GB per step; batch-1 decode roofline {roofline:.0} tok/s",
+                        "\ncopy bandwidth {:.0} GB/s; weights {:.2} GB per step; batch-1 decode roofline {:.0} tok/s",
                         bandwidth / 1e9,
-                        weight_bytes / 1e9
+                        weight_bytes / 1e9,
+                        bandwidth / weight_bytes,
                     ));
-                    single = Some(roofline);
                 }
                 None => report.say(format!(
                     "\nweights {:.2} GB per step; no copy bandwidth measured on this device",
@@ -401,31 +395,33 @@ fn measured<G: Gpu>(device: &Device<G>, plan: &Plan, report: &mut Report) {
                 )),
             }
         }
-        for batch in BATCHES {
-            table.push((half, batch, figures(&backend, plan, batch)));
+        // Rows as they are measured: a run cut short keeps what it had.
+        if !header {
+            header = true;
+            report.say(
+                "\n| half | batch | prefill tok/s | decode tok/s (aggregate) | decode vs batch 1 | batch-1 roofline share | decode tok/s without graphs |\n\
+                 |---|---|---|---|---|---|---|",
+            );
         }
-    }
-    report.say(
-        "\n| half | batch | prefill tok/s | decode tok/s (aggregate) | decode vs batch 1 | batch-1 roofline share | decode tok/s without graphs |\n\
-         |---|---|---|---|---|---|---|",
-    );
-    for &(half, batch, figures) in &table {
-        let first = table
-            .iter()
-            .find(|(h, b, _)| *h == half && *b == 1)
-            .map_or(f64::NAN, |(_, _, f)| f.decode);
-        let share = match (batch, single) {
-            (1, Some(roofline)) => format!("{:.0}%", 100.0 * figures.decode / roofline),
-            _ => String::new(),
-        };
-        report.say(format!(
-            "| {} | {batch} | {:.0} | {:.0} | {:.1}x | {share} | {:.0} |",
-            half.name(),
-            figures.prefill,
-            figures.decode,
-            figures.decode / first,
-            figures.eager_decode,
-        ));
+        let mut single = f64::NAN;
+        for batch in BATCHES {
+            let figures = figures(&backend, plan, batch);
+            if batch == 1 {
+                single = figures.decode;
+            }
+            let share = match (batch, roofline) {
+                (1, Some(roofline)) => format!("{:.0}%", 100.0 * figures.decode / roofline),
+                _ => String::new(),
+            };
+            report.say(format!(
+                "| {} | {batch} | {:.0} | {:.0} | {:.1}x | {share} | {:.0} |",
+                half.name(),
+                figures.prefill,
+                figures.decode,
+                figures.decode / single,
+                figures.eager_decode,
+            ));
+        }
     }
     report.say(format!(
         "\n{}-token prompts, {} decode steps. Aims: batch-1 decode at 60% or more of the roofline; batch 64 at 20x batch 1 or more.",
@@ -469,7 +465,15 @@ fn same_device_checks<G: Gpu>(backend: &GpuBackend<G>, plan: &Plan, report: &mut
     // Compared while the two choose the same tokens (a near-tie may part
     // them).
     let batch = plan.graph_batch;
+    if !backend.graphs() {
+        report.say("decode graphs are off (SOVRA_CUDA_GRAPHS=0): graphs against eager not run");
+        return;
+    }
     let replayed = decode_logits(backend, batch, plan.graph_steps);
+    if !backend.graphs() {
+        // The backend turns graphs off when a capture fails.
+        return report.fail("capturing a decode graph failed; graphs are off");
+    }
     backend.set_graphs(false);
     let eager = decode_logits(backend, batch, plan.graph_steps);
     backend.set_graphs(true);
@@ -499,13 +503,14 @@ struct Figures {
 }
 
 fn figures<G: Gpu>(backend: &GpuBackend<G>, plan: &Plan, batch: usize) -> Figures {
-    // Warm-up, and the graph captured.
+    // Warm-up, and the graph captured (when graphs are on).
+    let graphs = backend.graphs();
     let _ = throughput(backend, batch, plan.prompt.min(16), plan.steps.min(4));
     let (prefill, decode) = throughput(backend, batch, plan.prompt, plan.steps);
     backend.set_graphs(false);
     let _ = throughput(backend, batch, plan.prompt.min(16), plan.steps.min(4));
     let (_, eager_decode) = throughput(backend, batch, plan.prompt, plan.steps);
-    backend.set_graphs(true);
+    backend.set_graphs(graphs);
     Figures {
         prefill,
         decode,
@@ -535,18 +540,6 @@ fn greedy_step<B: Backend>(
             RowOutput::Logits(logits) => argmax(&logits),
         })
         .collect()
-}
-
-/// Whether `got`'s choice, where it differs from `want`'s, is one an error
-/// of `got`'s size can make: its logit in `want` is within twice the
-/// largest difference of the best.
-fn chose_within_error(want: &[f32], got: &[f32]) -> bool {
-    let difference = want
-        .iter()
-        .zip(got)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
-    want[argmax(want) as usize] - want[argmax(got) as usize] <= 2.0 * difference
 }
 
 /// The logits of every position of `prompt`, row after row.

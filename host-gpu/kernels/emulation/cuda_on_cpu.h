@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstdint>
 #include <cstring>
@@ -34,6 +35,13 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __shared__ static
 
 namespace emulation {
+// Ends the emulated GPU with `what` on stderr (the Rust side reads a closed
+// pipe and reports the GPU gone).
+[[noreturn]] inline void fail(const char* what) {
+    std::fprintf(stderr, "emulated GPU: %s\n", what);
+    std::abort();
+}
+
 // A barrier of `expected` fibers; `generation` counts its openings.
 struct Barrier {
     unsigned int expected = 0, arrived = 0;
@@ -51,7 +59,7 @@ struct Context {
 
 extern "C" void sovra_emulation_switch(void** save_sp, void* load_sp);
 asm(R"(
-    .text
+    .pushsection .text
     .globl sovra_emulation_switch
     .type sovra_emulation_switch, @function
 sovra_emulation_switch:
@@ -71,6 +79,7 @@ sovra_emulation_switch:
     popq %rbp
     ret
     .size sovra_emulation_switch, .-sovra_emulation_switch
+    .popsection
 )");
 
 inline void switch_context(Context& from, Context& to) { sovra_emulation_switch(&from.sp, to.sp); }
@@ -120,14 +129,17 @@ inline bool cooperative = false;
 // Arrivals at barriers and fibers ended: a round of the block's fibers
 // that adds none is a deadlock.
 inline unsigned long long progress = 0;
-inline Barrier block_barrier;
+// __syncthreads' barrier, and the one that ends each block (apart, so
+// that a thread leaving a block early cannot stand in for one at a
+// __syncthreads: the mismatch deadlocks and aborts, as it hangs on a GPU).
+inline Barrier block_barrier, block_end;
 inline Barrier warp_barriers[MAX_THREADS / 32];
 inline float warp_exchange[MAX_THREADS / 32][32];
 
 // Waits at `barrier` until all its fibers have arrived, letting the others
 // run meanwhile.
 inline void wait(Barrier& barrier) {
-    if (!cooperative) std::abort();  // a kernel run as independent threads
+    if (!cooperative) fail("a barrier in a kernel launched as independent threads");
     unsigned long long generation = barrier.generation;
     ++progress;
     if (++barrier.arrived == barrier.expected) {
@@ -141,7 +153,10 @@ inline void wait(Barrier& barrier) {
 
 inline void __syncthreads() { emulation::wait(emulation::block_barrier); }
 
-inline float __shfl_xor_sync(unsigned int, float value, int offset) {
+inline float __shfl_xor_sync(unsigned int mask, float value, int offset) {
+    // The kernels shuffle whole warps only; a partial mask would wait for
+    // lanes that never come.
+    if (mask != 0xffffffffu || offset < 0 || offset >= 32) emulation::fail("a shuffle of part of a warp");
     unsigned int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     emulation::warp_exchange[warp][lane] = value;
     emulation::wait(emulation::warp_barriers[warp]);
@@ -196,13 +211,13 @@ inline void fiber_entry() {
             fiber_body(fiber_call);
             // No thread starts the next block, and reuses its shared
             // statics, while any still runs this one.
-            wait(block_barrier);
+            wait(block_end);
         }
     }
     fibers[running].done = true;
     ++progress;
     switch_context(fibers[running].context, scheduler);
-    std::abort();  // a finished fiber is never resumed
+    fail("a finished fiber was resumed");
 }
 
 // Runs `call` for every thread of every block of a grid: blockDim.x
@@ -211,7 +226,9 @@ inline void fiber_entry() {
 template <typename Call>
 void launch(dim3 grid, dim3 block, Call call) {
     unsigned int threads = block.x;
-    if (threads == 0 || threads > MAX_THREADS) std::abort();
+    if (threads == 0 || threads > MAX_THREADS) fail("a block of no threads or of more than 1024");
+    // Never moved once made: a ucontext_t may point into itself.
+    fibers.reserve(MAX_THREADS);
     while (fibers.size() < threads) {
         fibers.emplace_back();
         fibers.back().stack.reset(new char[FIBER_STACK_BYTES]);
@@ -219,6 +236,7 @@ void launch(dim3 grid, dim3 block, Call call) {
     blockDim = block;
     gridDim = grid;
     block_barrier = Barrier{threads};
+    block_end = Barrier{threads};
     for (unsigned int w = 0; w * 32 < threads; ++w) {
         warp_barriers[w] = Barrier{threads - w * 32 < 32 ? threads - w * 32 : 32};
     }
@@ -240,7 +258,7 @@ void launch(dim3 grid, dim3 block, Call call) {
             if (fibers[t].done) --remaining;
         }
         // Every fiber waits at a barrier the others will never reach.
-        if (remaining > 0 && progress == before) std::abort();
+        if (remaining > 0 && progress == before) fail("threads wait at barriers the others never reach");
     }
     cooperative = false;
     fiber_call = nullptr;

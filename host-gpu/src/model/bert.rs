@@ -88,12 +88,13 @@ impl LayerNorm {
             .for_each(|rows| rows.chunks_exact_mut(dim).for_each(|row| self.row(row)));
     }
 
-    /// `x = norm(x + residual)`, row by row, in one pass.
-    fn add_and_apply(&self, x: &mut [f32], residual: &[f32]) {
+    /// `x = norm(x + added)` (the residual stream plus a sublayer's
+    /// output), row by row, in one pass.
+    fn add_and_apply(&self, x: &mut [f32], added: &[f32]) {
         let dim = self.weight.len();
-        debug_assert_eq!(x.len(), residual.len());
+        debug_assert_eq!(x.len(), added.len());
         x.par_chunks_mut(dim * ROWS_PER_TASK)
-            .zip(residual.par_chunks(dim * ROWS_PER_TASK))
+            .zip(added.par_chunks(dim * ROWS_PER_TASK))
             .for_each(|(rows, added)| {
                 for (row, added) in rows.chunks_exact_mut(dim).zip(added.chunks_exact(dim)) {
                     row.iter_mut().zip(added).for_each(|(v, a)| *v += a);

@@ -22,26 +22,47 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use sovra_gpu::cuda::{Gpu, GpuError, Half, Karg};
 
+/// How a block's threads switch between one another in the emulated GPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// The few-instruction switch on x86-64 (`swapcontext` elsewhere).
+    Native,
+    /// `swapcontext` everywhere: the portable path, built to test it.
+    Portable,
+}
+
 /// The emulated GPU's program for `half`, compiled once per test binary,
 /// or `None` (with a message) without a compiler.
 pub fn build(half: Half) -> Option<PathBuf> {
-    static F16: OnceLock<Option<PathBuf>> = OnceLock::new();
-    static BF16: OnceLock<Option<PathBuf>> = OnceLock::new();
-    match half {
-        Half::F16 => F16.get_or_init(|| compile(half)).clone(),
-        Half::Bf16 => BF16.get_or_init(|| compile(half)).clone(),
-    }
+    build_with(half, Switch::Native)
 }
 
-fn compile(half: Half) -> Option<PathBuf> {
+/// [`build`] with a choice of fiber switch.
+pub fn build_with(half: Half, switch: Switch) -> Option<PathBuf> {
+    static BUILT: [OnceLock<Option<PathBuf>>; 4] = [const { OnceLock::new() }; 4];
+    let slot = (half == Half::Bf16) as usize * 2 + (switch == Switch::Portable) as usize;
+    BUILT[slot].get_or_init(|| compile(half, switch)).clone()
+}
+
+fn compile(half: Half, switch: Switch) -> Option<PathBuf> {
     let compiler = std::env::var("CXX").unwrap_or_else(|_| "g++".into());
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels/emulation/runner.cpp");
-    let out =
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sovra-emulated-gpu-{}", half.name()));
+    let name = match switch {
+        Switch::Native => format!("sovra-emulated-gpu-{}", half.name()),
+        Switch::Portable => format!("sovra-emulated-gpu-{}-portable", half.name()),
+    };
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let mut command = Command::new(&compiler);
-    command.args(["-std=c++20", "-O2", "-o"]).arg(&out);
+    // No shadow stack: the fiber switch returns into code that no call
+    // put on one.
+    command
+        .args(["-std=c++20", "-O2", "-fcf-protection=none", "-o"])
+        .arg(&out);
     if half == Half::Bf16 {
         command.arg("-DSOVRA_HALF_BF16");
+    }
+    if switch == Switch::Portable {
+        command.arg("-DSOVRA_EMULATION_UCONTEXT");
     }
     let status = command.arg(&source).status();
     match status {
@@ -126,7 +147,12 @@ impl EmulatedGpu {
     /// Starts the emulated GPU with products on `half`, or `None` without
     /// a compiler.
     pub fn start(half: Half) -> Option<Self> {
-        let runner = build(half)?;
+        Self::start_with(half, Switch::Native)
+    }
+
+    /// [`EmulatedGpu::start`] with a choice of fiber switch.
+    pub fn start_with(half: Half, switch: Switch) -> Option<Self> {
+        let runner = build_with(half, switch)?;
         let mut child = Command::new(runner)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
