@@ -1,5 +1,6 @@
 //! CPU generation benchmark on SmolLM2-135M-Instruct Q4_1: prefill and
-//! decode tokens per second of one sequence, and aggregate decode with
+//! decode tokens per second of one sequence (greedy, and sampled at
+//! temperature 0.7 and top-p 0.9 with the sampler's own time), and aggregate decode with
 //! several sequences stepped together. Prints one JSON object per line so
 //! that `scripts/bench-cpu` can set it beside llama.cpp measured in the same
 //! run.
@@ -9,8 +10,10 @@
 use std::path::Path;
 use std::time::Instant;
 
+use sovra_gpu::Sampling;
 use sovra_gpu::gguf::GgufFile;
 use sovra_gpu::model::LlamaModel;
+use sovra_gpu::sampling::Sampler;
 use sovra_gpu::tokenizer;
 
 /// The prompt both engines prefill (also used by scripts/bench-cpu).
@@ -61,6 +64,41 @@ fn main() {
             "{{\"engine\":\"sovra\",\"prompt_tokens\":{n},\"prefill_tps\":{:.2},\"decode_tps\":{:.2}}}",
             n as f64 / prefill,
             DECODE_TOKENS as f64 / decode
+        );
+
+        // The same decode sampled as a chat agent asks (temperature 0.7,
+        // top-p 0.9), the sampler's time included; and the sampler alone on
+        // these logits.
+        let mut sampler = Sampler::new(
+            Sampling {
+                temperature: 0.7,
+                top_p: 0.9,
+                seed: Some(1),
+                ..Sampling::default()
+            },
+            1,
+        );
+        let mut cache = model.new_cache();
+        let mut logits = model
+            .forward(&prompt, &vec![0; n], &mut [&mut cache], &[n - 1])
+            .unwrap();
+        let mut history = prompt.clone();
+        let mut sampling = 0.0;
+        let started = Instant::now();
+        for _ in 0..DECODE_TOKENS {
+            let at = Instant::now();
+            let next = sampler.sample(&mut logits, &history);
+            sampling += at.elapsed().as_secs_f64();
+            history.push(next);
+            logits = model
+                .forward(&[next], &[0], &mut [&mut cache], &[0])
+                .unwrap();
+        }
+        let sampled = started.elapsed().as_secs_f64();
+        println!(
+            "{{\"engine\":\"sovra\",\"sampled_decode_tps\":{:.2},\"sampler_us_per_token\":{:.1}}}",
+            DECODE_TOKENS as f64 / sampled,
+            sampling / DECODE_TOKENS as f64 * 1e6
         );
 
         // Several sequences stepped together after a short prefill each.

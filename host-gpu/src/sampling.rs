@@ -27,11 +27,32 @@ impl SplitMix64 {
     }
 }
 
+/// How far below the largest logit, in units of the temperature, a token
+/// may be to be sorted for top-k or top-p at first (a weight of 1/64 of
+/// the largest); each time those tokens fall short, the gap grows by
+/// [`GAP_STEP`], and past [`MAX_GAP`] takes in every token. A language
+/// model's next-token distribution has its nucleus within it: a sort of
+/// tens of tokens, not of the whole vocabulary (a millisecond for
+/// SmolLM2's 49,152).
+const FIRST_GAP: f32 = 4.158_883; // ln 64
+const GAP_STEP: f32 = 2.0;
+const MAX_GAP: f32 = 200.0;
+
+/// Tokens summed together when drawing from the whole distribution.
+const WALK_CHUNK: usize = 512;
+
 /// Per-sequence sampler state.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     params: Sampling,
     rng: SplitMix64,
+    /// Every token's weight, `e^((logit - max) / temperature)`, where
+    /// the sum of all of them is needed.
+    weights: Vec<f32>,
+    /// The sums of the weights of each chunk of tokens, drawing from all.
+    chunk_sums: Vec<f32>,
+    /// (token, logit and then weight) of the tokens sorted for top-k or
+    /// top-p.
     candidates: Vec<(u32, f32)>,
 }
 
@@ -42,6 +63,8 @@ impl Sampler {
         Sampler {
             params,
             rng: SplitMix64(seed),
+            weights: Vec::new(),
+            chunk_sums: Vec::new(),
             candidates: Vec::new(),
         }
     }
@@ -70,27 +93,79 @@ impl Sampler {
         if self.params.temperature <= 0.0 {
             return argmax(logits);
         }
+        let max = largest(logits);
+        let temperature = self.params.temperature;
+        // A token's weight: its probability times the sum of all weights.
+        let weight = |l: f32| crate::cpu::exp((l - max) / temperature);
+        let vocab = logits.len();
+        let top_k = match self.params.top_k as usize {
+            0 => vocab,
+            k => k.min(vocab),
+        };
+        let top_p = self.params.top_p;
+        if top_k == vocab && top_p >= 1.0 {
+            return self.sample_all(logits, weight);
+        }
+        // Only the tokens of highest logits are sorted: those at most
+        // `gap` below the largest, the gap widened until they hold the top
+        // k, or enough weight for top-p. They are exactly the head of the
+        // whole vocabulary sorted, so the choice is one a full sort allows.
+        let total_weight = if top_k == vocab {
+            self.fill_weights(logits, weight);
+            crate::cpu::lane_sum(&self.weights, |w| w)
+        } else {
+            0.0
+        };
         let candidates = &mut self.candidates;
-        candidates.clear();
-        candidates.extend(logits.iter().enumerate().map(|(i, &l)| (i as u32, l)));
-        let top_k = self.params.top_k as usize;
-        if top_k > 0 && top_k < candidates.len() {
-            candidates.select_nth_unstable_by(top_k - 1, |a, b| b.1.total_cmp(&a.1));
+        let mut gap = FIRST_GAP * temperature;
+        loop {
+            let floor = max - gap;
+            candidates.clear();
+            let mut mass = 0.0f32;
+            for (i, &l) in logits.iter().enumerate() {
+                if l >= floor {
+                    candidates.push((i as u32, l));
+                    if top_k == vocab {
+                        mass += self.weights[i];
+                    }
+                }
+            }
+            let enough = if top_k < vocab {
+                candidates.len() >= top_k
+            } else {
+                // A margin for summing in another order than the cut below.
+                mass >= top_p * total_weight * (1.0 + 1e-4)
+            };
+            if enough || gap.is_infinite() {
+                break;
+            }
+            gap = if gap > MAX_GAP * temperature {
+                f32::INFINITY
+            } else {
+                gap * GAP_STEP
+            };
+        }
+        // Highest logit first; the lower id first on ties.
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if top_k < candidates.len() {
+            candidates.select_nth_unstable_by(top_k - 1, order);
             candidates.truncate(top_k);
         }
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        let max = candidates[0].1;
-        let mut total = 0.0;
+        candidates.sort_unstable_by(order);
         for c in candidates.iter_mut() {
-            c.1 = ((c.1 - max) / self.params.temperature).exp();
-            total += c.1;
+            c.1 = weight(c.1);
         }
+        let total = if top_k < vocab {
+            candidates.iter().map(|c| c.1).sum()
+        } else {
+            total_weight
+        };
         let mut kept = candidates.len();
-        if self.params.top_p < 1.0 {
+        if top_p < 1.0 {
             let mut cumulative = 0.0;
             for (i, c) in candidates.iter().enumerate() {
                 cumulative += c.1 / total;
-                if cumulative >= self.params.top_p {
+                if cumulative >= top_p {
                     kept = i + 1;
                     break;
                 }
@@ -107,6 +182,73 @@ impl Sampler {
         }
         kept[kept.len() - 1].0
     }
+
+    /// Every token's weight into `self.weights` (a plain loop over the
+    /// logits, which vectorizes).
+    fn fill_weights(&mut self, logits: &[f32], weight: impl Fn(f32) -> f32) {
+        self.weights.resize(logits.len(), 0.0);
+        for (w, &l) in self.weights.iter_mut().zip(logits) {
+            *w = weight(l);
+        }
+    }
+
+    /// A draw from the whole distribution: no order needed. The weights are
+    /// summed in chunks, so that finding where the draw lands walks the
+    /// chunks and then one chunk, not every token.
+    fn sample_all(&mut self, logits: &[f32], weight: impl Fn(f32) -> f32) -> u32 {
+        self.fill_weights(logits, weight);
+        let weights = &self.weights;
+        let sums = &mut self.chunk_sums;
+        sums.clear();
+        sums.extend(
+            weights
+                .chunks(WALK_CHUNK)
+                .map(|chunk| crate::cpu::lane_sum(chunk, |w| w)),
+        );
+        let total: f32 = sums.iter().sum();
+        let mut target = self.rng.next_f32() * total;
+        let last = sums.len() - 1;
+        for (c, &sum) in sums.iter().enumerate() {
+            if target > sum && c < last {
+                target -= sum;
+                continue;
+            }
+            let start = c * WALK_CHUNK;
+            for (i, &w) in weights[start..].iter().take(WALK_CHUNK).enumerate() {
+                target -= w;
+                if target <= 0.0 {
+                    return (start + i) as u32;
+                }
+            }
+            break;
+        }
+        // Rounding left a sliver past the last token.
+        argmax(logits)
+    }
+}
+
+/// The largest of `values` (NaNs skipped), in eight lanes so that it
+/// vectorizes (`f32::max` in a fold does not).
+fn largest(values: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = values.chunks_exact(8);
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    for chunk in chunks {
+        for l in 0..8 {
+            if chunk[l] > lanes[l] {
+                lanes[l] = chunk[l];
+            }
+        }
+    }
+    for lane in lanes {
+        if lane > max {
+            max = lane;
+        }
+    }
+    max
 }
 
 /// The greedy choice: the index of the largest logit in `f32::total_cmp`
@@ -162,6 +304,140 @@ mod tests {
                 .collect::<std::collections::BTreeSet<_>>()
                 .len()
                 > 1
+        );
+    }
+
+    /// Logits like a language model's over a large vocabulary: a few
+    /// strong candidates over a long, low tail.
+    fn vocabulary_logits(vocab: usize, seed: u64) -> Vec<f32> {
+        let mut random = SplitMix64(seed);
+        (0..vocab)
+            .map(|_| {
+                let u = random.next_f32();
+                12.0 * u.powi(12) - 3.0 + random.next_f32()
+            })
+            .collect()
+    }
+
+    /// The tokens top-k and top-p allow, by sorting the whole vocabulary
+    /// (the definition the sampler's shortcut must keep to).
+    fn allowed(logits: &[f32], temperature: f32, top_k: usize, top_p: f32) -> Vec<u32> {
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        if top_k > 0 {
+            order.truncate(top_k);
+        }
+        let max = logits[order[0] as usize];
+        let weights: Vec<f64> = order
+            .iter()
+            .map(|&t| (((logits[t as usize] - max) / temperature) as f64).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut cumulative = 0.0;
+        for (i, w) in weights.iter().enumerate() {
+            cumulative += w / total;
+            if cumulative >= top_p as f64 {
+                order.truncate(i + 1);
+                break;
+            }
+        }
+        order
+    }
+
+    fn draws(params: Sampling, logits: &[f32], n: usize) -> Vec<u32> {
+        let mut sampler = Sampler::new(params, 3);
+        (0..n)
+            .map(|_| sampler.sample(&mut logits.to_vec(), &[]))
+            .collect()
+    }
+
+    #[test]
+    fn draws_follow_the_softmax_of_the_logits() {
+        let logits = [2.0f32, 1.0, 0.5, 0.0, -1.0, -3.0];
+        let temperature = 0.8;
+        let n = 40_000;
+        let params = Sampling {
+            temperature,
+            seed: Some(11),
+            ..Sampling::default()
+        };
+        let mut counts = [0usize; 6];
+        for t in draws(params, &logits, n) {
+            counts[t as usize] += 1;
+        }
+        let weights: Vec<f64> = logits
+            .iter()
+            .map(|&l| ((l - 2.0) as f64 / temperature as f64).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        for (i, (&count, w)) in counts.iter().zip(&weights).enumerate() {
+            let expected = w / total;
+            let seen = count as f64 / n as f64;
+            // Five standard deviations of a binomial share.
+            let spread = 5.0 * (expected * (1.0 - expected) / n as f64).sqrt();
+            assert!(
+                (seen - expected).abs() <= spread,
+                "token {i}: drawn {seen:.4}, softmax {expected:.4}"
+            );
+        }
+    }
+
+    #[test]
+    fn top_p_and_top_k_allow_exactly_what_a_full_sort_allows() {
+        for (seed, top_k, top_p) in [
+            (1, 0, 0.9),
+            (2, 0, 0.5),
+            (3, 40, 1.0),
+            (4, 40, 0.9),
+            (5, 3, 0.99),
+        ] {
+            let logits = vocabulary_logits(49_152, seed);
+            let temperature = 0.7;
+            let allowed = allowed(&logits, temperature, top_k as usize, top_p);
+            let params = Sampling {
+                temperature,
+                top_k,
+                top_p,
+                seed: Some(seed),
+                ..Sampling::default()
+            };
+            let drawn: std::collections::BTreeSet<u32> =
+                draws(params, &logits, 3_000).into_iter().collect();
+            assert!(
+                drawn.iter().all(|t| allowed.contains(t)),
+                "seed {seed}: drew outside the {} allowed tokens",
+                allowed.len()
+            );
+            // Small nuclei are drawn in full.
+            if allowed.len() <= 20 {
+                assert_eq!(
+                    drawn.len(),
+                    allowed.len(),
+                    "seed {seed}: {allowed:?} vs {drawn:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_nucleus_past_the_first_gap_widens_the_sort() {
+        // Logits falling evenly by 0.02: the first gap (ln 64 below the
+        // top) holds 208 tokens and 98.4% of the weight; top-p 0.995 needs
+        // about 265.
+        let logits: Vec<f32> = (0..1000).map(|i| -0.02 * i as f32).collect();
+        let allowed = allowed(&logits, 1.0, 0, 0.995);
+        assert!(allowed.len() > 250, "{}", allowed.len());
+        let params = Sampling {
+            temperature: 1.0,
+            top_p: 0.995,
+            seed: Some(5),
+            ..Sampling::default()
+        };
+        let drawn = draws(params, &logits, 20_000);
+        assert!(drawn.iter().all(|t| allowed.contains(t)));
+        assert!(
+            drawn.iter().any(|&t| t > 208),
+            "never drew past the first gap"
         );
     }
 

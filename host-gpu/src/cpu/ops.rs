@@ -79,7 +79,8 @@ pub fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 }
 
 /// `e^x` within 2 ulp over the whole `f32` range (f32's least normal,
-/// about 1.2e-38, below -87.3; infinity above 88.7), without branches or calls, so loops over it vectorize: the
+/// about 1.2e-38, below -87.3; infinity above 88.7), without branches,
+/// calls or conversions to integers, so loops over it vectorize: the
 /// argument is split as `x = n·ln2 + r` with `|r| ≤ ln2/2` (Cody-Waite, two
 /// parts of ln2), `e^r` comes from a degree-6 polynomial (Cephes `expf`) and
 /// `2^n` is put straight into the exponent bits.
@@ -101,13 +102,13 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    // n is in -126..=128; 2^128 overflows to infinity as expf does.
-    let scale = f32::from_bits(((n as i32 + 127).clamp(0, 255) as u32) << 23);
-    if n >= 128.0 {
-        f32::INFINITY
-    } else {
-        er * scale
-    }
+    // n is in -126..=128, so n + 127 is a biased exponent in 1..=255
+    // (255 is infinity: 2^128 overflows as expf does). Adding 2²³ puts it in
+    // the low mantissa bits exactly; `n as i32` would be a saturating
+    // conversion, scalar on baseline x86-64.
+    const TWO_TO_23: f32 = 8_388_608.0;
+    let biased = (n + (TWO_TO_23 + 127.0)).to_bits() & 0xFF;
+    er * f32::from_bits(biased << 23)
 }
 
 /// In-place softmax.
@@ -155,6 +156,10 @@ mod tests {
         }
         assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
         assert_eq!(exp(1000.0), f32::INFINITY);
+        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
+        assert_eq!(exp(88.8), f32::INFINITY);
+        assert!(exp(f32::NEG_INFINITY) < 1e-37);
+        assert!(exp(f32::NAN).is_nan());
         assert_eq!(exp(0.0), 1.0);
     }
 }
