@@ -247,14 +247,11 @@ pub(super) fn run<B: Backend>(
             seq.fed = seq.cache.filled();
         }
 
+        let choices = choose(&mut live, outputs, &sampled_seqs);
         let mut finished = Vec::new();
         let mut bytes = Vec::new();
-        for (output, &s) in outputs.into_iter().zip(&sampled_seqs) {
+        for (&s, &next) in sampled_seqs.iter().zip(&choices) {
             let seq = &mut live[s];
-            let next = match output {
-                RowOutput::ArgMax(token) => token,
-                RowOutput::Logits(mut logits) => seq.sampler.sample(&mut logits, &seq.tokens),
-            };
             if end_tokens.contains(&next) {
                 finished.push((s, FinishReason::Stop));
                 continue;
@@ -278,4 +275,32 @@ pub(super) fn run<B: Backend>(
             live.swap_remove(s).finish(reason);
         }
     }
+}
+
+/// Each sampled sequence's next token, in the order of `sampled`
+/// (`outputs[i]` is `sampled[i]`'s row). Rows that came back as logits are
+/// drawn in parallel: each sampler's draw is its own, and at a GPU's batch
+/// sizes drawing them one after another would take longer than the step.
+fn choose<C: Send>(
+    live: &mut [Sequence<C>],
+    outputs: Vec<RowOutput>,
+    sampled: &[usize],
+) -> Vec<u32> {
+    use rayon::prelude::*;
+    let mut rows: Vec<Option<RowOutput>> = (0..live.len()).map(|_| None).collect();
+    for (output, &s) in outputs.into_iter().zip(sampled) {
+        rows[s] = Some(output);
+    }
+    let drawn: Vec<Option<u32>> = live
+        .par_iter_mut()
+        .zip(rows)
+        .map(|(seq, row)| match row? {
+            RowOutput::ArgMax(token) => Some(token),
+            RowOutput::Logits(mut logits) => Some(seq.sampler.sample(&mut logits, &seq.tokens)),
+        })
+        .collect();
+    sampled
+        .iter()
+        .map(|&s| drawn[s].expect("every sampled sequence has a row"))
+        .collect()
 }
