@@ -30,13 +30,13 @@ impl SplitMix64 {
 /// How far below the largest logit, in units of the temperature, a token
 /// may be to be sorted for top-k or top-p at first (a weight of 1/64 of
 /// the largest); each time those tokens fall short, the gap grows by
-/// [`GAP_STEP`], and past [`MAX_GAP`] takes in every token. A language
-/// model's next-token distribution has its nucleus within it: a sort of
-/// tens of tokens, not of the whole vocabulary (a millisecond for
+/// [`GAP_STEP`], and after [`MAX_WIDENINGS`] takes in every token. A
+/// language model's next-token distribution has its nucleus within it: a
+/// sort of tens of tokens, not of the whole vocabulary (a millisecond for
 /// SmolLM2's 49,152).
 const FIRST_GAP: f32 = 4.158_883; // ln 64
 const GAP_STEP: f32 = 2.0;
-const MAX_GAP: f32 = 200.0;
+const MAX_WIDENINGS: i32 = 6;
 
 /// Tokens summed together when drawing from the whole distribution.
 const WALK_CHUNK: usize = 512;
@@ -94,9 +94,21 @@ impl Sampler {
             return argmax(logits);
         }
         let max = largest(logits);
+        if max == f32::INFINITY {
+            // An infinite logit takes all the probability.
+            return logits.iter().position(|&l| l == max).unwrap_or(0) as u32;
+        }
+        if !max.is_finite() {
+            // Nothing but -inf and NaN: no probability to share.
+            return argmax(logits);
+        }
         let temperature = self.params.temperature;
-        // A token's weight: its probability times the sum of all weights.
-        let weight = |l: f32| crate::cpu::exp((l - max) / temperature);
+        // A token's weight: its probability times the sum of all weights
+        // (0 for a NaN logit, which no draw should land on).
+        let weight = |l: f32| {
+            let w = crate::cpu::exp((l - max) / temperature);
+            if w.is_nan() { 0.0 } else { w }
+        };
         let vocab = logits.len();
         let top_k = match self.params.top_k as usize {
             0 => vocab,
@@ -108,79 +120,85 @@ impl Sampler {
         }
         // Only the tokens of highest logits are sorted: those at most
         // `gap` below the largest, the gap widened until they hold the top
-        // k, or enough weight for top-p. They are exactly the head of the
-        // whole vocabulary sorted, so the choice is one a full sort allows.
+        // k, or reach top-p. They are exactly the head of the whole
+        // vocabulary sorted (a floor keeps every tie), so the choice is the
+        // one a full sort allows.
         let total_weight = if top_k == vocab {
             self.fill_weights(logits, weight);
             crate::cpu::lane_sum(&self.weights, |w| w)
         } else {
             0.0
         };
+        // Highest logit first; the lower id first on ties.
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         let candidates = &mut self.candidates;
-        let mut gap = FIRST_GAP * temperature;
+        let mut kept;
+        let mut widenings = 0;
         loop {
-            let floor = max - gap;
+            let last = widenings == MAX_WIDENINGS;
+            let floor = if last {
+                f32::NEG_INFINITY
+            } else {
+                max - FIRST_GAP * temperature * GAP_STEP.powi(widenings)
+            };
+            widenings += 1;
             candidates.clear();
-            let mut mass = 0.0f32;
-            for (i, &l) in logits.iter().enumerate() {
-                if l >= floor {
-                    candidates.push((i as u32, l));
-                    if top_k == vocab {
-                        mass += self.weights[i];
+            candidates.extend(
+                logits
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &l)| l >= floor)
+                    .map(|(i, &l)| (i as u32, l)),
+            );
+            if top_k < vocab {
+                if candidates.len() < top_k && !last {
+                    continue;
+                }
+                if top_k < candidates.len() {
+                    candidates.select_nth_unstable_by(top_k - 1, order);
+                    candidates.truncate(top_k);
+                }
+            }
+            candidates.sort_unstable_by(order);
+            for c in candidates.iter_mut() {
+                c.1 = weight(c.1);
+            }
+            let total = if top_k < vocab {
+                candidates.iter().map(|c| c.1).sum()
+            } else {
+                total_weight
+            };
+            kept = candidates.len();
+            let mut reached = top_p >= 1.0;
+            if top_p < 1.0 {
+                let mut cumulative = 0.0;
+                for (i, c) in candidates.iter().enumerate() {
+                    cumulative += c.1 / total;
+                    if cumulative >= top_p {
+                        kept = i + 1;
+                        reached = true;
+                        break;
                     }
                 }
             }
-            let enough = if top_k < vocab {
-                candidates.len() >= top_k
-            } else {
-                // A margin for summing in another order than the cut below.
-                mass >= top_p * total_weight * (1.0 + 1e-4)
-            };
-            if enough || gap.is_infinite() {
+            // Top-p not reached by these tokens: the rest of the
+            // vocabulary may be needed too.
+            if reached || top_k < vocab || last {
                 break;
-            }
-            gap = if gap > MAX_GAP * temperature {
-                f32::INFINITY
-            } else {
-                gap * GAP_STEP
-            };
-        }
-        // Highest logit first; the lower id first on ties.
-        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if top_k < candidates.len() {
-            candidates.select_nth_unstable_by(top_k - 1, order);
-            candidates.truncate(top_k);
-        }
-        candidates.sort_unstable_by(order);
-        for c in candidates.iter_mut() {
-            c.1 = weight(c.1);
-        }
-        let total = if top_k < vocab {
-            candidates.iter().map(|c| c.1).sum()
-        } else {
-            total_weight
-        };
-        let mut kept = candidates.len();
-        if top_p < 1.0 {
-            let mut cumulative = 0.0;
-            for (i, c) in candidates.iter().enumerate() {
-                cumulative += c.1 / total;
-                if cumulative >= top_p {
-                    kept = i + 1;
-                    break;
-                }
             }
         }
         let kept = &candidates[..kept];
         let mass: f32 = kept.iter().map(|c| c.1).sum();
-        let mut target = self.rng.next_f32() * mass;
+        // In (0, mass]: a draw of 0 would take the first token whatever
+        // its weight.
+        let mut target = (1.0 - self.rng.next_f32()) * mass;
         for c in kept {
             target -= c.1;
             if target <= 0.0 {
                 return c.0;
             }
         }
-        kept[kept.len() - 1].0
+        kept.last().map_or_else(|| argmax(logits), |c| c.0)
     }
 
     /// Every token's weight into `self.weights` (a plain loop over the
@@ -206,21 +224,23 @@ impl Sampler {
                 .map(|chunk| crate::cpu::lane_sum(chunk, |w| w)),
         );
         let total: f32 = sums.iter().sum();
-        let mut target = self.rng.next_f32() * total;
-        let last = sums.len() - 1;
+        // In (0, total]: a draw of 0 would take token 0 whatever its weight.
+        let mut target = (1.0 - self.rng.next_f32()) * total;
+        let mut start = sums.len();
         for (c, &sum) in sums.iter().enumerate() {
-            if target > sum && c < last {
-                target -= sum;
-                continue;
+            if target <= sum {
+                start = c * WALK_CHUNK;
+                break;
             }
-            let start = c * WALK_CHUNK;
-            for (i, &w) in weights[start..].iter().take(WALK_CHUNK).enumerate() {
-                target -= w;
-                if target <= 0.0 {
-                    return (start + i) as u32;
-                }
+            target -= sum;
+        }
+        // From the chunk the draw lands in on (a chunk's sum and its
+        // tokens' running sum round apart, so the walk may run on).
+        for (i, &w) in weights.iter().enumerate().skip(start) {
+            target -= w;
+            if target <= 0.0 {
+                return i as u32;
             }
-            break;
         }
         // Rounding left a sliver past the last token.
         argmax(logits)
@@ -439,6 +459,62 @@ mod tests {
             drawn.iter().any(|&t| t > 208),
             "never drew past the first gap"
         );
+    }
+
+    #[test]
+    fn draws_across_chunks_follow_the_softmax() {
+        // Heavy tokens in four different chunks of the walk.
+        let mut logits = vec![-8.0f32; 2048];
+        for (i, l) in [(100, 3.0), (700, 2.0), (1500, 1.0), (2047, 0.5)] {
+            logits[i] = l;
+        }
+        let n = 40_000;
+        let params = Sampling {
+            temperature: 1.0,
+            seed: Some(3),
+            ..Sampling::default()
+        };
+        let drawn = draws(params, &logits, n);
+        let total: f64 = logits.iter().map(|&l| (l as f64 - 3.0).exp()).sum();
+        for i in [100, 700, 1500, 2047] {
+            let expected = (logits[i] as f64 - 3.0).exp() / total;
+            let seen = drawn.iter().filter(|&&t| t == i as u32).count() as f64 / n as f64;
+            let spread = 5.0 * (expected * (1.0 - expected) / n as f64).sqrt();
+            assert!(
+                (seen - expected).abs() <= spread,
+                "token {i}: {seen:.4} vs {expected:.4}"
+            );
+        }
+    }
+
+    #[test]
+    fn infinite_and_nan_logits_give_a_token_not_a_panic() {
+        // A repeat penalty near 0 can push a logit to +inf.
+        let mut logits = vocabulary_logits(1000, 9);
+        logits[7] = f32::INFINITY;
+        logits[8] = f32::NAN;
+        for (top_k, top_p) in [(0, 1.0), (0, 0.9), (2, 1.0), (2, 0.9)] {
+            let params = Sampling {
+                temperature: 0.7,
+                top_k,
+                top_p,
+                seed: Some(1),
+                ..Sampling::default()
+            };
+            assert!(draws(params, &logits, 50).iter().all(|&t| t == 7));
+        }
+        // A NaN logit is never drawn.
+        let mut logits = vec![0.0f32; 600];
+        logits[3] = f32::NAN;
+        for top_p in [1.0, 0.9] {
+            let params = Sampling {
+                temperature: 1.0,
+                top_p,
+                seed: Some(2),
+                ..Sampling::default()
+            };
+            assert!(!draws(params, &logits, 5_000).contains(&3));
+        }
     }
 
     #[test]

@@ -279,14 +279,32 @@ pub(super) fn run<B: Backend>(
 
 /// Each sampled sequence's next token, in the order of `sampled`
 /// (`outputs[i]` is `sampled[i]`'s row). Rows that came back as logits are
-/// drawn in parallel: each sampler's draw is its own, and at a GPU's batch
-/// sizes drawing them one after another would take longer than the step.
+/// drawn in parallel when there are several: each sampler's draw is its
+/// own, and at a GPU's batch sizes drawing them one after another would
+/// take longer than the step.
 fn choose<C: Send>(
     live: &mut [Sequence<C>],
     outputs: Vec<RowOutput>,
     sampled: &[usize],
 ) -> Vec<u32> {
     use rayon::prelude::*;
+    let draws = outputs
+        .iter()
+        .filter(|o| matches!(o, RowOutput::Logits(_)))
+        .count();
+    if draws <= 1 {
+        return outputs
+            .into_iter()
+            .zip(sampled)
+            .map(|(output, &s)| match output {
+                RowOutput::ArgMax(token) => token,
+                RowOutput::Logits(mut logits) => {
+                    let seq = &mut live[s];
+                    seq.sampler.sample(&mut logits, &seq.tokens)
+                }
+            })
+            .collect();
+    }
     let mut rows: Vec<Option<RowOutput>> = (0..live.len()).map(|_| None).collect();
     for (output, &s) in outputs.into_iter().zip(sampled) {
         rows[s] = Some(output);
