@@ -296,13 +296,7 @@ fn choose<C: Send>(
         return outputs
             .into_iter()
             .zip(sampled)
-            .map(|(output, &s)| match output {
-                RowOutput::ArgMax(token) => token,
-                RowOutput::Logits(mut logits) => {
-                    let seq = &mut live[s];
-                    seq.sampler.sample(&mut logits, &seq.tokens)
-                }
-            })
+            .map(|(output, &s)| next_token(&mut live[s], output))
             .collect();
     }
     let mut rows: Vec<Option<RowOutput>> = (0..live.len()).map(|_| None).collect();
@@ -312,13 +306,19 @@ fn choose<C: Send>(
     let drawn: Vec<Option<u32>> = live
         .par_iter_mut()
         .zip(rows)
-        .map(|(seq, row)| match row? {
-            RowOutput::ArgMax(token) => Some(token),
-            RowOutput::Logits(mut logits) => Some(seq.sampler.sample(&mut logits, &seq.tokens)),
-        })
+        .map(|(seq, row)| row.map(|row| next_token(seq, row)))
         .collect();
     sampled
         .iter()
         .map(|&s| drawn[s].expect("every sampled sequence has a row"))
         .collect()
+}
+
+/// `seq`'s next token from its row: the device's arg-max, or its sampler's
+/// draw from the logits.
+fn next_token<C>(seq: &mut Sequence<C>, row: RowOutput) -> u32 {
+    match row {
+        RowOutput::ArgMax(token) => token,
+        RowOutput::Logits(mut logits) => seq.sampler.sample(&mut logits, &seq.tokens),
+    }
 }
