@@ -152,6 +152,9 @@ pub(crate) struct Sandbox {
     pub(crate) events: Option<EventSink>,
     /// Tokens models generated for this invocation.
     pub(crate) generated_tokens: u64,
+    /// The host answered a call with `unavailable` (storage busy or not
+    /// openable): an agent that passes that error on is not at fault.
+    pub(crate) host_unavailable: bool,
 }
 
 impl Sandbox {
@@ -179,6 +182,7 @@ impl Sandbox {
             denials: Vec::new(),
             events,
             generated_tokens: 0,
+            host_unavailable: false,
         }
     }
 

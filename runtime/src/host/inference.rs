@@ -65,7 +65,10 @@ impl Sandbox {
                 GuestError::InvalidInput(message)
             }
             InferenceError::LimitExceeded(_) => GuestError::LimitExceeded(message),
-            InferenceError::Unavailable(_) => GuestError::Unavailable(message),
+            InferenceError::Unavailable(_) => {
+                self.host_unavailable = true;
+                GuestError::Unavailable(message)
+            }
             InferenceError::Internal(_) => {
                 tracing::error!(error = %message, "inference engine failure");
                 GuestError::Internal(message)

@@ -38,7 +38,13 @@ impl Sandbox {
             }
             StorageError::Io { .. } | StorageError::Open { .. } => {
                 tracing::error!(error = %error, "tenant storage unavailable");
-                GuestError::Unavailable("tenant storage is unavailable".into())
+                self.host_unavailable = true;
+                GuestError::Unavailable("tenant storage is unavailable; retry later".into())
+            }
+            StorageError::Busy(message) => {
+                tracing::warn!(error = %message, "tenant storage stayed busy past its timeout");
+                self.host_unavailable = true;
+                GuestError::Unavailable("tenant storage is busy; retry later".into())
             }
             StorageError::Internal(message) => {
                 tracing::error!(error = %message, "tenant storage failure");

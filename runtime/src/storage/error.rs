@@ -24,6 +24,10 @@ pub enum StorageError {
     LimitExceeded(String),
     #[error("not allowed: {0}")]
     Denied(String),
+    /// Another writer held the database for longer than the busy timeout:
+    /// transient, and not the guest's fault.
+    #[error("tenant storage is busy: {0}")]
+    Busy(String),
     #[error("storage failure: {0}")]
     Internal(String),
 }
@@ -63,7 +67,7 @@ impl StorageError {
                     StorageError::InvalidInput(error.to_string())
                 }
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
-                    StorageError::Internal(format!("database busy: {error}"))
+                    StorageError::Busy(error.to_string())
                 }
                 _ => StorageError::Internal(error.to_string()),
             },

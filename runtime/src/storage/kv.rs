@@ -1,6 +1,6 @@
 //! The key/value store on the tenant's host connection.
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::tenant_db::KV_TABLE;
 use super::{StorageError, TenantDb};
@@ -65,11 +65,16 @@ impl TenantDb {
     }
 
     /// Adds `delta` to the decimal integer at `key` in one transaction and
-    /// returns the new value.
+    /// returns the new value. The transaction takes the write lock before it
+    /// reads: a deferred one that read first could not wait for another
+    /// writer (SQLite answers "database is locked" at once when a reader
+    /// must upgrade past a newer commit).
     pub fn kv_increment(&self, key: &str, delta: i64) -> Result<i64, StorageError> {
         check_key(key)?;
         let mut conn = self.host();
-        let tx = conn.transaction().map_err(|e| self.sqlite_error(e))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sqlite_error(e))?;
         let current: Option<Vec<u8>> = tx
             .query_row(
                 &format!("SELECT value FROM {KV_TABLE} WHERE key = ?1"),
@@ -175,6 +180,23 @@ mod tests {
         assert!(db.kv_delete("a").unwrap());
         assert!(!db.kv_delete("a").unwrap());
         assert!(matches!(db.kv_get(""), Err(StorageError::InvalidInput(_))));
+    }
+
+    #[test]
+    fn an_increment_waits_for_another_writer_instead_of_failing() {
+        let (dir, db) = db();
+        db.kv_increment("n", 1).unwrap();
+        // Another connection (the tenant's SQL, say) is in the middle of a
+        // write when the increment starts, and commits soon after.
+        let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            other.execute_batch("COMMIT").unwrap();
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(db.kv_increment("n", 1).unwrap(), 2);
+        writer.join().unwrap();
     }
 
     #[test]

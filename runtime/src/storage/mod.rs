@@ -28,36 +28,108 @@ use crate::names::TenantId;
 /// File name of a tenant's database inside its directory.
 pub const TENANT_DB_FILE: &str = "tenant.db";
 
-/// Opens tenant databases on first use and keeps them open.
+/// File descriptors one open [`TenantDb`] holds: two connections, each with
+/// the database and its write-ahead log, and the shared-memory index they
+/// share.
+pub const DESCRIPTORS_PER_TENANT_DB: usize = 5;
+
+/// Tenant databases kept open at once unless the node sets another bound.
+/// Stops: every tenant that ever ran holding its descriptors, until the
+/// process runs out and no tenant's database (nor any socket) can be opened.
+pub const DEFAULT_MAX_OPEN_TENANT_DBS: usize = 256;
+
+/// Opens tenant databases on first use and keeps at most `max_open` of them
+/// open: to make room, the least recently used one that no invocation is
+/// using is closed. A database in use is never closed under an invocation;
+/// when every open one is in use, opening another is refused as
+/// [`StorageError::Busy`] (retryable), never by running out of descriptors.
 #[derive(Debug)]
 pub struct TenantStores {
     root: PathBuf,
     quota_bytes: u64,
-    open: Mutex<HashMap<TenantId, Arc<TenantDb>>>,
+    max_open: usize,
+    open: Mutex<OpenDatabases>,
+}
+
+#[derive(Debug, Default)]
+struct OpenDatabases {
+    by_tenant: HashMap<TenantId, OpenDatabase>,
+    /// Counts uses; a database's `last_used` orders evictions.
+    clock: u64,
+}
+
+#[derive(Debug)]
+struct OpenDatabase {
+    db: Arc<TenantDb>,
+    last_used: u64,
+}
+
+impl OpenDatabases {
+    /// Closes idle databases, least recently used first, until one more
+    /// fits under `max_open`; refuses when every open one is in use.
+    fn make_room(&mut self, max_open: usize) -> Result<(), StorageError> {
+        while self.by_tenant.len() >= max_open.max(1) {
+            let idle = self
+                .by_tenant
+                .iter()
+                .filter(|(_, open)| Arc::strong_count(&open.db) == 1)
+                .min_by_key(|(_, open)| open.last_used)
+                .map(|(tenant, _)| tenant.clone());
+            match idle {
+                Some(tenant) => drop(self.by_tenant.remove(&tenant)),
+                None => {
+                    return Err(StorageError::Busy(format!(
+                        "all {max_open} tenant databases this node keeps open are in use"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl TenantStores {
     /// Stores under `root` (`<root>/<tenant>/tenant.db`), each limited to
-    /// `quota_bytes`.
-    pub fn new(root: impl Into<PathBuf>, quota_bytes: u64) -> Self {
+    /// `quota_bytes`, at most `max_open` open at once.
+    pub fn new(root: impl Into<PathBuf>, quota_bytes: u64, max_open: usize) -> Self {
         TenantStores {
             root: root.into(),
             quota_bytes,
-            open: Mutex::new(HashMap::new()),
+            max_open,
+            open: Mutex::new(OpenDatabases::default()),
         }
     }
 
     /// The database of `tenant`, opened (and created) if needed.
     pub fn get(&self, tenant: &TenantId) -> Result<Arc<TenantDb>, StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(db) = open.get(tenant) {
-            return Ok(Arc::clone(db));
+        open.clock += 1;
+        let now = open.clock;
+        if let Some(entry) = open.by_tenant.get_mut(tenant) {
+            entry.last_used = now;
+            return Ok(Arc::clone(&entry.db));
         }
+        open.make_room(self.max_open)?;
         let dir = self.tenant_dir(tenant);
         create_private_dir(&dir)?;
         let db = Arc::new(TenantDb::open(&dir.join(TENANT_DB_FILE), self.quota_bytes)?);
-        open.insert(tenant.clone(), Arc::clone(&db));
+        open.by_tenant.insert(
+            tenant.clone(),
+            OpenDatabase {
+                db: Arc::clone(&db),
+                last_used: now,
+            },
+        );
         Ok(db)
+    }
+
+    /// How many tenant databases are open now.
+    pub fn open_count(&self) -> usize {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_tenant
+            .len()
     }
 
     /// Where `tenant`'s files live.
@@ -80,12 +152,77 @@ fn create_private_dir(dir: &Path) -> Result<(), StorageError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::TenantDb;
+    use super::*;
 
     /// A tenant database in a fresh temporary directory, with a 16 MiB quota.
     pub(crate) fn db() -> (tempfile::TempDir, TenantDb) {
         let dir = tempfile::tempdir().unwrap();
         let db = TenantDb::open(&dir.path().join("t.db"), 16 << 20).unwrap();
         (dir, db)
+    }
+}
+
+#[cfg(test)]
+mod bounded_open {
+    use super::*;
+
+    fn tenant(i: usize) -> TenantId {
+        TenantId::new(&format!("t{i}")).unwrap()
+    }
+
+    /// Descriptors this process holds now.
+    fn descriptors() -> usize {
+        std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+    }
+
+    #[test]
+    fn many_tenants_keep_a_bounded_number_of_databases_open_and_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = TenantStores::new(dir.path(), 16 << 20, 8);
+        let before = descriptors();
+        for i in 0..200 {
+            let db = stores.get(&tenant(i)).unwrap();
+            db.kv_set("written", format!("{i}").as_bytes()).unwrap();
+            assert!(stores.open_count() <= 8);
+        }
+        // Other tests in this process open files too: allow them some.
+        let held = descriptors().saturating_sub(before);
+        assert!(
+            held <= 8 * DESCRIPTORS_PER_TENANT_DB + 16,
+            "{held} descriptors held for 8 open databases"
+        );
+        for i in 0..200 {
+            let value = stores.get(&tenant(i)).unwrap().kv_get("written").unwrap();
+            assert_eq!(value, Some(format!("{i}").into_bytes()), "tenant {i}");
+        }
+    }
+
+    #[test]
+    fn a_database_in_use_is_not_closed_and_the_least_recently_used_goes_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = TenantStores::new(dir.path(), 16 << 20, 2);
+        let held = stores.get(&tenant(0)).unwrap();
+        stores.get(&tenant(1)).unwrap();
+        stores.get(&tenant(2)).unwrap(); // evicts t1: t0 is in use
+        let again = stores.get(&tenant(0)).unwrap();
+        assert!(
+            Arc::ptr_eq(&held, &again),
+            "the database in use stayed open"
+        );
+        drop((held, again));
+        stores.get(&tenant(2)).unwrap(); // t2 is now the most recent
+        stores.get(&tenant(3)).unwrap(); // evicts t0, the least recent idle
+        {
+            let open = stores.open.lock().unwrap();
+            assert!(open.by_tenant.contains_key(&tenant(2)));
+            assert!(open.by_tenant.contains_key(&tenant(3)));
+            assert!(!open.by_tenant.contains_key(&tenant(0)));
+        }
+        // Every open database in use: a third is refused, retryably.
+        let _busy = (
+            stores.get(&tenant(2)).unwrap(),
+            stores.get(&tenant(3)).unwrap(),
+        );
+        assert!(matches!(stores.get(&tenant(4)), Err(StorageError::Busy(_))));
     }
 }

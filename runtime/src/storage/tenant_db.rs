@@ -17,8 +17,11 @@ use crate::limits::{MAX_SQL_PARAMS, MAX_SQL_STATEMENT_BYTES, MAX_VALUE_BYTES};
 /// SQLite page size used for quota accounting.
 const PAGE_SIZE: u64 = 4096;
 
-/// How long a connection waits for the other one's write lock.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a writer waits for another's write lock before its call fails
+/// as busy (`unavailable`, retryable). Longer than one guest statement may
+/// run ([`crate::limits::MAX_SQL_TIME`]), so that writers queue behind the
+/// slowest legitimate statement; shorter than an invocation's default time.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Name of the host-owned key/value table; guest SQL can never reach it.
 pub(super) const KV_TABLE: &str = "_sovra_kv";

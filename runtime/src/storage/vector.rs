@@ -2,7 +2,7 @@
 //! one collection (a scan: exact, and fast enough for the per-tenant
 //! collections agents keep; bounded by [`MAX_COLLECTION_ENTRIES`]).
 
-use rusqlite::params;
+use rusqlite::{TransactionBehavior, params};
 
 use super::{StorageError, TenantDb};
 
@@ -103,8 +103,14 @@ impl TenantDb {
                 "text is longer than {MAX_VECTOR_TEXT_BYTES} bytes"
             )));
         }
-        let conn = self.host();
-        let count: i64 = conn
+        // Count and insert in one write transaction, so concurrent upserts
+        // cannot together pass the collection's limit; the write lock is taken
+        // first so that the transaction can wait for other writers.
+        let mut conn = self.host();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.sqlite_error(e))?;
+        let count: i64 = tx
             .query_row(
                 &format!("SELECT count(*) FROM {VECTOR_TABLE} WHERE collection = ?1"),
                 [collection],
@@ -118,7 +124,7 @@ impl TenantDb {
         }
         let metadata =
             serde_json::to_string(metadata).map_err(|e| StorageError::Internal(e.to_string()))?;
-        conn.prepare_cached(&format!(
+        tx.prepare_cached(&format!(
             "INSERT INTO {VECTOR_TABLE} (collection, id, dims, embedding, text, metadata)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (collection, id) DO UPDATE SET
@@ -135,8 +141,8 @@ impl TenantDb {
                 metadata
             ])
         })
-        .map(drop)
-        .map_err(|e| self.sqlite_error(e))
+        .map_err(|e| self.sqlite_error(e))?;
+        tx.commit().map_err(|e| self.sqlite_error(e))
     }
 
     /// The `k` entries of `collection` most similar to `vector` (entries of

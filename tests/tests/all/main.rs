@@ -18,6 +18,7 @@ mod notes;
 mod probe;
 mod rag;
 mod spin;
+mod storage_mix;
 
 // Cross-cutting suites.
 mod isolation;
