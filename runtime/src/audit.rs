@@ -1,25 +1,32 @@
 //! The runtime's own audit log: one row per invocation in a SQLite database
 //! that no guest can reach.
 //!
-//! Records are written by a background thread in batches, every
-//! [`AUDIT_FLUSH_INTERVAL`], so an invocation never waits for a disk flush and
-//! never wakes another thread; [`AuditLog::flush`] waits until everything sent
-//! so far is durable (the CLI calls it before exiting, tests before reading).
+//! Records are committed by one writer thread with group commit: it takes
+//! every record queued while its previous commit was on its way to disk and
+//! commits them together in one transaction, so concurrent invocations share
+//! one disk flush and none waits on a timer. [`AuditLog::record`] returns an
+//! [`AuditReceipt`] that resolves once the record is durable; a node awaits it
+//! before it answers, so an answered invocation is in the history even after
+//! a crash. [`AuditLog::flush`] waits until everything sent so far is durable
+//! (the CLI calls it before exiting, tests before reading).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
+use tokio::sync::oneshot;
 
 /// Records waiting for the writer before senders wait.
 /// Stops: an invocation flood growing the queue without bound.
 const AUDIT_QUEUE: usize = 16_384;
 
-/// How often the writer commits what has been queued. Waking it per record
-/// would cost every invocation a cross-thread wake-up.
-pub const AUDIT_FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// Records committed in one transaction, at most; a longer queue is taken
+/// in several commits so that the first records' callers do not wait for
+/// the whole queue.
+const MAX_BATCH: usize = 4_096;
 
 /// One invocation, as audited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,8 +46,30 @@ pub struct AuditRecord {
 }
 
 enum Message {
-    Record(AuditRecord),
+    Record(AuditRecord, oneshot::Sender<bool>),
     Flush(SyncSender<()>),
+}
+
+/// Resolves once an audit record is committed (or its commit failed).
+#[derive(Debug, Default)]
+pub struct AuditReceipt(Option<oneshot::Receiver<bool>>);
+
+/// The audit record of an invocation could not be made durable.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the audit record could not be written (the operator's log has the cause)")]
+pub struct NotAudited;
+
+impl AuditReceipt {
+    /// Waits until the record is on disk.
+    pub async fn durable(self) -> Result<(), NotAudited> {
+        match self.0 {
+            None => Ok(()),
+            Some(receiver) => match receiver.await {
+                Ok(true) => Ok(()),
+                Ok(false) | Err(_) => Err(NotAudited),
+            },
+        }
+    }
 }
 
 /// Why the audit log could not be opened or read.
@@ -57,6 +86,9 @@ pub struct AuditLog {
     path: PathBuf,
     sender: Option<SyncSender<Message>>,
     writer: Option<JoinHandle<()>>,
+    /// One connection for every reader: history calls share it rather than
+    /// each opening the database (and its descriptors) anew.
+    reader: Mutex<Connection>,
 }
 
 impl AuditLog {
@@ -89,6 +121,8 @@ impl AuditLog {
                  ON invocations (tenant, started_at_ms);",
         )
         .map_err(error)?;
+        let reader = Connection::open(path).map_err(error)?;
+        reader.busy_timeout(Duration::from_secs(5)).map_err(error)?;
         let (sender, receiver) = sync_channel(AUDIT_QUEUE);
         let writer = std::thread::Builder::new()
             .name("sovra-audit".into())
@@ -101,26 +135,29 @@ impl AuditLog {
             path: path.to_owned(),
             sender: Some(sender),
             writer: Some(writer),
+            reader: Mutex::new(reader),
         })
     }
 
-    /// Queues a record; it is written within one batch.
-    pub fn record(&self, record: AuditRecord) {
+    /// Queues a record for the next commit; the receipt says when it is
+    /// durable.
+    pub fn record(&self, record: AuditRecord) -> AuditReceipt {
+        let (committed, receipt) = oneshot::channel();
         if let Some(sender) = &self.sender
-            && sender.send(Message::Record(record)).is_err()
+            && sender.send(Message::Record(record, committed)).is_err()
         {
             tracing::error!(path = %self.path.display(), "audit writer is gone; record lost");
         }
+        AuditReceipt(Some(receipt))
     }
 
     /// Waits until every record queued so far is committed.
     pub fn flush(&self) {
-        let (Some(sender), Some(writer)) = (&self.sender, &self.writer) else {
+        let Some(sender) = &self.sender else {
             return;
         };
         let (done, wait) = sync_channel(1);
         if sender.send(Message::Flush(done)).is_ok() {
-            writer.thread().unpark();
             let _ = wait.recv();
         }
     }
@@ -132,9 +169,9 @@ impl AuditLog {
             path: self.path.clone(),
             message: e.to_string(),
         };
-        let conn = Connection::open(&self.path).map_err(error)?;
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
         let mut stmt = conn
-            .prepare(
+            .prepare_cached(
                 "SELECT invocation_id, tenant, agent, agent_digest, started_at_ms, duration_us,
                         outcome, error, denials
                  FROM invocations WHERE tenant = ?1
@@ -166,35 +203,71 @@ impl Drop for AuditLog {
         // Closing the channel ends the writer after it drains the queue.
         self.sender.take();
         if let Some(writer) = self.writer.take() {
-            writer.thread().unpark();
             let _ = writer.join();
         }
     }
 }
 
-/// Every interval (or when a flush unparks it), commits whatever is queued;
-/// exits once the log is dropped and the queue is drained.
+/// Waits for a message, takes everything queued behind it, commits the
+/// records in one transaction and answers their receipts; exits once the log
+/// is dropped and the queue is drained.
 fn write_loop(mut conn: Connection, receiver: Receiver<Message>) {
+    let mut batch = Batch::default();
     loop {
-        std::thread::park_timeout(AUDIT_FLUSH_INTERVAL);
-        let mut records = Vec::new();
-        let mut waiting = Vec::new();
-        let closed = loop {
+        let Ok(first) = receiver.recv() else { return };
+        batch.take(first);
+        let mut closed = false;
+        while batch.records.len() < MAX_BATCH {
             match receiver.try_recv() {
-                Ok(Message::Record(record)) => records.push(record),
-                Ok(Message::Flush(done)) => waiting.push(done),
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
+                Ok(message) => batch.take(message),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
-        };
-        if let Err(e) = write_batch(&mut conn, &records) {
-            tracing::error!(error = %e, lost = records.len(), "cannot write audit records");
         }
-        for done in waiting {
-            let _ = done.send(());
+        let written = write_batch(&mut conn, &batch.records);
+        if let Err(e) = &written {
+            tracing::error!(error = %e, lost = batch.records.len(), "cannot write audit records");
         }
+        batch.answer(written.is_ok());
         if closed {
             return;
+        }
+    }
+}
+
+/// What one commit takes: records with their receipts, and flushes that
+/// wait for them.
+#[derive(Default)]
+struct Batch {
+    records: Vec<AuditRecord>,
+    receipts: Vec<oneshot::Sender<bool>>,
+    flushes: Vec<SyncSender<()>>,
+}
+
+impl Batch {
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Record(record, committed) => {
+                self.records.push(record);
+                self.receipts.push(committed);
+            }
+            Message::Flush(done) => self.flushes.push(done),
+        }
+    }
+
+    /// Answers every receipt and flush of the batch, and empties it. A flush
+    /// in the batch was sent after every record before it, and those are in
+    /// this batch or an earlier one.
+    fn answer(&mut self, committed: bool) {
+        self.records.clear();
+        for receipt in self.receipts.drain(..) {
+            let _ = receipt.send(committed);
+        }
+        for done in self.flushes.drain(..) {
+            let _ = done.send(());
         }
     }
 }

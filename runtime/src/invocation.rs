@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::audit::AuditReceipt;
 use crate::capability::Grants;
 use crate::error::InvokeError;
 use crate::limits::Limits;
@@ -68,4 +69,7 @@ pub struct InvocationReport {
     /// Tokens models generated for this invocation.
     pub generated_tokens: u64,
     pub duration: Duration,
+    /// Resolves once the invocation's audit record is durable: a caller that
+    /// promises the record survives a crash awaits it before answering.
+    pub audited: AuditReceipt,
 }

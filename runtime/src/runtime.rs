@@ -12,13 +12,13 @@ use tracing::Instrument;
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use crate::audit::{AuditLog, AuditRecord, unix_millis};
+use crate::audit::{AuditLog, AuditReceipt, AuditRecord, unix_millis};
 use crate::bindings::{self, GuestError};
 use crate::capability::ImportNeed;
 use crate::component::{ComponentInfo, check_manifest_matches};
 use crate::digest::Digest;
 use crate::engine::{CompileCache, EpochTicker, new_engine};
-use crate::error::{InvokeError, LoadError};
+use crate::error::{AgentError, AgentErrorKind, InvokeError, LoadError};
 use crate::invocation::{AgentResponse, Invocation, InvocationReport};
 use crate::limits::{
     HOST_CALL_GRACE, MAX_COMPONENT_BYTES, MAX_CONCURRENT_INVOCATIONS, MAX_HOSTCALL_BYTES,
@@ -27,7 +27,7 @@ use crate::limits::{
 use crate::manifest::{AgentManifest, World};
 use crate::outcome::{agent_error, classify_trap};
 use crate::sandbox::{DeadlineExceeded, GrantedStorage, Identity, InferenceAccess, Sandbox};
-use crate::storage::TenantStores;
+use crate::storage::{StorageError, TenantStores};
 
 /// How a node's runtime is set up.
 #[derive(Debug, Clone)]
@@ -37,6 +37,9 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     /// Size limit of each tenant's database.
     pub storage_quota: u64,
+    /// Tenant databases kept open at once (see [`TenantStores`]); a node
+    /// sizes this to its file-descriptor budget.
+    pub max_open_tenant_dbs: usize,
     /// Models this node serves.
     pub models: Arc<ModelRegistry>,
     /// Where compiled components are kept between runs (`None`: compile on
@@ -52,6 +55,7 @@ impl RuntimeConfig {
             compiled_dir: Some(data_dir.join("compiled")),
             data_dir,
             storage_quota: crate::limits::DEFAULT_STORAGE_QUOTA,
+            max_open_tenant_dbs: crate::storage::DEFAULT_MAX_OPEN_TENANT_DBS,
             models: Arc::new(ModelRegistry::empty()),
         }
     }
@@ -156,7 +160,11 @@ impl Runtime {
                 linker,
                 compile_cache,
                 entries: Mutex::new(HashMap::new()),
-                stores: TenantStores::new(data_dir.join("tenants"), config.storage_quota),
+                stores: TenantStores::new(
+                    data_dir.join("tenants"),
+                    config.storage_quota,
+                    config.max_open_tenant_dbs,
+                ),
                 audit,
                 models: config.models,
                 slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_INVOCATIONS as usize),
@@ -302,7 +310,7 @@ impl Runtime {
             ),
             Err(error) => tracing::info!(kind = error.kind(), %error, "invocation failed"),
         });
-        self.inner.audit.record(AuditRecord {
+        let audited = self.inner.audit.record(AuditRecord {
             invocation_id: report.invocation_id.clone(),
             tenant: tenant.to_string(),
             agent: agent.manifest.name.clone(),
@@ -316,7 +324,7 @@ impl Runtime {
             error: report.result.as_ref().err().map(ToString::to_string),
             denials,
         });
-        report
+        InvocationReport { audited, ..report }
     }
 
     async fn run(
@@ -336,6 +344,7 @@ impl Runtime {
                     dropped_logs: 0,
                     generated_tokens: 0,
                     duration: Duration::ZERO,
+                    audited: AuditReceipt::default(),
                 },
                 denials,
             )
@@ -397,6 +406,7 @@ impl Runtime {
             Ok(Ok(Ok(response))) => Ok(response),
         };
         let sandbox = store.into_data();
+        let result = result.map_err(|error| blame_the_host_for_its_unavailability(error, &sandbox));
         (
             InvocationReport {
                 invocation_id,
@@ -407,6 +417,7 @@ impl Runtime {
                 dropped_logs: sandbox.logs.dropped,
                 generated_tokens: sandbox.generated_tokens,
                 duration: Duration::ZERO,
+                audited: AuditReceipt::default(),
             },
             sandbox.denials,
         )
@@ -433,7 +444,7 @@ impl Runtime {
                 self.inner
                     .stores
                     .get(&invocation.tenant)
-                    .map_err(|e| InvokeError::Unavailable(e.to_string()))?,
+                    .map_err(storage_unavailable)?,
             )
         } else {
             None
@@ -474,6 +485,30 @@ impl Runtime {
             }
         });
         Ok((store, stdio))
+    }
+}
+
+/// The caller's view of a tenant database that could not be opened: the
+/// full error (with the host's paths) is for the operator's log only.
+fn storage_unavailable(error: StorageError) -> InvokeError {
+    if let StorageError::Busy(reason) = &error {
+        tracing::warn!(%reason, "tenant storage busy");
+        return InvokeError::Unavailable("tenant storage is busy; retry later".into());
+    }
+    tracing::error!(%error, "cannot open the tenant's storage");
+    InvokeError::Unavailable("tenant storage is unavailable".into())
+}
+
+/// An agent that returns the `unavailable` error the host gave it (its
+/// storage stayed busy, or could not be opened) failed because of the node,
+/// not of its own doing: the invocation is `unavailable`, which callers retry.
+fn blame_the_host_for_its_unavailability(error: InvokeError, sandbox: &Sandbox) -> InvokeError {
+    match error {
+        InvokeError::Agent(AgentError {
+            kind: AgentErrorKind::Unavailable,
+            message,
+        }) if sandbox.host_unavailable => InvokeError::Unavailable(message),
+        other => other,
     }
 }
 
