@@ -140,13 +140,29 @@ impl PublisherKey {
 }
 
 impl PublisherId {
+    /// Reads a public key, refusing what is not one a publisher could hold:
+    /// bytes that are not a point on the curve, a point written in a
+    /// non-canonical encoding (two hex strings for one key), and weak keys of
+    /// small order, for which a signature can be forged without the secret.
     pub fn from_hex(text: &str) -> Result<Self, SignatureError> {
-        VerifyingKey::from_bytes(&hex_array("the public key", text)?)
-            .map(PublisherId)
-            .map_err(|e| SignatureError::Malformed {
-                what: "the public key",
-                reason: e.to_string(),
-            })
+        let bytes = hex_array("the public key", text)?;
+        let malformed = |reason: String| SignatureError::Malformed {
+            what: "the public key",
+            reason,
+        };
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| malformed("it is not a point on the Ed25519 curve".into()))?;
+        if key.to_edwards().compress().to_bytes() != bytes {
+            return Err(malformed(
+                "it is not the canonical encoding of an Ed25519 point".into(),
+            ));
+        }
+        if key.is_weak() {
+            return Err(malformed(
+                "it is a weak key of small order, which verifies forged signatures".into(),
+            ));
+        }
+        Ok(PublisherId(key))
     }
 
     pub fn to_hex(&self) -> String {
@@ -239,5 +255,35 @@ mod tests {
         std::fs::write(dir.path().join("bad.key"), "zz").unwrap();
         assert!(PublisherKey::load(&dir.path().join("bad.key")).is_err());
         assert!(PublisherId::from_hex("abcd").is_err());
+    }
+
+    #[test]
+    fn keys_that_are_not_canonical_curve_points_or_are_weak_are_refused() {
+        let refused = |hex: String| {
+            let error = PublisherId::from_hex(&hex).expect_err(&hex).to_string();
+            assert!(error.contains("the public key"), "{hex}: {error}");
+        };
+        // All ones: y = 2^255 - 1 is not below the field prime.
+        refused("ff".repeat(32));
+        // The identity point (y = 1), and y = 0: small order.
+        refused(format!("01{}", "00".repeat(31)));
+        refused("00".repeat(32));
+        // y = -1 (p - 1): the point of order 2.
+        refused(format!("ec{}7f", "ff".repeat(30)));
+        // y = p + 1: the identity again, written non-canonically.
+        refused(format!("ee{}7f", "ff".repeat(30)));
+        // No point has this y: x^2 would have to be a non-square.
+        let mut off_curve = None;
+        for y in 2u8..=255 {
+            let hex = format!("{y:02x}{}", "00".repeat(31));
+            if VerifyingKey::from_bytes(&hex_array::<32>("k", &hex).unwrap()).is_err() {
+                off_curve = Some(hex);
+                break;
+            }
+        }
+        refused(off_curve.expect("some small y is off the curve"));
+        // A real key still reads back as itself.
+        let real = PublisherKey::generate().unwrap().public().to_hex();
+        assert_eq!(PublisherId::from_hex(&real).unwrap().to_hex(), real);
     }
 }
