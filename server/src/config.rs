@@ -17,6 +17,9 @@
 //! tenant-concurrency = 8         # invocations in flight per tenant
 //! tenant-rate = 200              # invocations per second per tenant (sustained)
 //! tenant-burst = 400
+//! header-timeout = "10s"         # to send a request's headers; also closes idle keep-alive
+//! max-connections = 2000         # default: what the open-files limit leaves room for
+//! max-open-tenant-databases = 200   # default: likewise
 //!
 //! [ceilings]                     # the most an install may grant
 //! capabilities = ["kv", "sql", "vector", "inference"]
@@ -45,6 +48,10 @@ pub const DEFAULT_OPERATOR_TOKEN_ENV: &str = "SOVRA_OPERATOR_TOKEN";
 /// Shortest operator token accepted.
 /// Stops: a guessable admin credential on a network-facing node.
 pub const MIN_OPERATOR_TOKEN_BYTES: usize = 24;
+
+/// Time to send a request's headers by default (see
+/// [`ServerLimits::header_timeout`]).
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest plugin submission by default.
 pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 32 << 20;
@@ -87,6 +94,17 @@ pub struct ServerLimits {
     /// Stops: one tenant flooding the node.
     pub tenant_rate: f64,
     pub tenant_burst: f64,
+    /// Time a client has to send a request's headers, counted from when
+    /// the connection opens or its previous response ends: it also closes
+    /// keep-alive connections idle that long. Stops: slow-header and idle
+    /// connections holding descriptors.
+    pub header_timeout: Duration,
+    /// Connections open at once (`None`: what the descriptor budget allows).
+    /// Stops: sockets exhausting the process's descriptors.
+    pub max_connections: Option<usize>,
+    /// Tenant databases open at once (`None`: what the descriptor budget
+    /// allows). Stops: every tenant that ran holding descriptors forever.
+    pub max_open_tenant_dbs: Option<usize>,
 }
 
 impl Default for ServerLimits {
@@ -98,6 +116,9 @@ impl Default for ServerLimits {
             tenant_concurrency: 8,
             tenant_rate: 1000.0,
             tenant_burst: 2000.0,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: None,
+            max_open_tenant_dbs: None,
         }
     }
 }
@@ -195,6 +216,9 @@ struct RawLimits {
     tenant_concurrency: Option<u32>,
     tenant_rate: Option<f64>,
     tenant_burst: Option<f64>,
+    header_timeout: Option<String>,
+    max_connections: Option<usize>,
+    max_open_tenant_databases: Option<usize>,
 }
 
 #[derive(Deserialize, Default)]
@@ -318,6 +342,35 @@ impl NodeConfig {
             }
             limits.tenant_burst = v;
         }
+        if let Some(v) = raw.limits.header_timeout {
+            let timeout = parse_duration(&v).map_err(|e| field("limits.header-timeout", e))?;
+            if timeout < Duration::from_millis(100) || timeout > Duration::from_secs(600) {
+                return Err(field(
+                    "limits.header-timeout",
+                    "must be between 100ms and 10m".into(),
+                ));
+            }
+            limits.header_timeout = timeout;
+        }
+        for (name, value, slot) in [
+            (
+                "limits.max-connections",
+                raw.limits.max_connections,
+                &mut limits.max_connections,
+            ),
+            (
+                "limits.max-open-tenant-databases",
+                raw.limits.max_open_tenant_databases,
+                &mut limits.max_open_tenant_dbs,
+            ),
+        ] {
+            if let Some(v) = value {
+                if v == 0 {
+                    return Err(field(name, "must be at least 1".into()));
+                }
+                *slot = Some(v);
+            }
+        }
         let ceilings = &mut config.ceilings;
         if let Some(names) = raw.ceilings.capabilities {
             ceilings.capabilities = names
@@ -440,6 +493,14 @@ mod tests {
             (
                 "data-dir = \"d\"\n[limits]\ntenant-concurrency = 0",
                 "tenant-concurrency",
+            ),
+            (
+                "data-dir = \"d\"\n[limits]\nmax-connections = 0",
+                "limits.max-connections",
+            ),
+            (
+                "data-dir = \"d\"\n[limits]\nheader-timeout = \"1ms\"",
+                "limits.header-timeout",
             ),
             (
                 "data-dir = \"d\"\n[ceilings]\ncapabilities = [\"net\"]",

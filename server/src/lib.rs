@@ -9,7 +9,9 @@
 //! Guide to the modules: [`config`] reads the node's file; [`state`] holds
 //! what the node serves from; [`api`] maps HTTP onto it; [`submission`] and
 //! [`compile`] take plugins in; [`db`], [`ledger`] and [`artifacts`] keep
-//! them; [`keys`], [`limiter`] and [`metrics`] guard and count the calls.
+//! them; [`keys`], [`limiter`] and [`metrics`] guard and count the calls;
+//! [`transport`] takes connections off the network and keeps any one client
+//! from holding what the others need.
 
 pub mod api;
 pub mod artifacts;
@@ -22,40 +24,8 @@ pub mod limiter;
 pub mod metrics;
 pub mod state;
 pub mod submission;
-
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+pub mod transport;
 
 pub use config::NodeConfig;
 pub use state::{AppState, StartError};
-
-/// Serves `state` on `listener` until `shutdown` resolves, then drains:
-/// readiness turns 503, no new connections are taken, and in-flight
-/// requests (invocations included) run to their end before this returns.
-pub async fn serve(
-    state: Arc<AppState>,
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let draining = Arc::clone(&state);
-    let app = api::router(Arc::clone(&state));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            draining.draining.store(true, Ordering::Release);
-            tracing::info!("shutting down: draining in-flight requests");
-        })
-        .await?;
-    // Invocations whose client went away run on after their connection;
-    // wait for them too (their deadline bounds the wait).
-    let grace = state.config.ceilings.timeout + std::time::Duration::from_secs(5);
-    if tokio::time::timeout(grace, state.in_flight.idle())
-        .await
-        .is_err()
-    {
-        tracing::warn!("invocations still running after {grace:?}; stopping anyway");
-    }
-    state.runtime.audit().flush();
-    Ok(())
-}
+pub use transport::serve;

@@ -26,6 +26,8 @@ use crate::db::{DbError, InstallRow, NODE_DB_FILE, NodeDb};
 use crate::keys::{LiveKeys, hash_key, is_operator_token};
 use crate::limiter::TenantLimiter;
 use crate::metrics::Metrics;
+use crate::transport::connections::Connections;
+use crate::transport::descriptors::DescriptorBudget;
 
 /// Who is calling, from the `Authorization: Bearer` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +62,10 @@ pub struct AppState {
     pub limiter: TenantLimiter,
     pub metrics: Metrics,
     pub draining: AtomicBool,
+    /// How the process's file descriptors are shared out.
+    pub budget: DescriptorBudget,
+    /// The HTTP connections open now, under the budget's cap.
+    pub connections: Arc<Connections>,
     /// Invocations running, including those whose client went away.
     pub in_flight: InFlight,
     /// Compile workers that may run at once.
@@ -189,8 +195,19 @@ impl AppState {
         let db = NodeDb::open(&data_dir.join(NODE_DB_FILE))?;
         let live_keys = LiveKeys::load(|| db.live_key_hashes())?;
         let artifacts = ArtifactStore::open(&data_dir).map_err(io(&data_dir))?;
+        let budget = DescriptorBudget::for_this_process(
+            config.limits.max_connections,
+            config.limits.max_open_tenant_dbs,
+        );
+        tracing::info!(
+            limit = budget.limit,
+            connections = budget.connections,
+            tenant_databases = budget.tenant_dbs,
+            "file descriptor budget"
+        );
         let mut runtime_config = RuntimeConfig::new(data_dir.join("runtime"));
         runtime_config.models = Arc::clone(&models);
+        runtime_config.max_open_tenant_dbs = budget.tenant_dbs;
         let compiled_dir = runtime_config
             .compiled_dir
             .clone()
@@ -211,6 +228,8 @@ impl AppState {
             compiled_dir,
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
+            budget,
+            connections: Connections::new(budget.connections),
             in_flight: InFlight::default(),
             compile_slots: Semaphore::new(MAX_CONCURRENT_COMPILES),
             operator_token,
