@@ -6,83 +6,9 @@ mod support;
 use serde_json::{Value, json};
 use sovra_runtime::signature::PublisherKey;
 use sovra_test_artifacts::{COUNTER, HELLO, NET_CONNECT, SPIN};
-use support::{Client, Node, OPERATOR_TOKEN, sovra};
-
-const OP: Option<&str> = Some(OPERATOR_TOKEN);
-
-/// Creates a tenant and returns one of its API keys.
-fn tenant(client: &Client, id: &str) -> String {
-    let created = client.post("/v1/tenants", OP, json!({"id": id}));
-    assert_eq!(created.status, 201, "{}", created.text);
-    let key = client.post(&format!("/v1/tenants/{id}/keys"), OP, json!({}));
-    assert_eq!(key.status, 201, "{}", key.text);
-    key.body["key"].as_str().unwrap().to_owned()
-}
-
-/// Registers a new publisher and returns its key.
-fn publisher(client: &Client, name: &str) -> PublisherKey {
-    let key = PublisherKey::generate().unwrap();
-    let registered = client.post(
-        "/v1/publishers",
-        OP,
-        json!({"name": name, "public_key": key.public().to_hex()}),
-    );
-    assert_eq!(registered.status, 201, "{}", registered.text);
-    key
-}
-
-fn embedded_manifest(bytes: &[u8]) -> Vec<u8> {
-    sovra_runtime::ComponentInfo::read(bytes)
-        .unwrap()
-        .manifest_source
-        .unwrap()
-}
-
-fn signature(key: &PublisherKey, bytes: &[u8]) -> String {
-    serde_json::to_string(&key.sign(bytes, &embedded_manifest(bytes))).unwrap()
-}
-
-/// Submits and approves a component; returns its digest.
-fn publish(client: &Client, key: &PublisherKey, path: &str) -> String {
-    let bytes = std::fs::read(path).unwrap();
-    let submitted = client.submit(&bytes, Some(&signature(key, &bytes)));
-    assert_eq!(submitted.status, 201, "{}", submitted.text);
-    let plugin = &submitted.body["plugin"];
-    let approved = client.post(
-        &format!(
-            "/v1/plugins/{}/{}/approve",
-            plugin["name"].as_str().unwrap(),
-            plugin["version"].as_str().unwrap()
-        ),
-        OP,
-        json!({}),
-    );
-    assert_eq!(approved.status, 200, "{}", approved.text);
-    plugin["digest"].as_str().unwrap().to_owned()
-}
-
-/// Installs version 0.1.0 of `plugin` for `tenant` with `grants`.
-fn install(
-    client: &Client,
-    tenant: &str,
-    key: &str,
-    plugin: &str,
-    grants: Value,
-) -> support::Reply {
-    client.put(
-        &format!("/v1/tenants/{tenant}/installs/{plugin}"),
-        Some(key),
-        json!({"version": "0.1.0", "grants": grants}),
-    )
-}
-
-fn invoke(client: &Client, tenant: &str, key: &str, plugin: &str, input: &str) -> support::Reply {
-    client.post(
-        &format!("/v1/tenants/{tenant}/installs/{plugin}/invoke"),
-        Some(key),
-        json!({"input": input}),
-    )
-}
+use support::{
+    Node, OP, OPERATOR_TOKEN, install, invoke, publish, publisher, signature, sovra, tenant,
+};
 
 #[test]
 fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
@@ -176,9 +102,18 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[0]["agent"], "counter");
     assert_eq!(records[0]["outcome"], "ok");
+    // Anyone may scrape node-wide figures; only the operator sees tenants.
     let metrics = client.get("/metrics", None).text;
     assert!(
-        metrics.contains("sovra_invocations_total{tenant=\"acme\",outcome=\"ok\"} 2"),
+        metrics.contains("sovra_invocations_total{outcome=\"ok\"} 2"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("acme"), "{metrics}");
+    assert_eq!(client.get("/metrics/tenants", None).status, 401);
+    assert_eq!(client.get("/metrics/tenants", Some(&acme)).status, 403);
+    let metrics = client.get("/metrics/tenants", OP).text;
+    assert!(
+        metrics.contains("sovra_tenant_invocations_total{tenant=\"acme\",outcome=\"ok\"} 2"),
         "{metrics}"
     );
 
@@ -575,7 +510,12 @@ fn a_tenant_over_its_rate_gets_429_with_retry_after() {
     // The other tenant is not affected.
     assert_eq!(invoke(&client, "globex", &globex, "hello", "x").status, 200);
     let metrics = client.get("/metrics", None).text;
-    assert!(metrics.contains("sovra_invocations_refused_total{tenant=\"acme\",reason=\"rate\"}"));
+    assert!(metrics.contains("sovra_invocations_refused_total{reason=\"rate\"}"));
+    let per_tenant = client.get("/metrics/tenants", OP).text;
+    assert!(
+        per_tenant
+            .contains("sovra_tenant_invocations_refused_total{tenant=\"acme\",reason=\"rate\"}")
+    );
 }
 
 #[test]
@@ -683,11 +623,12 @@ fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
         "{result}"
     );
     assert!(result["generated_tokens"].as_u64().unwrap() > 0);
-    let metrics = client.get("/metrics", None).text;
+    let metrics = client.get("/metrics/tenants", OP).text;
     assert!(
-        metrics.contains("sovra_generated_tokens_total{tenant=\"acme\"}"),
+        metrics.contains("sovra_tenant_generated_tokens_total{tenant=\"acme\"}"),
         "{metrics}"
     );
+    let metrics = client.get("/metrics", None).text;
     // The finished generation gave its cache back; the budget is the default.
     assert!(
         metrics.contains("sovra_model_kv_cache_bytes{model=\"smollm2\",state=\"in_use\"} 0"),

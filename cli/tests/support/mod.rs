@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+use sovra_runtime::signature::PublisherKey;
 
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
 
@@ -36,16 +37,37 @@ pub fn config(dir: &Path, extra: &str) -> PathBuf {
 impl Node {
     /// Starts a node over `dir` (creating its config with `extra` lines).
     pub fn start(dir: &Path, extra: &str) -> Node {
+        Self::start_with_open_files(dir, extra, None)
+    }
+
+    /// [`Node::start`] under an open-files limit (soft and hard), as
+    /// `ulimit -n` would set it.
+    pub fn start_with_open_files(dir: &Path, extra: &str, open_files: Option<u64>) -> Node {
         let config = config(dir, extra);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sovra"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sovra"));
+        command
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--listen", "127.0.0.1:0"])
             .env("SOVRA_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("sovra serve starts");
+            .stderr(Stdio::inherit());
+        if let Some(limit) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs
+            // between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let limit = rustix::process::Rlimit {
+                        current: Some(limit),
+                        maximum: Some(limit),
+                    };
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = command.spawn().expect("sovra serve starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
@@ -65,6 +87,26 @@ impl Node {
     /// Sends SIGTERM and waits for the node to drain and exit.
     pub fn stop(mut self) -> std::process::ExitStatus {
         self.terminate()
+    }
+
+    /// Kills the node with SIGKILL, as a crash would, and waits for it.
+    pub fn crash(mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM without waiting; [`Node::wait`] collects the exit.
+    pub fn begin_stop(&self) {
+        let child = self.child.as_ref().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for a node told to stop.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.take().expect("running").wait().unwrap()
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
@@ -235,4 +277,76 @@ pub fn sovra(args: &[&str]) -> std::process::Output {
         .env_remove("SOVRA_LOG")
         .output()
         .expect("sovra runs")
+}
+
+// Marketplace and tenant steps the node tests share.
+
+pub const OP: Option<&str> = Some(OPERATOR_TOKEN);
+
+/// Creates a tenant and returns one of its API keys.
+pub fn tenant(client: &Client, id: &str) -> String {
+    let created = client.post("/v1/tenants", OP, json!({"id": id}));
+    assert_eq!(created.status, 201, "{}", created.text);
+    let key = client.post(&format!("/v1/tenants/{id}/keys"), OP, json!({}));
+    assert_eq!(key.status, 201, "{}", key.text);
+    key.body["key"].as_str().unwrap().to_owned()
+}
+
+/// Registers a new publisher and returns its key.
+pub fn publisher(client: &Client, name: &str) -> PublisherKey {
+    let key = PublisherKey::generate().unwrap();
+    let registered = client.post(
+        "/v1/publishers",
+        OP,
+        json!({"name": name, "public_key": key.public().to_hex()}),
+    );
+    assert_eq!(registered.status, 201, "{}", registered.text);
+    key
+}
+
+pub fn embedded_manifest(bytes: &[u8]) -> Vec<u8> {
+    sovra_runtime::ComponentInfo::read(bytes)
+        .unwrap()
+        .manifest_source
+        .unwrap()
+}
+
+pub fn signature(key: &PublisherKey, bytes: &[u8]) -> String {
+    serde_json::to_string(&key.sign(bytes, &embedded_manifest(bytes))).unwrap()
+}
+
+/// Submits and approves a component; returns its digest.
+pub fn publish(client: &Client, key: &PublisherKey, path: &str) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let submitted = client.submit(&bytes, Some(&signature(key, &bytes)));
+    assert_eq!(submitted.status, 201, "{}", submitted.text);
+    let plugin = &submitted.body["plugin"];
+    let approved = client.post(
+        &format!(
+            "/v1/plugins/{}/{}/approve",
+            plugin["name"].as_str().unwrap(),
+            plugin["version"].as_str().unwrap()
+        ),
+        OP,
+        json!({}),
+    );
+    assert_eq!(approved.status, 200, "{}", approved.text);
+    plugin["digest"].as_str().unwrap().to_owned()
+}
+
+/// Installs version 0.1.0 of `plugin` for `tenant` with `grants`.
+pub fn install(client: &Client, tenant: &str, key: &str, plugin: &str, grants: Value) -> Reply {
+    client.put(
+        &format!("/v1/tenants/{tenant}/installs/{plugin}"),
+        Some(key),
+        json!({"version": "0.1.0", "grants": grants}),
+    )
+}
+
+pub fn invoke(client: &Client, tenant: &str, key: &str, plugin: &str, input: &str) -> Reply {
+    client.post(
+        &format!("/v1/tenants/{tenant}/installs/{plugin}/invoke"),
+        Some(key),
+        json!({"input": input}),
+    )
 }

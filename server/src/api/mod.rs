@@ -7,8 +7,9 @@
 //! - tenants (their own API keys): installs, invocations (JSON or
 //!   server-sent events), invocation history, models.
 //!
-//! Handlers that need no body still read it (`_unread: Bytes`): answering
-//! before the body is read makes hyper close the connection, which breaks a
+//! Bodies are JSON objects of the documented fields ([`body`]); handlers
+//! that take none still read the body ([`body::NoFields`]): answering before
+//! the body is read makes hyper close the connection, which breaks a
 //! client's keep-alive.
 //!
 //! Every error is `{"error": {"code": "...", "message": "..."}}` with a
@@ -16,6 +17,7 @@
 //! credential that may not do this, 4xx a request the node refuses (the code
 //! names the check), 5xx the node's own failure.
 
+mod body;
 mod errors;
 mod operator;
 mod plugins;
@@ -42,6 +44,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
+    ("get", "/metrics/tenants"),
     ("get", "/v1/openapi.json"),
     ("get", "/v1/models"),
     ("post", "/v1/tenants"),
@@ -76,6 +79,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/metrics", get(system::metrics))
+        .route("/metrics/tenants", get(system::tenant_metrics))
         .route("/v1/openapi.json", get(system::openapi))
         .route("/v1/models", get(tenant::models))
         .route(
@@ -131,6 +135,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             request_deadline,
         ))
+        .layer(middleware::from_fn(errors::json_errors))
         .with_state(state)
 }
 
@@ -209,7 +214,14 @@ fn require_tenant(
     let caller = caller(state, headers)?;
     match &caller {
         Caller::Tenant(own) if own == tenant => Ok(caller),
-        Caller::Operator if operator == OperatorToo::Yes => Ok(caller),
+        // A tenant's own key proves it exists; the operator may name any.
+        Caller::Operator if operator == OperatorToo::Yes => match state.db.tenant(tenant)? {
+            Some(_) => Ok(caller),
+            None => Err(ApiError::not_found(
+                "no-such-tenant",
+                format!("no tenant `{tenant}`"),
+            )),
+        },
         Caller::Operator => Err(ApiError::forbidden(
             "tenant-only",
             "only the tenant's own API key may do this",

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
@@ -12,6 +10,7 @@ use serde_json::{Value, json};
 use sovra_runtime::TenantId;
 use sovra_runtime::signature::PublisherId;
 
+use super::body::{JsonObject, NoFields};
 use super::{ApiError, require_operator};
 use crate::keys::new_key;
 use crate::ledger;
@@ -46,10 +45,10 @@ fn existing_tenant(state: &AppState, id: &str) -> Result<(), ApiError> {
 pub async fn create_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<NewTenant>, JsonRejection>,
+    body: Result<JsonObject<NewTenant>, ApiError>,
 ) -> Reply {
     require_operator(&state, &headers)?;
-    let Json(body) = body?;
+    let JsonObject(body) = body?;
     let id = tenant_id(&body.id)?;
     if !state.db.create_tenant(id.as_str())? {
         return Err(ApiError::conflict(
@@ -85,8 +84,10 @@ async fn set_disabled(
     headers: &HeaderMap,
     tenant: &str,
     disabled: bool,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
     require_operator(state, headers)?;
+    body?;
     if !state.db.set_tenant_disabled(tenant, disabled)? {
         return Err(ApiError::not_found(
             "no-such-tenant",
@@ -101,27 +102,28 @@ pub async fn disable_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    _unread: Bytes,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
-    set_disabled(&state, &headers, &tenant, true).await
+    set_disabled(&state, &headers, &tenant, true, body).await
 }
 
 pub async fn enable_tenant(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    _unread: Bytes,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
-    set_disabled(&state, &headers, &tenant, false).await
+    set_disabled(&state, &headers, &tenant, false, body).await
 }
 
 pub async fn create_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-    _unread: Bytes,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
     require_operator(&state, &headers)?;
+    body?;
     existing_tenant(&state, &tenant)?;
     let key = new_key().map_err(ApiError::internal)?;
     state.db.add_key(&key.id, &tenant, &key.hash)?;
@@ -151,9 +153,10 @@ pub async fn revoke_key(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, key)): Path<(String, String)>,
-    _unread: Bytes,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
     require_operator(&state, &headers)?;
+    body?;
     if !state.db.revoke_key(&tenant, &key)? {
         return Err(ApiError::not_found(
             "no-such-key",
@@ -174,10 +177,10 @@ pub struct NewPublisher {
 pub async fn register_publisher(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Result<Json<NewPublisher>, JsonRejection>,
+    body: Result<JsonObject<NewPublisher>, ApiError>,
 ) -> Reply {
     require_operator(&state, &headers)?;
-    let Json(body) = body?;
+    let JsonObject(body) = body?;
     TenantId::new(&body.name)
         .map_err(|e| ApiError::bad_request("bad-publisher-name", format!("publisher name: {e}")))?;
     let key = PublisherId::from_hex(&body.public_key)

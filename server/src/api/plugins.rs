@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
+use super::body::NoFields;
 use super::{ApiError, caller, require_operator, require_serving};
 use crate::db::PluginState;
 use crate::state::{AppState, Caller};
@@ -83,16 +84,35 @@ pub async fn show(
     Ok((StatusCode::OK, Json(json!({"plugin": row}))))
 }
 
+/// A review decision: which states it applies to, which it leads to.
+struct Review {
+    from: &'static [PluginState],
+    to: PluginState,
+    action: &'static str,
+}
+
+const APPROVE: Review = Review {
+    from: &[PluginState::Pending],
+    to: PluginState::Approved,
+    action: "approved",
+};
+
+const YANK: Review = Review {
+    from: &[PluginState::Pending, PluginState::Approved],
+    to: PluginState::Yanked,
+    action: "yanked",
+};
+
 async fn transition(
     state: &AppState,
     headers: &HeaderMap,
-    name: &str,
-    version: &str,
-    from: &[PluginState],
-    to: PluginState,
-    action: &str,
+    (name, version): (&str, &str),
+    review: Review,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
     require_operator(state, headers)?;
+    body?;
+    let Review { from, to, action } = review;
     match state.db.set_plugin_state(name, version, from, to, action)? {
         None => Err(ApiError::not_found(
             "no-such-plugin",
@@ -119,34 +139,16 @@ pub async fn approve(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
-    _unread: Bytes,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
-    transition(
-        &state,
-        &headers,
-        &name,
-        &version,
-        &[PluginState::Pending],
-        PluginState::Approved,
-        "approved",
-    )
-    .await
+    transition(&state, &headers, (&name, &version), APPROVE, body).await
 }
 
 pub async fn yank(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((name, version)): Path<(String, String)>,
-    _unread: Bytes,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
-    transition(
-        &state,
-        &headers,
-        &name,
-        &version,
-        &[PluginState::Pending, PluginState::Approved],
-        PluginState::Yanked,
-        "yanked",
-    )
-    .await
+    transition(&state, &headers, (&name, &version), YANK, body).await
 }

@@ -5,12 +5,13 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::{ApiError, require_operator};
 use crate::db::PluginState;
-use crate::metrics::render_models;
+use crate::metrics::{render_models, render_tenant_models};
 use crate::state::AppState;
 
 /// The OpenAPI 3.1 description of every route in [`super::ROUTES`].
@@ -41,42 +42,60 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> (StatusCode, Json<Val
     }
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// Prometheus text exposition of node-wide figures (no tenant named).
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // The counts come from the node database: off the async workers.
-    let text = tokio::task::spawn_blocking(move || {
-        let tenants = state.db.tenants().map(|t| t.len()).unwrap_or(0) as f64;
-        let plugins = |s| state.db.plugins(Some(s)).map(|p| p.len()).unwrap_or(0) as f64;
-        let gauges = [
-            ("sovra_tenants", "Tenants on this node.", tenants),
-            (
-                "sovra_plugins_pending",
-                "Plugin versions waiting for review.",
-                plugins(PluginState::Pending),
-            ),
-            (
-                "sovra_plugins_approved",
-                "Approved plugin versions.",
-                plugins(PluginState::Approved),
-            ),
-        ];
-        let mut text = state.metrics.render(&gauges);
-        text.push_str(&render_models(&state.models.statuses()));
-        text
-    })
-    .await;
+    exposition(
+        tokio::task::spawn_blocking(move || {
+            let tenants = state.db.tenants().map(|t| t.len()).unwrap_or(0) as f64;
+            let plugins = |s| state.db.plugins(Some(s)).map(|p| p.len()).unwrap_or(0) as f64;
+            let gauges = [
+                ("sovra_tenants", "Tenants on this node.", tenants),
+                (
+                    "sovra_plugins_pending",
+                    "Plugin versions waiting for review.",
+                    plugins(PluginState::Pending),
+                ),
+                (
+                    "sovra_plugins_approved",
+                    "Approved plugin versions.",
+                    plugins(PluginState::Approved),
+                ),
+                (
+                    "sovra_connections_open",
+                    "HTTP connections open now.",
+                    state.connections.open() as f64,
+                ),
+                (
+                    "sovra_connections_max",
+                    "HTTP connections the node keeps open at most.",
+                    state.budget.connections as f64,
+                ),
+            ];
+            let mut text = state.metrics.render_node(&gauges);
+            text.push_str(&render_models(&state.models.statuses()));
+            text
+        })
+        .await,
+    )
+}
+
+/// Prometheus text exposition of per-tenant figures: operator only.
+pub async fn tenant_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(error) = require_operator(&state, &headers) {
+        return error.into_response();
+    }
+    let mut text = state.metrics.render_tenants();
+    text.push_str(&render_tenant_models(&state.models.statuses()));
+    exposition(Ok::<_, ()>(text))
+}
+
+fn exposition<E>(text: Result<String, E>) -> Response {
+    let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4")];
     match text {
-        Ok(text) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            text,
-        ),
+        Ok(text) => (StatusCode::OK, content_type, text).into_response(),
         // An empty 200 would read as a scrape with no series.
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            String::new(),
-        ),
+        Err(_) => ApiError::internal("cannot gather the metrics").into_response(),
     }
 }
 

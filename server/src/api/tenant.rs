@@ -7,8 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -17,18 +16,24 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_gpu::ModelKind;
+use sovra_runtime::audit::NotAudited;
 use sovra_runtime::{
     Capability, Digest, Grants, Invocation, InvocationReport, InvokeError, LiveEvent, LogLine,
     TenantId,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
+use super::body::{JsonObject, NoFields};
 use super::{ApiError, Caller, OperatorToo, caller, require_serving, require_tenant};
 use crate::db::{InstallGrants, InstallRow, PluginState, now_ms};
 use crate::limiter::Refusal;
 use crate::state::{AppState, ReadyInstall};
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// When a caller should retry an invocation the node could not serve
+/// (its tenant storage stayed busy, or a model was over capacity).
+const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most history records returned at once.
 pub const MAX_HISTORY: usize = 500;
@@ -75,7 +80,7 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
 #[serde(deny_unknown_fields)]
 pub struct InstallRequest {
     version: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::body::object")]
     grants: InstallGrants,
 }
 
@@ -83,10 +88,10 @@ pub async fn install(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, plugin)): Path<(String, String)>,
-    body: Result<Json<InstallRequest>, JsonRejection>,
+    body: Result<JsonObject<InstallRequest>, ApiError>,
 ) -> Reply {
     require_tenant(&state, &headers, &tenant, OperatorToo::Yes)?;
-    let Json(body) = body?;
+    let JsonObject(body) = body?;
     let row = state.db.plugin(&plugin, &body.version)?;
     let row = match row {
         Some(row) if row.state == PluginState::Approved => row,
@@ -217,9 +222,10 @@ pub async fn uninstall(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, plugin)): Path<(String, String)>,
-    _unread: Bytes,
+    body: Result<NoFields, ApiError>,
 ) -> Reply {
     require_tenant(&state, &headers, &tenant, OperatorToo::Yes)?;
+    body?;
     if !state.db.uninstall(&tenant, &plugin)? {
         return Err(no_install(&tenant, &plugin));
     }
@@ -313,11 +319,11 @@ pub async fn invoke(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path((tenant, plugin)): Path<(String, String)>,
-    body: Result<Json<InvokeRequest>, JsonRejection>,
+    body: Result<JsonObject<InvokeRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
     require_serving(&state)?;
     require_tenant(&state, &headers, &tenant, OperatorToo::No)?;
-    let Json(body) = body?;
+    let JsonObject(body) = body?;
     // Admission first: loading an install must not be a way around it.
     let permit = state
         .limiter
@@ -356,15 +362,15 @@ pub async fn invoke(
         // invocation short, so it still ends cleanly and is audited.
         let runner = Arc::clone(&state);
         let owner = tenant.clone();
-        let report = tokio::spawn(async move {
+        let (report, audited) = tokio::spawn(async move {
             let _running = runner.in_flight.enter();
-            let report = runner.runtime.invoke(&ready.agent, invocation).await;
-            drop(permit);
-            record(&runner, &owner, &report);
-            report
+            run_audited(&runner, &owner, &ready, invocation, permit).await
         })
         .await
         .map_err(ApiError::internal)?;
+        if let Err(error) = audited {
+            return Err(not_audited(&report, error));
+        }
         return Ok(match report.result {
             Ok(ref response) => (
                 StatusCode::OK,
@@ -394,10 +400,7 @@ pub async fn invoke(
     let runner = Arc::clone(&state);
     tokio::spawn(async move {
         let _running = runner.in_flight.enter();
-        let report = runner.runtime.invoke(&ready.agent, invocation).await;
-        drop(permit);
-        record(&runner, &tenant, &report);
-        let _ = done.send(report);
+        let _ = done.send(run_audited(&runner, &tenant, &ready, invocation, permit).await);
     });
     let live = UnboundedReceiverStream::new(receiver).map(|event| {
         Ok::<_, Infallible>(match event {
@@ -411,7 +414,17 @@ pub async fn invoke(
     });
     let last = futures_util::stream::once(async move {
         Ok::<_, Infallible>(match outcome.await {
-            Ok(report) => match &report.result {
+            Ok((report, Err(error))) => {
+                let error = not_audited(&report, error);
+                Event::default().event("error").data(
+                    json!({
+                        "invocation_id": report.invocation_id,
+                        "error": {"code": error.code, "message": error.message},
+                    })
+                    .to_string(),
+                )
+            }
+            Ok((report, Ok(()))) => match &report.result {
                 Ok(response) => Event::default().event("result").data(
                     json!({
                         "invocation_id": report.invocation_id,
@@ -441,6 +454,35 @@ pub async fn invoke(
         .into_response())
 }
 
+/// Runs one admitted invocation and waits until its audit record is
+/// durable: an invocation the node answers is in the tenant's history, even
+/// if the node crashes right after. The admission permit is held until then.
+async fn run_audited(
+    state: &AppState,
+    tenant: &str,
+    ready: &ReadyInstall,
+    invocation: Invocation,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> (InvocationReport, Result<(), NotAudited>) {
+    let mut report = state.runtime.invoke(&ready.agent, invocation).await;
+    record(state, tenant, &report);
+    let audited = std::mem::take(&mut report.audited).durable().await;
+    drop(permit);
+    (report, audited)
+}
+
+/// The answer for an invocation that ran but could not be recorded.
+fn not_audited(report: &InvocationReport, error: NotAudited) -> ApiError {
+    tracing::error!(invocation = %report.invocation_id, "{error}");
+    let mut api = ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "not-audited",
+        format!("the invocation ran but {error}; its result is withheld"),
+    );
+    api.extra = Some(json!({"invocation_id": report.invocation_id}));
+    api
+}
+
 fn record(state: &AppState, tenant: &str, report: &InvocationReport) {
     let outcome = match &report.result {
         Ok(_) => "ok",
@@ -465,7 +507,12 @@ fn invoke_error(error: &InvokeError) -> ApiError {
         InvokeError::NotGranted { .. } => StatusCode::FORBIDDEN,
         InvokeError::InvalidInvocation(_) => StatusCode::BAD_REQUEST,
         InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        InvokeError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        InvokeError::Unavailable(_) => {
+            return ApiError {
+                retry_after: Some(UNAVAILABLE_RETRY_AFTER),
+                ..ApiError::unavailable(error.to_string())
+            };
+        }
         InvokeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         // The agent's own fault or refusal: the request was fine.
         _ => StatusCode::UNPROCESSABLE_ENTITY,
