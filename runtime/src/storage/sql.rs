@@ -6,6 +6,7 @@ use std::time::Instant;
 use rusqlite::types::{ToSqlOutput, Value as SqliteValue, ValueRef};
 use rusqlite::{Statement, ToSql};
 
+use super::authorizer::HOST_TABLE_PREFIX;
 use super::tenant_db::GuestConnection;
 use super::{StorageError, TenantDb};
 use crate::limits::{
@@ -149,15 +150,68 @@ impl TenantDb {
             PROGRESS_INTERVAL_OPS,
             Some(move || Instant::now() > deadline),
         );
-        let result = guest
-            .conn
-            .prepare(statement)
-            .and_then(|mut stmt| body(&mut stmt));
+        let result = guest.conn.prepare(statement).and_then(|mut stmt| {
+            if guest.authorizer.altered() {
+                self.run_alter(guest, || body(&mut stmt))
+            } else {
+                body(&mut stmt)
+            }
+        });
         guest.conn.progress_handler(0, None::<fn() -> bool>);
         result.map_err(|e| {
             StorageError::from_sqlite(e, self.quota_bytes(), guest.authorizer.take_denial())
         })
     }
+
+    /// Runs an ALTER TABLE in a transaction of the host's that is rolled back
+    /// if the statement gave a table a name reserved for the host: SQLite
+    /// does not tell the authorizer a rename's new name.
+    fn run_alter<T>(
+        &self,
+        guest: &GuestConnection,
+        run: impl FnOnce() -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let host = |sql: &str| guest.authorizer.as_host(|| guest.conn.execute_batch(sql));
+        host("BEGIN IMMEDIATE")?;
+        let before = guest.authorizer.as_host(|| reserved_names(&guest.conn));
+        let result = run();
+        let after = guest.authorizer.as_host(|| reserved_names(&guest.conn));
+        let taken = match (&before, &after) {
+            (Ok(before), Ok(after)) => after.iter().find(|name| !before.contains(name)).cloned(),
+            _ => None,
+        };
+        match (result, taken, after) {
+            (Ok(value), None, Ok(_)) => {
+                host("COMMIT")?;
+                Ok(value)
+            }
+            (result, taken, after) => {
+                host("ROLLBACK")?;
+                if let Some(name) = taken {
+                    guest
+                        .authorizer
+                        .refuse(format!("the name `{name}` is reserved for the host"));
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_AUTH),
+                        None,
+                    ));
+                }
+                after?;
+                result
+            }
+        }
+    }
+}
+
+/// Names in the schema that start with the host's reserved prefix.
+fn reserved_names(conn: &rusqlite::Connection) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name FROM sqlite_schema WHERE lower(substr(name, 1, ?1)) = ?2")?;
+    let rows = stmt.query_map(
+        rusqlite::params![HOST_TABLE_PREFIX.len() as i64, HOST_TABLE_PREFIX],
+        |row| row.get::<_, String>(0),
+    )?;
+    rows.collect()
 }
 
 #[cfg(test)]
@@ -232,6 +286,47 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn no_path_leads_to_a_reserved_name_or_to_the_host_tables_pages() {
+        let (_dir, db) = db();
+        db.sql_execute("CREATE TABLE fill (a)", &[]).unwrap();
+        db.sql_execute("INSERT INTO fill VALUES (1)", &[]).unwrap();
+        for statement in [
+            "ALTER TABLE fill RENAME TO _sovra_fill",
+            "ALTER TABLE fill RENAME TO \"_SOVRA_fill\"",
+            "ALTER TABLE fill RENAME /* hidden */ TO [_sovra_x]",
+            "SELECT * FROM dbstat",
+            "SELECT name, pgsize FROM dbstat WHERE name = '_sovra_kv'",
+            "SELECT * FROM pragma_table_info('_sovra_kv')",
+        ] {
+            let err = db.sql_query(statement, &[]).unwrap_err();
+            assert!(
+                matches!(err, StorageError::Denied(_)),
+                "{statement}: {err:?}"
+            );
+        }
+        // Not built into this SQLite; refused by name should it ever be.
+        assert!(db.sql_query("SELECT * FROM sqlite_dbpage", &[]).is_err());
+        // The table kept its name and its rows; ordinary renames still work.
+        assert_eq!(
+            db.sql_query("SELECT a FROM fill", &[]).unwrap().rows.len(),
+            1
+        );
+        db.sql_execute("ALTER TABLE fill RENAME TO kept", &[])
+            .unwrap();
+        db.sql_execute("ALTER TABLE kept ADD COLUMN b", &[])
+            .unwrap();
+        assert_eq!(
+            db.sql_query("SELECT a, b FROM kept", &[])
+                .unwrap()
+                .rows
+                .len(),
+            1
+        );
+        db.sql_execute("DROP TABLE kept", &[]).unwrap();
+        db.sql_execute("ANALYZE", &[]).unwrap();
     }
 
     #[test]
