@@ -1,7 +1,7 @@
 //! `sovra run`: run one invocation of an agent with explicit grants.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use sovra_gpu::config::load_registry_on;
 use sovra_gpu::cuda::DeviceChoice;
+use sovra_runtime::guest_text::escaped_lines;
 use sovra_runtime::units::{parse_bytes, parse_duration};
 use sovra_runtime::{
     AgentManifest, Capability, Grants, Invocation, InvocationReport, Limits, Runtime,
@@ -154,6 +155,15 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
     Ok(grants)
 }
 
+/// `text` escaped line by line, its line breaks kept.
+fn escape_controls_keeping_lines(text: &str) -> String {
+    let mut lines = escaped_lines(text.as_bytes()).join("\n");
+    if text.ends_with('\n') {
+        lines.push('\n');
+    }
+    lines
+}
+
 /// Response on stdout; the agent's logs and captured output on stderr.
 fn print_report(report: InvocationReport) -> Result<ExitCode, Failure> {
     let mut stderr = std::io::stderr().lock();
@@ -177,14 +187,26 @@ fn print_report(report: InvocationReport) -> Result<ExitCode, Failure> {
             report.dropped_logs
         );
     }
-    let _ = stderr.write_all(&report.stdout);
-    let _ = stderr.write_all(&report.stderr);
+    // Captured output is the agent's: each line marked and escaped, so it
+    // cannot pass for sovra's own or drive the terminal.
+    for (stream, bytes) in [("stdout", &report.stdout), ("stderr", &report.stderr)] {
+        for line in escaped_lines(bytes) {
+            let _ = writeln!(stderr, "[agent {stream}] {line}");
+        }
+    }
     drop(stderr);
     match report.result {
         Ok(response) => {
             let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(response.output.as_bytes());
-            if !response.output.ends_with('\n') {
+            // The response is data for whoever reads stdout: kept exact for a
+            // pipe or file, escaped for a terminal.
+            let output = if stdout.is_terminal() {
+                escape_controls_keeping_lines(&response.output)
+            } else {
+                response.output.clone()
+            };
+            let _ = stdout.write_all(output.as_bytes());
+            if !output.ends_with('\n') {
                 let _ = stdout.write_all(b"\n");
             }
             Ok(ExitCode::SUCCESS)

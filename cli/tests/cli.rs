@@ -257,3 +257,38 @@ fn asking_for_a_gpu_where_there_is_none_is_a_clear_error() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn run_never_prints_the_agents_control_characters_to_the_terminal_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let injection = "\u{1b}[2J\nlevel=ERROR tenant=other msg=\"forged\"\r";
+    for input in [
+        format!("log:{injection}"),
+        format!("print:{injection}"),
+        format!("fail:{injection}"),
+    ] {
+        let out = sovra(
+            dir.path(),
+            &[
+                "run",
+                sovra_test_artifacts::PROBE,
+                "--grant",
+                "kv,sql",
+                "--allow-model",
+                "any",
+                "--input",
+                &input,
+            ],
+        );
+        let stderr = text(&out.stderr);
+        assert!(
+            !stderr.contains('\u{1b}') && !stderr.contains('\r'),
+            "{input:?}: {stderr:?}"
+        );
+        assert!(
+            !stderr.lines().any(|line| line.starts_with("level=ERROR")),
+            "{input:?}: a forged line: {stderr:?}"
+        );
+        assert!(stderr.contains("\\x1b[2J"), "{input:?}: {stderr:?}");
+    }
+}

@@ -31,6 +31,7 @@ pub mod component;
 mod digest;
 mod engine;
 mod error;
+pub mod guest_text;
 mod host;
 mod invocation;
 pub mod limits;

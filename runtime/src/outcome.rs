@@ -5,6 +5,7 @@ use wasmtime::Trap;
 
 use crate::bindings::GuestError;
 use crate::error::{AgentError, AgentErrorKind, InvokeError};
+use crate::guest_text::escape_controls;
 use crate::limits::{Limits, MAX_HOSTCALL_BYTES, MAX_WASM_STACK};
 use crate::output::OutputLimitExceeded;
 use crate::sandbox::{DeadlineExceeded, HostCallLimitExceeded, Sandbox};
@@ -58,8 +59,9 @@ pub(crate) fn classify_trap(
         Some(code) => InvokeError::Trap {
             message: code.to_string(),
         },
+        // The backtrace names the guest's own functions: guest text.
         None => InvokeError::Trap {
-            message: format!("{trap:#}"),
+            message: escape_controls(&format!("{trap:#}")).into_owned(),
         },
     }
 }
@@ -74,5 +76,7 @@ pub(crate) fn agent_error(error: GuestError) -> AgentError {
         GuestError::Unavailable(m) => (AgentErrorKind::Unavailable, m),
         GuestError::Internal(m) => (AgentErrorKind::Internal, m),
     };
+    // The agent's own words, shown by the CLI and logged by the node.
+    let message = escape_controls(&message).into_owned();
     AgentError { kind, message }
 }

@@ -1,9 +1,13 @@
 //! `sovra:agent/log`: guest log lines into the host's tracing, tagged with the
 //! tenant, agent and invocation the host knows (a guest cannot forge them),
-//! and kept (bounded) for the invocation's report.
+//! and kept (bounded) for the invocation's report. Control characters in the
+//! guest's text are escaped first ([`crate::guest_text`]).
+
+use std::borrow::Cow;
 
 use crate::bindings::Pair;
 use crate::bindings::sovra::agent::log::{Host, Level};
+use crate::guest_text::escape_controls;
 use crate::invocation::LiveEvent;
 use crate::sandbox::{LogLevel, LogLine, Sandbox};
 
@@ -22,10 +26,20 @@ impl Host for Sandbox {
             Level::Warn => LogLevel::Warn,
             Level::Error => LogLevel::Error,
         };
+        // Escaped once, here: every later reader (the host's log, the CLI, a
+        // streaming client, the report) gets text that cannot drive a
+        // terminal or forge a log line.
+        let safe = |text: String| match escape_controls(&text) {
+            Cow::Borrowed(_) => text,
+            Cow::Owned(escaped) => escaped,
+        };
         let line = LogLine {
             level,
-            message,
-            fields: fields.into_iter().map(|p| (p.key, p.value)).collect(),
+            message: safe(message),
+            fields: fields
+                .into_iter()
+                .map(|p| (safe(p.key), safe(p.value)))
+                .collect(),
         };
         emit(&self.identity, &line);
         if let Some(kept) = self.logs.push(line) {

@@ -350,7 +350,7 @@ mod tests {
         for (action, allow) in &table {
             let shown = format!("{action:?}");
             assert_eq!(
-                decided(action.clone(), Some("main")).is_ok(),
+                decided(*action, Some("main")).is_ok(),
                 *allow,
                 "{shown}"
             );

@@ -3,7 +3,7 @@
 use sovra_runtime::{AgentErrorKind, Capability, Grants, InvokeError};
 use sovra_test_artifacts::PROBE;
 
-use crate::support::{failure, grants, invocation, output, runtime};
+use crate::support::{failure, grants, invocation, invoke, output, runtime};
 
 /// Everything the probe imports: kv, sql and one model.
 fn all_grants() -> Grants {
@@ -273,4 +273,36 @@ async fn a_guest_panic_is_a_trap_not_a_host_failure() {
     )
     .await;
     assert_eq!(env, "");
+}
+
+/// Text that would clear a terminal, forge a log line of another tenant and
+/// reverse what follows it.
+const INJECTION: &str = "\u{1b}[2J\nlevel=ERROR tenant=other msg=\"forged\"\r\u{202e}";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_log_lines_and_error_messages_carry_no_control_characters() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let report = invoke(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), &format!("log:{INJECTION}")),
+    )
+    .await;
+    assert!(report.result.is_ok(), "{:?}", report.result);
+    let line = &report.logs[0];
+    let texts = [&line.message, &line.fields[0].0, &line.fields[0].1];
+    for text in texts {
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        assert!(text.contains("\\x1b[2J\\nlevel=ERROR"), "{text:?}");
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+    }
+    let error = failure(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), &format!("fail:{INJECTION}")),
+    )
+    .await;
+    let (_, message) = agent_error(error);
+    assert!(!message.chars().any(char::is_control), "{message:?}");
 }

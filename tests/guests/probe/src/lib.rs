@@ -4,7 +4,7 @@
 
 use sovra_sdk::inference::{self, NamedTensor, TensorType};
 use sovra_sdk::sql::{self, Value};
-use sovra_sdk::{Agent, Error, Request, Response, kv};
+use sovra_sdk::{Agent, Error, Request, Response, kv, log};
 
 struct Probe;
 
@@ -77,6 +77,17 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
             Ok("stored".into())
         }
         "panic" => panic!("probe panicked on purpose"),
+        // Guest text the host must not pass on raw.
+        "log" => {
+            log::log(log::Level::Warn, argument, &[(argument, argument)]);
+            Ok("logged".into())
+        }
+        "print" => {
+            println!("{argument}");
+            eprintln!("{argument}");
+            Ok("printed".into())
+        }
+        "fail" => Err(Error::Internal(argument.to_owned())),
         _ => Err(Error::InvalidInput(format!("unknown probe `{command}`"))),
     }
 }
