@@ -1,35 +1,40 @@
 //! The runtime's own audit log: one row per invocation in a SQLite database
 //! that no guest can reach.
 //!
-//! Records are committed by one writer thread with group commit: it takes
-//! every record queued while its previous commit was on its way to disk and
-//! commits them together in one transaction, so concurrent invocations share
-//! one disk flush and none waits on a timer. [`AuditLog::record`] returns an
-//! [`AuditReceipt`] that resolves once the record is durable; a node awaits it
-//! before it answers, so an answered invocation is in the history even after
-//! a crash. [`AuditLog::flush`] waits until everything sent so far is durable
-//! (the CLI calls it before exiting, tests before reading).
+//! A record is first appended to a journal file, one JSON line with one
+//! `write`, before [`AuditLog::record`] returns: from then on it survives a
+//! crash of the process (kill -9 included), and a node answers an invocation
+//! only after that. A writer thread moves the journal into the database every
+//! [`COMMIT_INTERVAL`] in one transaction (synchronous, so the database is on
+//! disk), starting a fresh journal file first and deleting the old one once
+//! its records are committed. Opening the log replays any journal a crash
+//! left behind (records already committed are skipped by their id), so the
+//! invocation path pays one small write and no thread hand-over, and
+//! concurrent invocations share one disk flush. [`AuditLog::flush`] commits
+//! what is journaled now (the CLI calls it before exiting, tests before
+//! reading).
 
+use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
-use tokio::sync::oneshot;
+use serde::{Deserialize, Serialize};
 
-/// Records waiting for the writer before senders wait.
-/// Stops: an invocation flood growing the queue without bound.
-const AUDIT_QUEUE: usize = 16_384;
+/// How often journaled records are committed to the database.
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Records committed in one transaction, at most; a longer queue is taken
-/// in several commits so that the first records' callers do not wait for
-/// the whole queue.
-const MAX_BATCH: usize = 4_096;
+/// Journaled records that wake the writer before its interval ends.
+/// Stops: a burst of invocations growing the journal and the queue between
+/// commits.
+const EARLY_COMMIT: usize = 8_192;
 
 /// One invocation, as audited.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub invocation_id: String,
     pub tenant: String,
@@ -45,14 +50,10 @@ pub struct AuditRecord {
     pub denials: Vec<String>,
 }
 
-enum Message {
-    Record(AuditRecord, oneshot::Sender<bool>),
-    Flush(SyncSender<()>),
-}
-
-/// Resolves once an audit record is committed (or its commit failed).
+/// Whether an audit record was journaled: it then survives a crash of the
+/// process.
 #[derive(Debug, Default)]
-pub struct AuditReceipt(Option<oneshot::Receiver<bool>>);
+pub struct AuditReceipt(Option<NotAudited>);
 
 /// The audit record of an invocation could not be made durable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -60,14 +61,12 @@ pub struct AuditReceipt(Option<oneshot::Receiver<bool>>);
 pub struct NotAudited;
 
 impl AuditReceipt {
-    /// Waits until the record is on disk.
+    /// Whether the record is safe from a crash (kept async so that a
+    /// stronger guarantee can be awaited without changing callers).
     pub async fn durable(self) -> Result<(), NotAudited> {
         match self.0 {
             None => Ok(()),
-            Some(receiver) => match receiver.await {
-                Ok(true) => Ok(()),
-                Ok(false) | Err(_) => Err(NotAudited),
-            },
+            Some(error) => Err(error),
         }
     }
 }
@@ -80,25 +79,155 @@ pub struct AuditError {
     pub message: String,
 }
 
+/// The journal being appended to and the records in it.
+#[derive(Debug)]
+struct Journal {
+    file: File,
+    generation: u64,
+    records: Vec<AuditRecord>,
+}
+
+/// What the log's handle and its writer thread share.
+#[derive(Debug)]
+struct Shared {
+    path: PathBuf,
+    journal: Mutex<Journal>,
+    /// Held while journaled records move into the database.
+    writer: Mutex<Connection>,
+}
+
 /// Handle to the audit database and its writer thread.
 #[derive(Debug)]
 pub struct AuditLog {
-    path: PathBuf,
-    sender: Option<SyncSender<Message>>,
-    writer: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
     /// One connection for every reader: history calls share it rather than
     /// each opening the database (and its descriptors) anew.
     reader: Mutex<Connection>,
+    writer: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+/// This process's journal file of `generation` beside the database at `db`.
+/// Each process has its own (two `sovra run` may share a data directory).
+fn journal_path(db: &Path, generation: u64) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".journal.{}.{generation}", std::process::id()));
+    db.with_file_name(name)
+}
+
+/// Journal files beside `db`, any process's, oldest first.
+fn journals(db: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = db
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!(
+        "{}.journal.",
+        db.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some((pid, generation)) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split_once('.'))
+        else {
+            continue;
+        };
+        if let (Ok(pid), Ok(generation)) = (pid.parse::<u32>(), generation.parse::<u64>()) {
+            found.push((generation, pid, entry.path()));
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|(_, _, path)| path).collect())
+}
+
+/// The records of a journal that no live process holds (a crash left it),
+/// or `None` while its process still writes it (it holds a lock on it). A
+/// line cut short by the crash is skipped.
+fn orphaned_journal(path: &Path) -> std::io::Result<Option<Vec<AuditRecord>>> {
+    let file = File::open(path)?;
+    if file.try_lock().is_err() {
+        return Ok(None);
+    }
+    let text = std::fs::read(path)?;
+    Ok(Some(
+        text.split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .filter_map(|line| serde_json::from_slice(line).ok())
+            .collect(),
+    ))
+}
+
+/// A new journal file, locked for as long as this process keeps it open.
+fn open_journal(path: &Path) -> std::io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    file.lock()?;
+    Ok(file)
+}
+
+impl Shared {
+    fn journal(&self) -> MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves what is journaled into the database: a fresh journal file
+    /// takes new records, the old one's records are committed in one
+    /// transaction, and the old file goes once they are on disk.
+    fn commit(&self) {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let (records, old) = {
+            let mut journal = self.journal();
+            if journal.records.is_empty() {
+                return;
+            }
+            let generation = journal.generation + 1;
+            let path = journal_path(&self.path, generation);
+            match open_journal(&path) {
+                Ok(file) => {
+                    journal.file = file;
+                    let old = journal_path(&self.path, journal.generation);
+                    journal.generation = generation;
+                    (std::mem::take(&mut journal.records), old)
+                }
+                Err(error) => {
+                    // Keep appending to the old file; try again next time.
+                    tracing::error!(%error, path = %path.display(), "cannot start a new audit journal");
+                    return;
+                }
+            }
+        };
+        match write_batch(&mut conn, &records) {
+            Ok(()) => {
+                if let Err(error) = std::fs::remove_file(&old) {
+                    tracing::warn!(%error, path = %old.display(), "cannot remove a committed audit journal");
+                }
+            }
+            // The journal file stays: the next start replays it.
+            Err(error) => {
+                tracing::error!(%error, kept = %old.display(), "cannot commit audit records")
+            }
+        }
+    }
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) the audit database at `path`.
+    /// Opens (creating if needed) the audit database at `path`, first
+    /// committing any journal a crash left behind.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
         let error = |e: rusqlite::Error| AuditError {
             path: path.to_owned(),
             message: e.to_string(),
         };
-        let conn = Connection::open(path).map_err(error)?;
+        let io_error = |e: std::io::Error| AuditError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let mut conn = Connection::open(path).map_err(error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(error)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -118,55 +247,82 @@ impl AuditLog {
                  denials TEXT NOT NULL
              );
              CREATE INDEX IF NOT EXISTS invocations_by_tenant
-                 ON invocations (tenant, started_at_ms);",
+                 ON invocations (tenant, started_at_ms);
+             CREATE UNIQUE INDEX IF NOT EXISTS invocations_by_id
+                 ON invocations (invocation_id);",
         )
         .map_err(error)?;
+        for journal in journals(path).map_err(io_error)? {
+            if let Some(records) = orphaned_journal(&journal).map_err(io_error)? {
+                write_batch(&mut conn, &records).map_err(error)?;
+                std::fs::remove_file(&journal).map_err(io_error)?;
+            }
+        }
+        let generation = 0;
+        let file = open_journal(&journal_path(path, generation)).map_err(io_error)?;
         let reader = Connection::open(path).map_err(error)?;
         reader.busy_timeout(Duration::from_secs(5)).map_err(error)?;
-        let (sender, receiver) = sync_channel(AUDIT_QUEUE);
-        let writer = std::thread::Builder::new()
-            .name("sovra-audit".into())
-            .spawn(move || write_loop(conn, receiver))
-            .map_err(|e| AuditError {
-                path: path.to_owned(),
-                message: format!("cannot start writer thread: {e}"),
-            })?;
-        Ok(AuditLog {
+        let shared = Arc::new(Shared {
             path: path.to_owned(),
-            sender: Some(sender),
-            writer: Some(writer),
+            journal: Mutex::new(Journal {
+                file,
+                generation,
+                records: Vec::new(),
+            }),
+            writer: Mutex::new(conn),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("sovra-audit".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        std::thread::park_timeout(COMMIT_INTERVAL);
+                        shared.commit();
+                    }
+                })
+                .map_err(io_error)?
+        };
+        Ok(AuditLog {
+            shared,
             reader: Mutex::new(reader),
+            writer: Some((stop, writer)),
         })
     }
 
-    /// Queues a record for the next commit; the receipt says when it is
-    /// durable.
+    /// Journals a record (one append, before this returns) for the next
+    /// commit; the receipt says whether it was journaled.
     pub fn record(&self, record: AuditRecord) -> AuditReceipt {
-        let (committed, receipt) = oneshot::channel();
-        if let Some(sender) = &self.sender
-            && sender.send(Message::Record(record, committed)).is_err()
-        {
-            tracing::error!(path = %self.path.display(), "audit writer is gone; record lost");
+        let mut line = serde_json::to_vec(&record).unwrap_or_default();
+        line.push(b'\n');
+        let mut journal = self.shared.journal();
+        let written = journal.file.write_all(&line);
+        journal.records.push(record);
+        let many = journal.records.len() >= EARLY_COMMIT;
+        drop(journal);
+        if many && let Some((_, writer)) = &self.writer {
+            writer.thread().unpark();
         }
-        AuditReceipt(Some(receipt))
+        match written {
+            Ok(()) => AuditReceipt(None),
+            Err(error) => {
+                tracing::error!(%error, path = %self.shared.path.display(), "cannot journal an audit record");
+                AuditReceipt(Some(NotAudited))
+            }
+        }
     }
 
-    /// Waits until every record queued so far is committed.
+    /// Commits every record journaled so far.
     pub fn flush(&self) {
-        let Some(sender) = &self.sender else {
-            return;
-        };
-        let (done, wait) = sync_channel(1);
-        if sender.send(Message::Flush(done)).is_ok() {
-            let _ = wait.recv();
-        }
+        self.shared.commit();
     }
 
     /// The most recent records of `tenant`, newest first.
     pub fn recent(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
         self.flush();
         let error = |e: rusqlite::Error| AuditError {
-            path: self.path.clone(),
+            path: self.shared.path.clone(),
             message: e.to_string(),
         };
         let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,75 +356,12 @@ impl AuditLog {
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        // Closing the channel ends the writer after it drains the queue.
-        self.sender.take();
-        if let Some(writer) = self.writer.take() {
+        if let Some((stop, writer)) = self.writer.take() {
+            stop.store(true, Ordering::Release);
+            writer.thread().unpark();
             let _ = writer.join();
         }
-    }
-}
-
-/// Waits for a message, takes everything queued behind it, commits the
-/// records in one transaction and answers their receipts; exits once the log
-/// is dropped and the queue is drained.
-fn write_loop(mut conn: Connection, receiver: Receiver<Message>) {
-    let mut batch = Batch::default();
-    loop {
-        let Ok(first) = receiver.recv() else { return };
-        batch.take(first);
-        let mut closed = false;
-        while batch.records.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(message) => batch.take(message),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    closed = true;
-                    break;
-                }
-            }
-        }
-        let written = write_batch(&mut conn, &batch.records);
-        if let Err(e) = &written {
-            tracing::error!(error = %e, lost = batch.records.len(), "cannot write audit records");
-        }
-        batch.answer(written.is_ok());
-        if closed {
-            return;
-        }
-    }
-}
-
-/// What one commit takes: records with their receipts, and flushes that
-/// wait for them.
-#[derive(Default)]
-struct Batch {
-    records: Vec<AuditRecord>,
-    receipts: Vec<oneshot::Sender<bool>>,
-    flushes: Vec<SyncSender<()>>,
-}
-
-impl Batch {
-    fn take(&mut self, message: Message) {
-        match message {
-            Message::Record(record, committed) => {
-                self.records.push(record);
-                self.receipts.push(committed);
-            }
-            Message::Flush(done) => self.flushes.push(done),
-        }
-    }
-
-    /// Answers every receipt and flush of the batch, and empties it. A flush
-    /// in the batch was sent after every record before it, and those are in
-    /// this batch or an earlier one.
-    fn answer(&mut self, committed: bool) {
-        self.records.clear();
-        for receipt in self.receipts.drain(..) {
-            let _ = receipt.send(committed);
-        }
-        for done in self.flushes.drain(..) {
-            let _ = done.send(());
-        }
+        self.shared.commit();
     }
 }
 
@@ -278,8 +371,10 @@ fn write_batch(conn: &mut Connection, records: &[AuditRecord]) -> rusqlite::Resu
     }
     let tx = conn.transaction()?;
     {
+        // A record replayed from a journal whose commit had ended is already
+        // there: skipped by its id.
         let mut insert = tx.prepare_cached(
-            "INSERT INTO invocations (invocation_id, tenant, agent, agent_digest,
+            "INSERT OR IGNORE INTO invocations (invocation_id, tenant, agent, agent_digest,
                  started_at_ms, duration_us, outcome, error, denials)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
@@ -305,4 +400,93 @@ pub(crate) fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str) -> AuditRecord {
+        AuditRecord {
+            invocation_id: id.into(),
+            tenant: "acme".into(),
+            agent: "hello".into(),
+            agent_digest: "00".into(),
+            started_at_ms: 1,
+            duration_us: 2,
+            outcome: "ok".into(),
+            error: None,
+            denials: vec!["model: x".into()],
+        }
+    }
+
+    #[test]
+    fn a_record_is_journaled_before_record_returns_and_committed_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let log = AuditLog::open(&db).unwrap();
+        futures_executor(log.record(record("a")).durable()).unwrap();
+        let journal = std::fs::read_to_string(journal_path(&db, 0)).unwrap();
+        assert!(journal.contains("\"invocation_id\":\"a\""), "{journal}");
+        log.flush();
+        assert_eq!(log.recent("acme", 10).unwrap(), [record("a")]);
+        assert!(
+            !journal_path(&db, 0).exists(),
+            "a committed journal is removed"
+        );
+    }
+
+    #[test]
+    fn a_journal_left_by_a_crash_is_committed_once_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        drop(AuditLog::open(&db).unwrap());
+        // What a process killed mid-write leaves: whole lines, one of them
+        // already committed before the crash, and half a line.
+        let crashed = db.with_file_name("audit.db.journal.999999.3");
+        let lines: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|id| serde_json::to_string(&record(id)).unwrap())
+            .collect();
+        std::fs::write(
+            &crashed,
+            format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..20]),
+        )
+        .unwrap();
+        {
+            let mut conn = Connection::open(&db).unwrap();
+            write_batch(&mut conn, &[record("a")]).unwrap();
+        }
+        let log = AuditLog::open(&db).unwrap();
+        let mut ids: Vec<String> = log
+            .recent("acme", 10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.invocation_id)
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        assert!(!crashed.exists());
+    }
+
+    #[test]
+    fn a_journal_another_live_process_writes_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        let live = db.with_file_name("audit.db.journal.999999.0");
+        let held = open_journal(&live).unwrap();
+        std::fs::write(&live, serde_json::to_string(&record("z")).unwrap() + "\n").unwrap();
+        let log = AuditLog::open(&db).unwrap();
+        assert!(live.exists(), "a journal still locked by its writer stays");
+        assert!(log.recent("acme", 10).unwrap().is_empty());
+        drop(held);
+    }
+
+    /// Polls a future that never waits (the receipt resolves at once).
+    fn futures_executor<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(future)
+    }
 }

@@ -5,13 +5,22 @@
 //! - `incr:KEY` adds 1 to the integer at KEY,
 //! - `set:KEY=VALUE` stores VALUE at KEY,
 //! - `insert:TEXT` adds a row to the `entries` table,
-//! - `upsert:ID` stores a small vector as ID in the `mix` collection,
+//! - `upsert:ID` stores a small vector as ID in one of the `mix` collections,
 //! - `count:` answers `rows,vectors` (the table's rows, the collection's size).
 
 use sovra_sdk::sql::{self, Value};
 use sovra_sdk::{Agent, Error, Request, Response, kv, vector};
 
 struct StorageMix;
+
+/// Vectors are spread over this many collections, so that each stays
+/// within what one query returns.
+const COLLECTIONS: usize = 8;
+
+fn collection(id: &str) -> String {
+    let shard = id.bytes().map(usize::from).sum::<usize>() % COLLECTIONS;
+    format!("mix{shard}")
+}
 
 fn run(command: &str, argument: &str) -> Result<String, Error> {
     match command {
@@ -30,13 +39,16 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
             Ok("ok".into())
         }
         "upsert" => {
-            vector::upsert_vector("mix", argument, &[1.0, 0.5, 0.25], argument, &[])?;
+            vector::upsert_vector(&collection(argument), argument, &[1.0, 0.5, 0.25], argument, &[])?;
             Ok("ok".into())
         }
         "count" => {
             let rows = sql::query("SELECT count(*) FROM entries", &[])?;
             let rows = rows.rows[0][0].as_integer().unwrap_or_default();
-            let vectors = vector::query_vector("mix", &[1.0, 0.5, 0.25], 1000)?.len();
+            let mut vectors = 0;
+            for shard in 0..COLLECTIONS {
+                vectors += vector::query_vector(&format!("mix{shard}"), &[1.0, 0.5, 0.25], 100)?.len();
+            }
             Ok(format!("{rows},{vectors}"))
         }
         _ => Err(Error::InvalidInput(format!("unknown command `{command}`"))),
