@@ -31,6 +31,7 @@ pub mod component;
 mod digest;
 mod engine;
 mod error;
+mod fair_share;
 pub mod guest_text;
 mod host;
 mod invocation;

@@ -2,6 +2,7 @@
 //! fresh sandbox holding only what the tenant granted.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use sovra_gpu::ModelRegistry;
 use tracing::Instrument;
 use wasmtime::component::Linker;
-use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime::{Engine, Store};
 
 use crate::audit::{AuditLog, AuditReceipt, AuditRecord, unix_millis};
 use crate::bindings::{self, GuestError};
@@ -19,6 +20,7 @@ use crate::component::{ComponentInfo, check_manifest_matches};
 use crate::digest::Digest;
 use crate::engine::{CompileCache, EpochTicker, new_engine};
 use crate::error::{AgentError, AgentErrorKind, InvokeError, LoadError};
+use crate::fair_share::{ExecutionSlots, Turns};
 use crate::invocation::{AgentResponse, Invocation, InvocationReport};
 use crate::limits::{
     HOST_CALL_GRACE, MAX_COMPONENT_BYTES, MAX_CONCURRENT_INVOCATIONS, MAX_HOSTCALL_BYTES,
@@ -121,7 +123,13 @@ struct Inner {
     stores: TenantStores,
     audit: AuditLog,
     models: Arc<ModelRegistry>,
-    slots: tokio::sync::Semaphore,
+    /// Sandboxes alive at once (the pooling allocator's size).
+    sandboxes: tokio::sync::Semaphore,
+    /// Turns at running guest code, shared fairly between tenants.
+    execution: Arc<ExecutionSlots>,
+    /// The threads guest code runs on, apart from the caller's own (a node's
+    /// HTTP connections stay responsive while every slot runs a guest).
+    executor: Executor,
     invocation_counter: AtomicU64,
     run_id: u64,
     _ticker: EpochTicker,
@@ -152,6 +160,9 @@ impl Runtime {
         crate::host::add_to_linker(&mut linker)
             .map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| StartError::Engine(e.to_string()))?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let executor = Executor::start(cores).map_err(|e| StartError::Engine(e.to_string()))?;
+        let execution = ExecutionSlots::new(engine.clone(), cores);
         let audit = AuditLog::open(&data_dir.join("audit.db"))?;
         let compile_cache = CompileCache::new(config.compiled_dir);
         Ok(Runtime {
@@ -167,7 +178,9 @@ impl Runtime {
                 ),
                 audit,
                 models: config.models,
-                slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_INVOCATIONS as usize),
+                sandboxes: tokio::sync::Semaphore::new(MAX_CONCURRENT_INVOCATIONS as usize),
+                execution,
+                executor,
                 invocation_counter: AtomicU64::new(0),
                 run_id: unix_millis(SystemTime::now()),
                 _ticker: ticker,
@@ -375,7 +388,7 @@ impl Runtime {
                 );
             }
         }
-        let Ok(_slot) = self.inner.slots.acquire().await else {
+        let Ok(_sandbox) = self.inner.sandboxes.acquire().await else {
             return empty(
                 InvokeError::Unavailable("the runtime is shutting down".into()),
                 Vec::new(),
@@ -395,8 +408,30 @@ impl Runtime {
                 .map(|(key, value)| bindings::Pair { key, value })
                 .collect(),
         };
-        let call = call_entry(&agent.entry, &mut store, request);
-        let outcome = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
+        // The guest runs on the executor once its tenant's turn at a slot has
+        // come. Its place in the queue is taken now; the turn is awaited on
+        // the executor, where the guest giving up its slot wakes this one
+        // on its own thread.
+        let turns = Arc::clone(&store.data().turns);
+        let reservation = turns.reserve();
+        let entry = agent.entry.clone();
+        let running = self.inner.executor.spawn(async move {
+            store.data().turns.begin_with(reservation).await;
+            let call = call_entry(&entry, &mut store, request);
+            let outcome = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
+            store.data().turns.end();
+            (outcome, store)
+        });
+        let (outcome, store) = match running.await {
+            Ok(finished) => finished,
+            Err(error) => {
+                turns.end();
+                return empty(
+                    InvokeError::Internal(format!("the invocation's task failed: {error}")),
+                    Vec::new(),
+                );
+            }
+        };
         let result = match outcome {
             Err(_elapsed) => Err(InvokeError::Timeout {
                 limit: limits.timeout,
@@ -450,6 +485,7 @@ impl Runtime {
             None
         };
         let deadline = Instant::now() + invocation.limits.timeout;
+        let turns = Turns::new(Arc::clone(&self.inner.execution), invocation.tenant.clone());
         let (wasi, stdio) = crate::host::wasi::sandbox_ctx();
         let sandbox = Sandbox::new(
             wasi,
@@ -470,6 +506,7 @@ impl Runtime {
                 deadline,
             },
             invocation.events.clone(),
+            Arc::clone(&turns),
         );
         let mut store = Store::new(&self.inner.engine, sandbox);
         store.limiter(|sandbox| &mut sandbox.limiter);
@@ -481,7 +518,7 @@ impl Runtime {
             if Instant::now() >= deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                Ok(turns.at_tick())
             }
         });
         Ok((store, stdio))
@@ -544,6 +581,49 @@ async fn call_entry(
                 output,
                 metadata: Vec::new(),
             }))
+        }
+    }
+}
+
+/// How much lower than the node's own threads the OS schedules guest code.
+/// Stops: guests spinning on every core making the node's threads (its
+/// connections, `/healthz`, the inference scheduler) wait for the OS's time
+/// slices.
+const GUEST_THREAD_NICENESS: i32 = 10;
+
+/// A multi-threaded tokio runtime for guest code, one worker per core. Shut
+/// down in the background when dropped (a runtime dropped inside another's
+/// task may not block).
+struct Executor(Option<tokio::runtime::Runtime>);
+
+impl Executor {
+    fn start(workers: usize) -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("sovra-guest")
+            .on_thread_start(|| {
+                // Per thread on Linux: only the guest threads yield.
+                if let Err(error) = rustix::process::nice(GUEST_THREAD_NICENESS) {
+                    tracing::warn!(%error, "cannot lower the guest threads' priority");
+                }
+            })
+            .enable_time()
+            .build()
+            .map(|runtime| Executor(Some(runtime)))
+    }
+
+    fn spawn<F: Future + Send + 'static>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F::Output: Send + 'static,
+    {
+        self.0.as_ref().expect("running until dropped").spawn(work)
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
         }
     }
 }

@@ -14,6 +14,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability::Grants;
+use crate::fair_share::Turns;
 use crate::invocation::{EventSink, LiveEvent};
 use crate::limits::{
     MAX_HOST_CALLS, MAX_LOG_BYTES, MAX_LOG_FIELD_BYTES, MAX_LOG_FIELDS, MAX_LOG_LINES,
@@ -155,6 +156,8 @@ pub(crate) struct Sandbox {
     /// The host answered a call with `unavailable` (storage busy or not
     /// openable): an agent that passes that error on is not at fault.
     pub(crate) host_unavailable: bool,
+    /// The invocation's turns at the node's execution slots.
+    pub(crate) turns: Arc<Turns>,
 }
 
 impl Sandbox {
@@ -165,6 +168,7 @@ impl Sandbox {
         storage: GrantedStorage,
         inference: InferenceAccess,
         events: Option<EventSink>,
+        turns: Arc<Turns>,
     ) -> Self {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
@@ -183,6 +187,7 @@ impl Sandbox {
             events,
             generated_tokens: 0,
             host_unavailable: false,
+            turns,
         }
     }
 

@@ -121,8 +121,9 @@ impl Host for Sandbox {
             Err(error) => return Ok(Err(error)),
         };
         let mut text = String::new();
+        let turns = Arc::clone(&self.turns);
         loop {
-            match generation.next().await {
+            match turns.away(generation.next()).await {
                 Some(gpu::GenerationEvent::Text(piece)) => {
                     self.emit(|| LiveEvent::Token {
                         model: model.clone(),
@@ -182,7 +183,9 @@ impl Host for Sandbox {
             Err(error) => return Ok(Err(error)),
         };
         let context = self.request_context();
-        let result = super::blocking(move || service.embed(&context, texts)).await?;
+        let result = self
+            .blocking(move || service.embed(&context, texts))
+            .await?;
         Ok(result.map_err(|e| self.inference_error(e)))
     }
 
@@ -205,7 +208,9 @@ impl Host for Sandbox {
             Err(error) => return Ok(Err(GuestError::InvalidInput(error))),
         };
         let context = self.request_context();
-        let result = super::blocking(move || service.run_tensor(&context, inputs)).await?;
+        let result = self
+            .blocking(move || service.run_tensor(&context, inputs))
+            .await?;
         Ok(result
             .map(|outputs| outputs.into_iter().map(to_guest_tensor).collect())
             .map_err(|e| self.inference_error(e)))
@@ -215,11 +220,12 @@ impl Host for Sandbox {
 impl HostGeneration for Sandbox {
     async fn next(&mut self, handle: Resource<GenerationStream>) -> Reply<GenerationEvent> {
         self.charge_host_call()?;
+        let turns = Arc::clone(&self.turns);
         let stream = self.table.get_mut(&handle)?;
         if let Some(finished) = stream.finished {
             return Ok(Ok(GenerationEvent::Finished(finished)));
         }
-        let event = stream.generation.next().await;
+        let event = turns.away(stream.generation.next()).await;
         match event {
             Some(gpu::GenerationEvent::Text(text)) => {
                 let model = stream.model.clone();

@@ -12,7 +12,7 @@ impl Host for Sandbox {
         let Some(db) = self.kv.clone() else {
             return Ok(Err(self.not_granted("kv")));
         };
-        let result = super::blocking(move || db.kv_get(&key)).await?;
+        let result = self.blocking(move || db.kv_get(&key)).await?;
         Ok(result.map_err(|e| self.storage_error(e)))
     }
 
@@ -21,7 +21,7 @@ impl Host for Sandbox {
         let Some(db) = self.kv.clone() else {
             return Ok(Err(self.not_granted("kv")));
         };
-        let result = super::blocking(move || db.kv_set(&key, &value)).await?;
+        let result = self.blocking(move || db.kv_set(&key, &value)).await?;
         Ok(result.map_err(|e| self.storage_error(e)))
     }
 
@@ -30,7 +30,7 @@ impl Host for Sandbox {
         let Some(db) = self.kv.clone() else {
             return Ok(Err(self.not_granted("kv")));
         };
-        let result = super::blocking(move || db.kv_delete(&key)).await?;
+        let result = self.blocking(move || db.kv_delete(&key)).await?;
         Ok(result.map_err(|e| self.storage_error(e)))
     }
 
@@ -39,7 +39,7 @@ impl Host for Sandbox {
         let Some(db) = self.kv.clone() else {
             return Ok(Err(self.not_granted("kv")));
         };
-        let result = super::blocking(move || db.kv_increment(&key, delta)).await?;
+        let result = self.blocking(move || db.kv_increment(&key, delta)).await?;
         Ok(result.map_err(|e| self.storage_error(e)))
     }
 
@@ -53,7 +53,9 @@ impl Host for Sandbox {
         let Some(db) = self.kv.clone() else {
             return Ok(Err(self.not_granted("kv")));
         };
-        let result = super::blocking(move || db.kv_list(&prefix, cursor.as_deref(), limit)).await?;
+        let result = self
+            .blocking(move || db.kv_list(&prefix, cursor.as_deref(), limit))
+            .await?;
         Ok(result
             .map(|page| KeyPage {
                 keys: page.keys,

@@ -10,6 +10,9 @@ mod sql;
 mod vector;
 pub(crate) mod wasi;
 
+use std::future::Future;
+use std::sync::Arc;
+
 use wasmtime::component::{HasSelf, Linker};
 
 use crate::bindings::{self, GuestError};
@@ -60,11 +63,19 @@ impl Sandbox {
     }
 }
 
-/// Runs blocking storage work off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> T + Send + 'static,
-) -> wasmtime::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| wasmtime::Error::msg(format!("host worker failed: {e}")))
+impl Sandbox {
+    /// Runs blocking host work (storage, a model) off the async workers,
+    /// giving the invocation's execution slot to others meanwhile.
+    pub(crate) fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> impl Future<Output = wasmtime::Result<T>> + Send + 'static {
+        let turns = Arc::clone(&self.turns);
+        async move {
+            turns
+                .away(tokio::task::spawn_blocking(work))
+                .await
+                .map_err(|e| wasmtime::Error::msg(format!("host worker failed: {e}")))
+        }
+    }
 }

@@ -34,7 +34,9 @@ impl Host for Sandbox {
             return Ok(Err(self.not_granted("sql")));
         };
         let params: Vec<SqlValue> = params.into_iter().map(to_storage).collect();
-        let result = super::blocking(move || db.sql_execute(&statement, &params)).await?;
+        let result = self
+            .blocking(move || db.sql_execute(&statement, &params))
+            .await?;
         Ok(result.map_err(|e| self.storage_error(e)))
     }
 
@@ -44,7 +46,9 @@ impl Host for Sandbox {
             return Ok(Err(self.not_granted("sql")));
         };
         let params: Vec<SqlValue> = params.into_iter().map(to_storage).collect();
-        let result = super::blocking(move || db.sql_query(&statement, &params)).await?;
+        let result = self
+            .blocking(move || db.sql_query(&statement, &params))
+            .await?;
         Ok(result
             .map(|set| RowSet {
                 columns: set.columns,

@@ -24,7 +24,9 @@ impl Sandbox {
             Err(error) => return Ok(Err(error)),
         };
         let context = self.request_context();
-        let result = super::blocking(move || service.embed(&context, vec![text])).await?;
+        let result = self
+            .blocking(move || service.embed(&context, vec![text]))
+            .await?;
         Ok(result
             .map(|mut vectors| vectors.pop().unwrap_or_default())
             .map_err(|e| self.inference_error(e)))
@@ -34,7 +36,9 @@ impl Sandbox {
         let Some(db) = self.vector.clone() else {
             return Ok(Err(self.not_granted("vector")));
         };
-        let result = super::blocking(move || db.vector_query(&collection, &vector, k)).await?;
+        let result = self
+            .blocking(move || db.vector_query(&collection, &vector, k))
+            .await?;
         Ok(result
             .map(|hits| {
                 hits.into_iter()
@@ -65,9 +69,9 @@ impl Sandbox {
             return Ok(Err(self.not_granted("vector")));
         };
         let metadata = pairs(metadata);
-        let result =
-            super::blocking(move || db.vector_upsert(&collection, &id, &vector, &text, &metadata))
-                .await?;
+        let result = self
+            .blocking(move || db.vector_upsert(&collection, &id, &vector, &text, &metadata))
+            .await?;
         Ok(result.map_err(|e| self.storage_error(e)))
     }
 }
@@ -137,7 +141,9 @@ impl Host for Sandbox {
         let Some(db) = self.vector.clone() else {
             return Ok(Err(self.not_granted("vector")));
         };
-        let result = super::blocking(move || db.vector_delete(&collection, &id)).await?;
+        let result = self
+            .blocking(move || db.vector_delete(&collection, &id))
+            .await?;
         Ok(result.map_err(|e| self.storage_error(e)))
     }
 }

@@ -7,16 +7,22 @@
 //! that imports them is refused before it runs (see
 //! [`crate::capability`]).
 
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use std::sync::Arc;
+
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
 use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
 use wasmtime_wasi::random::WasiRandom;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
+use wasmtime_wasi_io::bindings::wasi::io;
+use wasmtime_wasi_io::poll::DynPollable;
 
+use crate::fair_share::Turns;
 use crate::limits::MAX_CAPTURED_OUTPUT;
 use crate::output::{CapturedOutput, StreamName};
+use crate::sandbox::Sandbox;
 
 /// `wasi:io` host functions only need the resource table.
 struct IoTable;
@@ -25,11 +31,55 @@ impl HasData for IoTable {
     type Data<'a> = &'a mut ResourceTable;
 }
 
+/// `wasi:io/poll`, whose waits give the invocation's execution slot up: a
+/// guest sleeping or blocked on a pollable runs no code, and must not keep
+/// other tenants' guests from running.
+struct PollAway;
+
+impl HasData for PollAway {
+    type Data<'a> = TableAndTurns<'a>;
+}
+
+/// The resource table and the invocation's turns at an execution slot.
+pub(crate) struct TableAndTurns<'a> {
+    table: &'a mut ResourceTable,
+    turns: &'a Arc<Turns>,
+}
+
+impl io::poll::Host for TableAndTurns<'_> {
+    async fn poll(&mut self, pollables: Vec<Resource<DynPollable>>) -> wasmtime::Result<Vec<u32>> {
+        let turns = Arc::clone(self.turns);
+        turns
+            .away(io::poll::Host::poll(self.table, pollables))
+            .await
+    }
+}
+
+impl io::poll::HostPollable for TableAndTurns<'_> {
+    async fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        let turns = Arc::clone(self.turns);
+        turns
+            .away(io::poll::HostPollable::block(self.table, pollable))
+            .await
+    }
+
+    async fn ready(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<bool> {
+        io::poll::HostPollable::ready(self.table, pollable).await
+    }
+
+    fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
+        io::poll::HostPollable::drop(self.table, pollable)
+    }
+}
+
 /// Adds the allowed WASI interfaces to `linker`.
-pub(crate) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    use wasmtime_wasi_io::bindings::wasi::io;
+pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
+    type T = Sandbox;
     io::error::add_to_linker::<T, IoTable>(linker, |t| t.ctx().table)?;
-    io::poll::add_to_linker::<T, IoTable>(linker, |t| t.ctx().table)?;
+    io::poll::add_to_linker::<T, PollAway>(linker, |t| TableAndTurns {
+        table: &mut t.table,
+        turns: &t.turns,
+    })?;
     io::streams::add_to_linker::<T, IoTable>(linker, |t| t.ctx().table)?;
 
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?;

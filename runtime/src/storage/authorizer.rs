@@ -349,11 +349,7 @@ mod tests {
         ];
         for (action, allow) in &table {
             let shown = format!("{action:?}");
-            assert_eq!(
-                decided(*action, Some("main")).is_ok(),
-                *allow,
-                "{shown}"
-            );
+            assert_eq!(decided(*action, Some("main")).is_ok(), *allow, "{shown}");
         }
         // Every code SQLite defines (1 to 33) is in the table.
         for code_number in 1..=ffi::SQLITE_RECURSIVE {

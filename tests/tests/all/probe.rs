@@ -306,3 +306,42 @@ async fn guest_log_lines_and_error_messages_carry_no_control_characters() {
     let (_, message) = agent_error(error);
     assert!(!message.chars().any(char::is_control), "{message:?}");
 }
+
+/// A guest sleeping in a host call runs no code and holds no execution slot:
+/// one tenant with more sleepers than the node has cores does not hold up
+/// another tenant's calls for the length of the sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleeping_guests_do_not_hold_the_execution_slots() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let hello = test.load(sovra_test_artifacts::HELLO);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut sleepers = Vec::new();
+    for _ in 0..cores * 2 {
+        let runtime = test.runtime.clone();
+        let probe = std::sync::Arc::clone(&probe);
+        sleepers.push(tokio::spawn(async move {
+            runtime
+                .invoke(&probe, invocation("sleepy", all_grants(), "sleep:3000"))
+                .await
+                .result
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let greeting = output(
+        &test.runtime,
+        &hello,
+        invocation("awake", Grants::none(), "Bo"),
+    )
+    .await;
+    assert_eq!(greeting, "Hello, Bo!");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "waited {:?} behind sleeping guests",
+        started.elapsed()
+    );
+    for sleeper in sleepers {
+        assert_eq!(sleeper.await.unwrap().unwrap().output, "slept 3000ms");
+    }
+}

@@ -35,3 +35,56 @@ async fn an_infinite_loop_times_out_while_others_are_served() {
     let audit = test.runtime.audit().recent("mallory", 1).unwrap();
     assert_eq!(audit[0].outcome, "timeout");
 }
+
+/// A tenant that fills every slot with guests spinning to their deadline
+/// does not keep another tenant's calls waiting for its time slices: each of
+/// the victim's calls gets the next turn at an execution slot. The bound is
+/// a sanity bound, far above what fair turns give (a few milliseconds); the
+/// figures are in `scripts/bench-fair-share`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_every_slot_with_spinners_does_not_starve_another() {
+    let test = runtime();
+    let spin = test.load(SPIN);
+    let hello = test.load(sovra_test_artifacts::HELLO);
+    let limits = Limits {
+        timeout: Duration::from_millis(2500),
+        ..tight_limits()
+    };
+    let mut attackers = Vec::new();
+    for _ in 0..8 {
+        let runtime = test.runtime.clone();
+        let spin = std::sync::Arc::clone(&spin);
+        let hostile = sovra_runtime::Invocation {
+            limits,
+            ..invocation("mallory", Grants::none(), "")
+        };
+        attackers.push(tokio::spawn(async move {
+            runtime.invoke(&spin, hostile).await.result
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let report = test
+            .runtime
+            .invoke(&hello, invocation("victim", Grants::none(), "Bo"))
+            .await;
+        assert_eq!(report.result.unwrap().output, "Hello, Bo!");
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        attackers.iter().all(|a| !a.is_finished()),
+        "the victim's calls all ran while the spinners held their slots"
+    );
+    assert!(
+        slowest < Duration::from_millis(400),
+        "slowest victim call {slowest:?}"
+    );
+    for attacker in attackers {
+        assert!(matches!(
+            attacker.await.unwrap(),
+            Err(InvokeError::Timeout { .. })
+        ));
+    }
+}

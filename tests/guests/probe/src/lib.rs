@@ -88,6 +88,12 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
             Ok("printed".into())
         }
         "fail" => Err(Error::Internal(argument.to_owned())),
+        // Waits in the host (wasi:io/poll on a clock), running no code.
+        "sleep" => {
+            let ms = argument.parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(format!("slept {ms}ms"))
+        }
         _ => Err(Error::InvalidInput(format!("unknown probe `{command}`"))),
     }
 }
