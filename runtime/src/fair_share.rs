@@ -11,6 +11,12 @@
 //! running eight guests that spin until their deadline gets its turn like
 //! any other, and another tenant's call waits for a slot a moment, not for
 //! eight time slices.
+//!
+//! Where a guest runs: first on its caller's thread, for [`INLINE_BUDGET`]
+//! (most calls end within it, with no hand-over between threads); a guest
+//! still running then moves to the runtime's own guest executor, whose
+//! threads the OS schedules below the node's, so long-running guests never
+//! hold the threads that accept and answer connections.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -20,7 +26,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use wasmtime::Engine;
 
-use crate::limits::EPOCH_TICK;
 use crate::names::TenantId;
 
 /// The node's execution slots and who waits for them.
@@ -236,14 +241,33 @@ pub(crate) struct Turns {
     tenant: TenantId,
     /// The slot held, and since when.
     held: Mutex<Option<(Slot, Instant)>>,
+    /// Where the guest runs (see [`INLINE_BUDGET`]).
+    placement: Mutex<Placement>,
 }
+
+/// Where a guest runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Not started: it waits for its first slot where it was called.
+    NotStarted,
+    /// On its caller's thread, until then.
+    Inline(Instant),
+    /// To be moved to, or on, the guest executor.
+    Executor,
+}
+
+/// How long a guest runs on the thread of its caller (a node's connection)
+/// before it moves to the guest executor. Most calls end well within it and
+/// pay no hand-over between threads; a long-running guest moves at its next
+/// tick after it, so it cannot hold the node's own threads.
+pub(crate) const INLINE_BUDGET: Duration = Duration::from_millis(1);
 
 /// How long a guest runs before it gives its slot to a waiting tenant that
 /// already has guests running. A guest that got its slot more recently
 /// keeps it (a short call is not sent to the back of the queue because a
 /// tick fell in its middle); a tenant with nothing running gets a slot at
 /// once whatever the quantum.
-pub(crate) const QUANTUM: Duration = EPOCH_TICK;
+pub(crate) const QUANTUM: Duration = Duration::from_millis(10);
 
 impl Turns {
     pub(crate) fn new(slots: Arc<ExecutionSlots>, tenant: TenantId) -> Arc<Self> {
@@ -251,11 +275,26 @@ impl Turns {
             slots,
             tenant,
             held: Mutex::new(None),
+            placement: Mutex::new(Placement::NotStarted),
         })
     }
 
     fn held(&self) -> MutexGuard<'_, Option<(Slot, Instant)>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn placement(&self) -> MutexGuard<'_, Placement> {
+        self.placement.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets the guest run on its caller's thread for [`INLINE_BUDGET`].
+    pub(crate) fn start_inline(&self) {
+        *self.placement() = Placement::Inline(Instant::now() + INLINE_BUDGET);
+    }
+
+    /// Whether the guest has run inline long enough to move.
+    pub(crate) fn should_move(&self) -> bool {
+        *self.placement() == Placement::Executor
     }
 
     /// Waits for a slot and holds it.
@@ -299,6 +338,14 @@ impl Turns {
     /// What the guest does at an epoch tick: yield to the executor, and give
     /// the slot to whoever waits for one and queue again.
     pub(crate) fn at_tick(self: &Arc<Self>) -> wasmtime::UpdateDeadline {
+        {
+            let mut placement = self.placement();
+            if matches!(*placement, Placement::Inline(until) if Instant::now() >= until) {
+                // Its caller sees this when the guest yields, and moves it.
+                *placement = Placement::Executor;
+                return wasmtime::UpdateDeadline::Yield(1);
+            }
+        }
         let quantum_used = self
             .held()
             .as_ref()

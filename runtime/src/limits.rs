@@ -18,9 +18,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Stops: a grant that lets one agent pin a sandbox slot indefinitely.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How often the epoch ticker advances; a guest yields to other tenants and
-/// checks its deadline at this granularity.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch ticker advances; a guest checks its deadline, yields
+/// to other work on its thread, and may give its execution slot up (see
+/// `fair_share`) at this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Extra time the outer async timeout allows beyond the deadline before it
 /// abandons a call stuck inside the host.

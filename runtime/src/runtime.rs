@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use sovra_gpu::ModelRegistry;
@@ -127,8 +129,8 @@ struct Inner {
     sandboxes: tokio::sync::Semaphore,
     /// Turns at running guest code, shared fairly between tenants.
     execution: Arc<ExecutionSlots>,
-    /// The threads guest code runs on, apart from the caller's own (a node's
-    /// HTTP connections stay responsive while every slot runs a guest).
+    /// The threads long-running guest code moves to, apart from the caller's
+    /// own (a node's connections stay responsive while every slot runs one).
     executor: Executor,
     invocation_counter: AtomicU64,
     run_id: u64,
@@ -408,21 +410,20 @@ impl Runtime {
                 .map(|(key, value)| bindings::Pair { key, value })
                 .collect(),
         };
-        // The guest runs on the executor once its tenant's turn at a slot has
-        // come. Its place in the queue is taken now; the turn is awaited on
-        // the executor, where the guest giving up its slot wakes this one
-        // on its own thread.
+        // The guest runs once its tenant's turn at a slot has come: first on
+        // this task's thread, moved to the guest executor if it runs long.
         let turns = Arc::clone(&store.data().turns);
         let reservation = turns.reserve();
         let entry = agent.entry.clone();
-        let running = self.inner.executor.spawn(async move {
+        let guest = Box::pin(async move {
             store.data().turns.begin_with(reservation).await;
+            store.data().turns.start_inline();
             let call = call_entry(&entry, &mut store, request);
             let outcome = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
             store.data().turns.end();
             (outcome, store)
         });
-        let (outcome, store) = match running.await {
+        let (outcome, store) = match self.run_inline_then_move(guest, &turns).await {
             Ok(finished) => finished,
             Err(error) => {
                 turns.end();
@@ -456,6 +457,37 @@ impl Runtime {
             },
             sandbox.denials,
         )
+    }
+
+    /// Polls `guest` here until it finishes, or until it has run past its
+    /// inline budget; then hands it to the guest executor and waits for it
+    /// there (a started future may move between threads).
+    async fn run_inline_then_move<F>(
+        &self,
+        guest: Pin<Box<F>>,
+        turns: &Turns,
+    ) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let mut guest = Some(guest);
+        let inline = std::future::poll_fn(|cx| {
+            let running = guest.as_mut().expect("polled until it moves");
+            match running.as_mut().poll(cx) {
+                Poll::Ready(output) => Poll::Ready(Some(output)),
+                Poll::Pending if turns.should_move() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match inline {
+            Some(output) => Ok(output),
+            None => {
+                let moved = guest.take().expect("not finished");
+                self.inner.executor.spawn(moved).await
+            }
+        }
     }
 
     /// A fresh store for one invocation: WASI slice, grants, limits, deadline.
