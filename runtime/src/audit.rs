@@ -1,18 +1,20 @@
 //! The runtime's own audit log: one row per invocation in a SQLite database
 //! that no guest can reach.
 //!
-//! A record is first appended to a journal file, one JSON line with one
-//! `write`, before [`AuditLog::record`] returns: from then on it survives a
-//! crash of the process (kill -9 included), and a node answers an invocation
-//! only after that. A writer thread moves the journal into the database every
+//! [`AuditLog::record`] queues a record; awaiting its [`AuditReceipt`]
+//! appends it to a journal file (one JSON line; the records of concurrent
+//! callers go out in one `write`), after which it survives a crash of the
+//! process (kill -9 included). A node answers an invocation only after that.
+//! A writer thread moves the records into the database every
 //! [`COMMIT_INTERVAL`] in one transaction (synchronous, so the database is on
-//! disk), starting a fresh journal file first and deleting the old one once
-//! its records are committed. Opening the log replays any journal a crash
-//! left behind (records already committed are skipped by their id), so the
-//! invocation path pays one small write and no thread hand-over, and
-//! concurrent invocations share one disk flush. [`AuditLog::flush`] commits
-//! what is journaled now (the CLI calls it before exiting, tests before
-//! reading).
+//! disk), journaling what was not yet and starting a fresh journal file
+//! first, and deleting the old one once its records are committed. Opening
+//! the log replays any journal a crash left behind (records already
+//! committed are skipped by their id). So the answer waits for one small
+//! write and no thread hand-over, concurrent invocations share one disk
+//! flush, and a caller that needs no such promise pays nothing.
+//! [`AuditLog::flush`] commits what is queued now (the CLI calls it before
+//! exiting, tests before reading).
 
 use std::fs::File;
 use std::io::Write as _;
@@ -50,10 +52,10 @@ pub struct AuditRecord {
     pub denials: Vec<String>,
 }
 
-/// Whether an audit record was journaled: it then survives a crash of the
-/// process.
+/// A recorded invocation's place in the log; awaiting [`Self::durable`]
+/// journals it (with every record before it not yet journaled).
 #[derive(Debug, Default)]
-pub struct AuditReceipt(Option<NotAudited>);
+pub struct AuditReceipt(Option<(Arc<Shared>, u64)>);
 
 /// The audit record of an invocation could not be made durable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,13 +63,21 @@ pub struct AuditReceipt(Option<NotAudited>);
 pub struct NotAudited;
 
 impl AuditReceipt {
-    /// Whether the record is safe from a crash (kept async so that a
-    /// stronger guarantee can be awaited without changing callers).
+    /// Makes the record safe from a crash of the process: appends it to the
+    /// journal unless it already is there (or in the database). Concurrent
+    /// callers' records go out in one write.
     pub async fn durable(self) -> Result<(), NotAudited> {
-        match self.0 {
-            None => Ok(()),
-            Some(error) => Err(error),
+        let Some((shared, sequence)) = self.0 else {
+            return Ok(());
+        };
+        let mut journal = shared.journal();
+        if sequence < journal.journaled_upto() {
+            return Ok(());
         }
+        journal.write_pending().map_err(|error| {
+            tracing::error!(%error, path = %shared.path.display(), "cannot journal audit records");
+            NotAudited
+        })
     }
 }
 
@@ -79,12 +89,39 @@ pub struct AuditError {
     pub message: String,
 }
 
-/// The journal being appended to and the records in it.
+/// The journal being appended to and the records not yet committed.
 #[derive(Debug)]
 struct Journal {
     file: File,
     generation: u64,
+    /// Recorded, not yet committed; the first `journaled` are in `file`.
     records: Vec<AuditRecord>,
+    journaled: usize,
+    /// Sequence number of `records[0]`: every record before it is
+    /// committed (or being committed, journaled first).
+    first: u64,
+}
+
+impl Journal {
+    /// Records before this sequence number survive a crash.
+    fn journaled_upto(&self) -> u64 {
+        self.first + self.journaled as u64
+    }
+
+    /// Appends every record not yet journaled, in one write.
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        if self.journaled == self.records.len() {
+            return Ok(());
+        }
+        let mut lines = Vec::with_capacity(256 * (self.records.len() - self.journaled));
+        for record in &self.records[self.journaled..] {
+            serde_json::to_writer(&mut lines, record).map_err(std::io::Error::other)?;
+            lines.push(b'\n');
+        }
+        self.file.write_all(&lines)?;
+        self.journaled = self.records.len();
+        Ok(())
+    }
 }
 
 /// What the log's handle and its writer thread share.
@@ -185,6 +222,11 @@ impl Shared {
             if journal.records.is_empty() {
                 return;
             }
+            // Everything taken is journaled first: should the commit fail,
+            // the next start replays the old file.
+            if let Err(error) = journal.write_pending() {
+                tracing::error!(%error, path = %self.path.display(), "cannot journal audit records");
+            }
             let generation = journal.generation + 1;
             let path = journal_path(&self.path, generation);
             match open_journal(&path) {
@@ -192,7 +234,10 @@ impl Shared {
                     journal.file = file;
                     let old = journal_path(&self.path, journal.generation);
                     journal.generation = generation;
-                    (std::mem::take(&mut journal.records), old)
+                    let records = std::mem::take(&mut journal.records);
+                    journal.first += records.len() as u64;
+                    journal.journaled = 0;
+                    (records, old)
                 }
                 Err(error) => {
                     // Keep appending to the old file; try again next time.
@@ -268,6 +313,8 @@ impl AuditLog {
                 file,
                 generation,
                 records: Vec::new(),
+                journaled: 0,
+                first: 0,
             }),
             writer: Mutex::new(conn),
         });
@@ -291,26 +338,18 @@ impl AuditLog {
         })
     }
 
-    /// Journals a record (one append, before this returns) for the next
-    /// commit; the receipt says whether it was journaled.
+    /// Queues a record for the next commit; awaiting the receipt journals
+    /// it first (what a node does before it answers).
     pub fn record(&self, record: AuditRecord) -> AuditReceipt {
-        let mut line = serde_json::to_vec(&record).unwrap_or_default();
-        line.push(b'\n');
         let mut journal = self.shared.journal();
-        let written = journal.file.write_all(&line);
+        let sequence = journal.first + journal.records.len() as u64;
         journal.records.push(record);
         let many = journal.records.len() >= EARLY_COMMIT;
         drop(journal);
         if many && let Some((_, writer)) = &self.writer {
             writer.thread().unpark();
         }
-        match written {
-            Ok(()) => AuditReceipt(None),
-            Err(error) => {
-                tracing::error!(%error, path = %self.shared.path.display(), "cannot journal an audit record");
-                AuditReceipt(Some(NotAudited))
-            }
-        }
+        AuditReceipt(Some((Arc::clone(&self.shared), sequence)))
     }
 
     /// Commits every record journaled so far.
@@ -421,15 +460,34 @@ mod tests {
     }
 
     #[test]
-    fn a_record_is_journaled_before_record_returns_and_committed_later() {
+    fn a_record_is_journaled_when_its_receipt_is_awaited_and_committed_later() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
         let log = AuditLog::open(&db).unwrap();
-        futures_executor(log.record(record("a")).durable()).unwrap();
-        let journal = std::fs::read_to_string(journal_path(&db, 0)).unwrap();
-        assert!(journal.contains("\"invocation_id\":\"a\""), "{journal}");
+        let first = log.record(record("a"));
+        let second = log.record(record("b"));
+        let journal = || std::fs::read_to_string(journal_path(&db, 0)).unwrap();
+        assert_eq!(journal(), "", "queued, not yet journaled");
+        // Awaiting the later receipt journals both, in one write.
+        futures_executor(second.durable()).unwrap();
+        assert!(
+            journal().contains("\"invocation_id\":\"a\""),
+            "{}",
+            journal()
+        );
+        assert!(
+            journal().contains("\"invocation_id\":\"b\""),
+            "{}",
+            journal()
+        );
+        futures_executor(first.durable()).unwrap();
+        assert_eq!(journal().lines().count(), 2, "nothing written twice");
         log.flush();
-        assert_eq!(log.recent("acme", 10).unwrap(), [record("a")]);
+        assert_eq!(
+            log.recent("acme", 10).unwrap(),
+            [record("b"), record("a")],
+            "newest first"
+        );
         assert!(
             !journal_path(&db, 0).exists(),
             "a committed journal is removed"
