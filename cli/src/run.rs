@@ -18,6 +18,10 @@ use sovra_runtime::{
     RuntimeConfig, TenantId,
 };
 
+use sovra_runtime::Digest;
+use sovra_server::compile::{CompileError, CompileWorker};
+use sovra_server::config::CompileLimits;
+
 use crate::exit::{Code, Failure, WithCode};
 
 #[derive(Args)]
@@ -62,6 +66,13 @@ pub struct RunArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, env = "SOVRA_DEVICE", default_value = "auto")]
     device: DeviceChoice,
+    /// Longest a component not compiled yet may take to compile, in a
+    /// worker process (as a node does), such as 60s.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    compile_timeout: Duration,
+    /// Memory the compile worker may use, such as 2GiB.
+    #[arg(long, value_parser = parse_bytes, default_value = "2GiB")]
+    compile_max_memory: u64,
 }
 
 fn parse_pair(text: &str) -> Result<(String, String), String> {
@@ -94,8 +105,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     if let Some(models) = &args.models {
         config.models = Arc::new(load_registry_on(models, args.device).code(Code::Usage)?);
     }
+    let compiled_dir = config.compiled_dir.clone();
     let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
     let runtime = Runtime::new(config).code(Code::Host)?;
+    if let Some(compiled_dir) = compiled_dir {
+        compile_in_a_worker(&args, &runtime, &compiled_dir, &tokio)?;
+    }
     let agent = runtime
         .load_file(&args.component, manifest)
         .with_context(|| format!("cannot load {}", args.component.display()))
@@ -122,6 +137,55 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let report = tokio.block_on(runtime.invoke(&agent, invocation));
     runtime.audit().flush();
     print_report(report)
+}
+
+/// Compiles the component in a worker process under the compile limits
+/// unless it is compiled already, as a node does with a submission: a
+/// component crafted to exhaust the compiler costs a child process and ends
+/// in a clear error, not in this process running out of time or memory.
+fn compile_in_a_worker(
+    args: &RunArgs,
+    runtime: &Runtime,
+    compiled_dir: &std::path::Path,
+    tokio: &tokio::runtime::Runtime,
+) -> Result<(), Failure> {
+    let size = std::fs::metadata(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))
+        .code(Code::Usage)?
+        .len();
+    if size > sovra_runtime::limits::MAX_COMPONENT_BYTES {
+        // Refused by the load below, with its own message.
+        return Ok(());
+    }
+    let bytes = std::fs::read(&args.component)
+        .with_context(|| format!("cannot read {}", args.component.display()))
+        .code(Code::Usage)?;
+    if runtime.is_compiled(&Digest::of(&bytes)) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(compiled_dir)
+        .with_context(|| format!("cannot create {}", compiled_dir.display()))
+        .code(Code::Host)?;
+    let worker = CompileWorker {
+        program: std::env::current_exe()
+            .context("cannot find the sovra binary for the compile worker")
+            .code(Code::Host)?,
+        limits: CompileLimits {
+            timeout: args.compile_timeout,
+            max_memory: args.compile_max_memory,
+        },
+    };
+    match tokio.block_on(worker.compile(&args.component, compiled_dir)) {
+        Ok(()) => Ok(()),
+        // Not a component at all, or malformed: the load says what is wrong.
+        Err(CompileError::Invalid(_)) => Ok(()),
+        Err(error @ (CompileError::TimedOut(_) | CompileError::Crashed(_))) => {
+            Err(anyhow::Error::new(error))
+                .with_context(|| format!("cannot load {}", args.component.display()))
+                .code(Code::Limit)
+        }
+        Err(error) => Err(anyhow::Error::new(error)).code(Code::Host),
+    }
 }
 
 fn read_input(args: &RunArgs) -> anyhow::Result<String> {

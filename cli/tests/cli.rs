@@ -292,3 +292,31 @@ fn run_never_prints_the_agents_control_characters_to_the_terminal_streams() {
         assert!(stderr.contains("\\x1b[2J"), "{input:?}: {stderr:?}");
     }
 }
+
+#[test]
+fn run_compiles_in_a_worker_under_the_compile_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    for limit in [
+        &["--compile-timeout", "1ms"][..],
+        &["--compile-max-memory", "8MiB"],
+    ] {
+        let mut args = vec!["run", HELLO, "--input", "Ada"];
+        args.extend_from_slice(limit);
+        let out = sovra(dir.path(), &args);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "{limit:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("compil"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // Within the limits it compiles once, in the worker, and runs.
+    let out = sovra(dir.path(), &["run", HELLO, "--input", "Ada"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Hello, Ada!\n");
+}

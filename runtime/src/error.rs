@@ -114,6 +114,16 @@ pub enum InvokeError {
     /// The agent passed more data to one host call than allowed.
     #[error("host-call data limit exceeded: more than {limit} bytes passed to one host call")]
     HostCallDataLimit { limit: usize },
+    /// The agent asked one host call for more data than it may produce.
+    #[error("host-call result limit exceeded: {requested} bytes asked of {call}, at most {limit}")]
+    HostCallResultLimit {
+        call: &'static str,
+        requested: u64,
+        limit: u64,
+    },
+    /// The agent held more resource handles than one invocation may.
+    #[error("resource limit exceeded: more than {limit} live handles (streams, generations)")]
+    ResourceLimit { limit: usize },
     /// The agent crashed (panic, unreachable, out-of-bounds access, ...).
     #[error("the agent trapped: {message}")]
     Trap { message: String },
@@ -141,6 +151,8 @@ impl InvokeError {
             InvokeError::OutputLimit(_) => "output-limit",
             InvokeError::HostCallLimit { .. } => "host-call-limit",
             InvokeError::HostCallDataLimit { .. } => "host-call-data-limit",
+            InvokeError::HostCallResultLimit { .. } => "host-call-result-limit",
+            InvokeError::ResourceLimit { .. } => "resource-limit",
             InvokeError::Trap { .. } => "trap",
             InvokeError::Agent(_) => "agent-error",
             InvokeError::Unavailable(_) => "unavailable",
@@ -158,6 +170,8 @@ impl InvokeError {
                 | InvokeError::OutputLimit(_)
                 | InvokeError::HostCallLimit { .. }
                 | InvokeError::HostCallDataLimit { .. }
+                | InvokeError::HostCallResultLimit { .. }
+                | InvokeError::ResourceLimit { .. }
         )
     }
 }

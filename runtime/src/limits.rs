@@ -64,6 +64,11 @@ pub const MAX_HOSTCALL_BYTES: usize = 8 * MIB as usize;
 /// Stops: handle floods exhausting host memory.
 pub const MAX_RESOURCES: usize = 1024;
 
+/// Random bytes one `wasi:random` call may ask for. The host makes them in
+/// one uninterruptible call, so the deadline cannot stop it.
+/// Stops: a guest asking for gigabytes of random bytes in one call.
+pub const MAX_WASI_RANDOM_BYTES: u64 = 1 << 20;
+
 /// Calls to sovra's own host functions (kv, sql, log, inference) per invocation.
 /// Stops: a flood of host calls monopolising storage or the log pipeline.
 pub const MAX_HOST_CALLS: u64 = 100_000;

@@ -2,11 +2,13 @@
 //! trap came from, or which error value the agent returned.
 
 use wasmtime::Trap;
+use wasmtime::component::ResourceTableError;
 
 use crate::bindings::GuestError;
 use crate::error::{AgentError, AgentErrorKind, InvokeError};
 use crate::guest_text::escape_controls;
-use crate::limits::{Limits, MAX_HOSTCALL_BYTES, MAX_WASM_STACK};
+use crate::host::wasi::HostCallResultLimitExceeded;
+use crate::limits::{Limits, MAX_HOSTCALL_BYTES, MAX_RESOURCES, MAX_WASM_STACK};
 use crate::output::OutputLimitExceeded;
 use crate::sandbox::{DeadlineExceeded, HostCallLimitExceeded, Sandbox};
 
@@ -37,6 +39,18 @@ pub(crate) fn classify_trap(
     {
         return InvokeError::HostCallDataLimit {
             limit: MAX_HOSTCALL_BYTES,
+        };
+    }
+    if let Some(exceeded) = trap.downcast_ref::<HostCallResultLimitExceeded>() {
+        return InvokeError::HostCallResultLimit {
+            call: exceeded.call,
+            requested: exceeded.requested,
+            limit: exceeded.limit,
+        };
+    }
+    if let Some(ResourceTableError::Full) = trap.downcast_ref::<ResourceTableError>() {
+        return InvokeError::ResourceLimit {
+            limit: MAX_RESOURCES,
         };
     }
     if let Some(Trap::StackOverflow) = trap.downcast_ref::<Trap>() {

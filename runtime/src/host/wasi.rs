@@ -14,13 +14,13 @@ use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
 use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
-use wasmtime_wasi::random::WasiRandom;
+use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io;
 use wasmtime_wasi_io::poll::DynPollable;
 
 use crate::fair_share::Turns;
-use crate::limits::MAX_CAPTURED_OUTPUT;
+use crate::limits::{MAX_CAPTURED_OUTPUT, MAX_WASI_RANDOM_BYTES};
 use crate::output::{CapturedOutput, StreamName};
 use crate::sandbox::Sandbox;
 
@@ -72,6 +72,58 @@ impl io::poll::HostPollable for TableAndTurns<'_> {
     }
 }
 
+/// `wasi:random` with a cap on the bytes one call may ask for
+/// ([`MAX_WASI_RANDOM_BYTES`]), refused with a typed limit.
+struct CappedRandom;
+
+impl HasData for CappedRandom {
+    type Data<'a> = CappedRandomCtx<'a>;
+}
+
+pub(crate) struct CappedRandomCtx<'a>(&'a mut WasiRandomCtx);
+
+/// A guest asked one host call for more than it may produce.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} asked for {requested} bytes; one call may produce at most {limit}")]
+pub(crate) struct HostCallResultLimitExceeded {
+    pub(crate) call: &'static str,
+    pub(crate) requested: u64,
+    pub(crate) limit: u64,
+}
+
+fn check_random_len(call: &'static str, len: u64) -> wasmtime::Result<()> {
+    if len > MAX_WASI_RANDOM_BYTES {
+        return Err(wasmtime::Error::new(HostCallResultLimitExceeded {
+            call,
+            requested: len,
+            limit: MAX_WASI_RANDOM_BYTES,
+        }));
+    }
+    Ok(())
+}
+
+impl random::random::Host for CappedRandomCtx<'_> {
+    fn get_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        check_random_len("wasi:random/random.get-random-bytes", len)?;
+        random::random::Host::get_random_bytes(self.0, len)
+    }
+
+    fn get_random_u64(&mut self) -> wasmtime::Result<u64> {
+        random::random::Host::get_random_u64(self.0)
+    }
+}
+
+impl random::insecure::Host for CappedRandomCtx<'_> {
+    fn get_insecure_random_bytes(&mut self, len: u64) -> wasmtime::Result<Vec<u8>> {
+        check_random_len("wasi:random/insecure.get-insecure-random-bytes", len)?;
+        random::insecure::Host::get_insecure_random_bytes(self.0, len)
+    }
+
+    fn get_insecure_random_u64(&mut self) -> wasmtime::Result<u64> {
+        random::insecure::Host::get_insecure_random_u64(self.0)
+    }
+}
+
 /// Adds the allowed WASI interfaces to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     type T = Sandbox;
@@ -84,8 +136,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
 
     clocks::wall_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?;
     clocks::monotonic_clock::add_to_linker::<T, WasiClocks>(linker, T::clocks)?;
-    random::random::add_to_linker::<T, WasiRandom>(linker, |t| t.ctx().ctx.random())?;
-    random::insecure::add_to_linker::<T, WasiRandom>(linker, |t| t.ctx().ctx.random())?;
+    random::random::add_to_linker::<T, CappedRandom>(linker, |t| {
+        CappedRandomCtx(t.ctx().ctx.random())
+    })?;
+    random::insecure::add_to_linker::<T, CappedRandom>(linker, |t| {
+        CappedRandomCtx(t.ctx().ctx.random())
+    })?;
     random::insecure_seed::add_to_linker::<T, WasiRandom>(linker, |t| t.ctx().ctx.random())?;
 
     cli::exit::add_to_linker::<T, WasiCli>(linker, T::cli)?;

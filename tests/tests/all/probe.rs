@@ -345,3 +345,38 @@ async fn sleeping_guests_do_not_hold_the_execution_slots() {
         assert_eq!(sleeper.await.unwrap().unwrap().output, "slept 3000ms");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_wasi_results_and_handle_floods_are_limits_not_traps() {
+    let test = runtime();
+    let probe = test.load(PROBE);
+    let ok = output(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), "random:4096"),
+    )
+    .await;
+    assert_eq!(ok, "4096");
+    let big = failure(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), &format!("random:{}", 64 << 20)),
+    )
+    .await;
+    assert!(
+        matches!(big, InvokeError::HostCallResultLimit { requested, .. } if requested == 64 << 20),
+        "{big:?}"
+    );
+    assert!(big.is_limit());
+    let flood = failure(
+        &test.runtime,
+        &probe,
+        invocation("acme", all_grants(), "handles:100000"),
+    )
+    .await;
+    assert!(
+        matches!(flood, InvokeError::ResourceLimit { .. }),
+        "{flood:?}"
+    );
+    assert!(flood.is_limit());
+}

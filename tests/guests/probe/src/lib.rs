@@ -88,6 +88,19 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
             Ok("printed".into())
         }
         "fail" => Err(Error::Internal(argument.to_owned())),
+        // Asks the host for this many random bytes in one call.
+        "random" => {
+            let len = argument.parse().unwrap_or(0);
+            Ok(wasip2::random::random::get_random_bytes(len).len().to_string())
+        }
+        // Opens this many clock pollables at once (resource handles).
+        "handles" => {
+            let count: usize = argument.parse().unwrap_or(0);
+            let held: Vec<_> = (0..count)
+                .map(|_| wasip2::clocks::monotonic_clock::subscribe_duration(1_000_000_000))
+                .collect();
+            Ok(held.len().to_string())
+        }
         // Waits in the host (wasi:io/poll on a clock), running no code.
         "sleep" => {
             let ms = argument.parse().unwrap_or(0);
