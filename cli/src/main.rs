@@ -4,7 +4,9 @@
 //! - `sovra inspect`: what a component is and what it asks for.
 //! - `sovra plugin`: publisher keys, signatures, submission, the log.
 //! - `sovra serve`: run a node for tenants and publishers.
+//! - `sovra audit verify`: check the audit log's per-tenant hash chains.
 
+mod audit;
 mod exit;
 mod inspect;
 mod plugin;
@@ -37,6 +39,9 @@ enum Command {
     Plugin(plugin::PluginCommand),
     /// Run a node: the HTTP API for tenants, publishers and the operator.
     Serve(serve::ServeArgs),
+    /// The runtime's audit log: verify its per-tenant hash chains.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Compile one submitted component under resource limits (started by the node).
     #[command(hide = true)]
     CompileWorker(serve::CompileWorkerArgs),
@@ -53,6 +58,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::inspect(args),
         Command::Plugin(command) => plugin::plugin(command),
         Command::Serve(args) => serve::serve(args),
+        Command::Audit(command) => audit::audit(command),
         Command::CompileWorker(_) => unreachable!("handled above"),
     };
     match result {

@@ -320,3 +320,57 @@ fn run_compiles_in_a_worker_under_the_compile_limits() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "Hello, Ada!\n");
 }
+
+#[test]
+fn audit_verify_prints_each_chain_head_and_names_tampered_records() {
+    let dir = tempfile::tempdir().unwrap();
+    for tenant in ["acme", "acme", "globex"] {
+        let out = sovra(
+            dir.path(),
+            &["run", HELLO, "--tenant", tenant, "--input", "Ada"],
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let data = dir.path().to_str().unwrap();
+    let out = sovra(dir.path(), &["audit", "verify", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report = text(&out.stdout);
+    assert!(
+        report.contains("intact  acme  2 records  head "),
+        "{report}"
+    );
+    assert!(
+        report.contains("intact  globex  1 records  head "),
+        "{report}"
+    );
+
+    let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    conn.execute(
+        "UPDATE invocations SET outcome = 'trap' WHERE id = (SELECT min(id) FROM invocations)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let out = sovra(dir.path(), &["audit", "verify", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("BROKEN  acme"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("was altered"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stderr).contains("tampered"),
+        "{}",
+        text(&out.stderr)
+    );
+    let globex = sovra(
+        dir.path(),
+        &["audit", "verify", "--data-dir", data, "--tenant", "globex"],
+    );
+    assert_eq!(globex.status.code(), Some(0));
+}

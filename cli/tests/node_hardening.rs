@@ -476,3 +476,44 @@ fn thousands_of_tenants_each_write_kv_under_a_1024_descriptor_limit() {
         assert_eq!(reply.body["output"], "x: 2", "{}", reply.text);
     }
 }
+
+#[test]
+fn refusals_are_audited_in_the_named_tenants_chain_without_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), "");
+    let client = node.client();
+    let acme = hello_for(&client, "acme");
+    let globex = tenant(&client, "globex");
+    let made_up = "sk-made-up-secret-0123456789abcdef";
+    assert_eq!(invoke(&client, "acme", made_up, "hello", "x").status, 401);
+    assert_eq!(invoke(&client, "acme", &globex, "hello", "x").status, 403);
+    assert_eq!(client.get("/v1/tenants", None).status, 401);
+    let history = client.get("/v1/tenants/acme/invocations", Some(&acme));
+    let outcomes: Vec<&str> = history.body["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert!(outcomes.contains(&"refused-401"), "{outcomes:?}");
+    assert!(outcomes.contains(&"refused-403"), "{outcomes:?}");
+    node.stop();
+    let audit = std::fs::read(dir.path().join("data/runtime/audit.db")).unwrap();
+    let audit = String::from_utf8_lossy(&audit);
+    for secret in [made_up, globex.as_str()] {
+        assert!(
+            !audit.contains(secret),
+            "a presented secret reached the audit log"
+        );
+    }
+    let verified = support::sovra(&[
+        "audit",
+        "verify",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+    ]);
+    let report = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{report}");
+    assert!(report.contains("intact  _node"), "{report}");
+    assert!(report.contains("intact  acme"), "{report}");
+}

@@ -22,6 +22,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limiter;
 pub mod metrics;
+pub mod refusals;
 pub mod state;
 pub mod submission;
 pub mod transport;

@@ -26,6 +26,7 @@ use crate::db::{DbError, InstallRow, NODE_DB_FILE, NodeDb};
 use crate::keys::{LiveKeys, hash_key, is_operator_token};
 use crate::limiter::TenantLimiter;
 use crate::metrics::Metrics;
+use crate::refusals::RefusalAudit;
 use crate::transport::connections::Connections;
 use crate::transport::descriptors::DescriptorBudget;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     pub limiter: TenantLimiter,
     pub metrics: Metrics,
     pub draining: AtomicBool,
+    /// Refusals (401, 403, 429) recorded in the audit log.
+    pub refusals: RefusalAudit,
     /// How the process's file descriptors are shared out.
     pub budget: DescriptorBudget,
     /// The HTTP connections open now, under the budget's cap.
@@ -228,6 +231,7 @@ impl AppState {
             compiled_dir,
             metrics: Metrics::default(),
             draining: AtomicBool::new(false),
+            refusals: RefusalAudit::default(),
             budget,
             connections: Connections::new(budget.connections),
             in_flight: InFlight::default(),

@@ -126,6 +126,9 @@ impl IntoResponse for ApiError {
             map.extend(fields);
         }
         let mut response = (self.status, Json(body)).into_response();
+        response
+            .extensions_mut()
+            .insert(crate::refusals::ErrorCode(self.code));
         if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

@@ -136,6 +136,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             request_deadline,
         ))
         .layer(middleware::from_fn(errors::json_errors))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            audit_refusals,
+        ))
         .with_state(state)
 }
 
@@ -165,6 +169,29 @@ async fn request_deadline(
             ApiError::timeout(format!("the request took longer than {limit:?}")).into_response()
         }
     }
+}
+
+/// Records refusals (401, 403, 429) in the audit log.
+async fn audit_refusals(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = (std::time::SystemTime::now(), std::time::Instant::now());
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    state.refusals.record(
+        state.runtime.audit(),
+        (&method, &path),
+        response.status(),
+        response
+            .extensions()
+            .get::<crate::refusals::ErrorCode>()
+            .copied(),
+        started,
+    );
+    response
 }
 
 /// Time an invocation's response may take beyond its own timeout (the

@@ -71,6 +71,14 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                     "HTTP connections the node keeps open at most.",
                     state.budget.connections as f64,
                 ),
+                (
+                    "sovra_refusals_not_audited",
+                    "Refusals (401, 403, 429) beyond the audit rate: counted, not recorded.",
+                    state
+                        .refusals
+                        .suppressed
+                        .load(std::sync::atomic::Ordering::Relaxed) as f64,
+                ),
             ];
             let mut text = state.metrics.render_node(&gauges);
             text.push_str(&render_models(&state.models.statuses()));

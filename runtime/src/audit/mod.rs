@@ -16,8 +16,7 @@
 //! [`AuditLog::flush`] commits what is queued now (the CLI calls it before
 //! exiting, tests before reading).
 
-use std::fs::File;
-use std::io::Write as _;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +24,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
+
+use journal::{Journal, journal_path, journals, open_journal, orphaned_journal};
 use serde::{Deserialize, Serialize};
+
+mod chain;
+mod journal;
+
+pub use chain::{ChainReport, GENESIS};
+use chain::{StoredRecord, load_heads, record_hash};
 
 /// How often journaled records are committed to the database.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
@@ -89,48 +96,20 @@ pub struct AuditError {
     pub message: String,
 }
 
-/// The journal being appended to and the records not yet committed.
-#[derive(Debug)]
-struct Journal {
-    file: File,
-    generation: u64,
-    /// Recorded, not yet committed; the first `journaled` are in `file`.
-    records: Vec<AuditRecord>,
-    journaled: usize,
-    /// Sequence number of `records[0]`: every record before it is
-    /// committed (or being committed, journaled first).
-    first: u64,
-}
-
-impl Journal {
-    /// Records before this sequence number survive a crash.
-    fn journaled_upto(&self) -> u64 {
-        self.first + self.journaled as u64
-    }
-
-    /// Appends every record not yet journaled, in one write.
-    fn write_pending(&mut self) -> std::io::Result<()> {
-        if self.journaled == self.records.len() {
-            return Ok(());
-        }
-        let mut lines = Vec::with_capacity(256 * (self.records.len() - self.journaled));
-        for record in &self.records[self.journaled..] {
-            serde_json::to_writer(&mut lines, record).map_err(std::io::Error::other)?;
-            lines.push(b'\n');
-        }
-        self.file.write_all(&lines)?;
-        self.journaled = self.records.len();
-        Ok(())
-    }
-}
-
 /// What the log's handle and its writer thread share.
 #[derive(Debug)]
 struct Shared {
     path: PathBuf,
     journal: Mutex<Journal>,
     /// Held while journaled records move into the database.
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
+}
+
+/// The writing connection and each tenant's chain head.
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    heads: HashMap<String, String>,
 }
 
 /// Handle to the audit database and its writer thread.
@@ -143,70 +122,6 @@ pub struct AuditLog {
     writer: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
-/// This process's journal file of `generation` beside the database at `db`.
-/// Each process has its own (two `sovra run` may share a data directory).
-fn journal_path(db: &Path, generation: u64) -> PathBuf {
-    let mut name = db.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".journal.{}.{generation}", std::process::id()));
-    db.with_file_name(name)
-}
-
-/// Journal files beside `db`, any process's, oldest first.
-fn journals(db: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let dir = db
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let prefix = format!(
-        "{}.journal.",
-        db.file_name().unwrap_or_default().to_string_lossy()
-    );
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some((pid, generation)) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix(&prefix))
-            .and_then(|rest| rest.split_once('.'))
-        else {
-            continue;
-        };
-        if let (Ok(pid), Ok(generation)) = (pid.parse::<u32>(), generation.parse::<u64>()) {
-            found.push((generation, pid, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found.into_iter().map(|(_, _, path)| path).collect())
-}
-
-/// The records of a journal that no live process holds (a crash left it),
-/// or `None` while its process still writes it (it holds a lock on it). A
-/// line cut short by the crash is skipped.
-fn orphaned_journal(path: &Path) -> std::io::Result<Option<Vec<AuditRecord>>> {
-    let file = File::open(path)?;
-    if file.try_lock().is_err() {
-        return Ok(None);
-    }
-    let text = std::fs::read(path)?;
-    Ok(Some(
-        text.split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .filter_map(|line| serde_json::from_slice(line).ok())
-            .collect(),
-    ))
-}
-
-/// A new journal file, locked for as long as this process keeps it open.
-fn open_journal(path: &Path) -> std::io::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.lock()?;
-    Ok(file)
-}
-
 impl Shared {
     fn journal(&self) -> MutexGuard<'_, Journal> {
         self.journal.lock().unwrap_or_else(|p| p.into_inner())
@@ -216,7 +131,7 @@ impl Shared {
     /// takes new records, the old one's records are committed in one
     /// transaction, and the old file goes once they are on disk.
     fn commit(&self) {
-        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let (records, old) = {
             let mut journal = self.journal();
             if journal.records.is_empty() {
@@ -246,7 +161,8 @@ impl Shared {
                 }
             }
         };
-        match write_batch(&mut conn, &records) {
+        let Writer { conn, heads } = &mut *writer;
+        match write_batch(conn, heads, &records) {
             Ok(()) => {
                 if let Err(error) = std::fs::remove_file(&old) {
                     tracing::warn!(%error, path = %old.display(), "cannot remove a committed audit journal");
@@ -278,28 +194,11 @@ impl AuditLog {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(error)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(error)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS invocations (
-                 id INTEGER PRIMARY KEY,
-                 invocation_id TEXT NOT NULL,
-                 tenant TEXT NOT NULL,
-                 agent TEXT NOT NULL,
-                 agent_digest TEXT NOT NULL,
-                 started_at_ms INTEGER NOT NULL,
-                 duration_us INTEGER NOT NULL,
-                 outcome TEXT NOT NULL,
-                 error TEXT,
-                 denials TEXT NOT NULL
-             );
-             CREATE INDEX IF NOT EXISTS invocations_by_tenant
-                 ON invocations (tenant, started_at_ms);
-             CREATE UNIQUE INDEX IF NOT EXISTS invocations_by_id
-                 ON invocations (invocation_id);",
-        )
-        .map_err(error)?;
+        prepare_schema(&conn).map_err(error)?;
+        let mut heads = load_heads(&conn).map_err(error)?;
         for journal in journals(path).map_err(io_error)? {
             if let Some(records) = orphaned_journal(&journal).map_err(io_error)? {
-                write_batch(&mut conn, &records).map_err(error)?;
+                write_batch(&mut conn, &mut heads, &records).map_err(error)?;
                 std::fs::remove_file(&journal).map_err(io_error)?;
             }
         }
@@ -316,7 +215,7 @@ impl AuditLog {
                 journaled: 0,
                 first: 0,
             }),
-            writer: Mutex::new(conn),
+            writer: Mutex::new(Writer { conn, heads }),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
@@ -393,6 +292,26 @@ impl AuditLog {
     }
 }
 
+/// Verifies the hash chains of the audit database at `path` (every
+/// tenant's, or `tenant`'s), reading only: records still in a journal are
+/// not seen until a runtime opens the log.
+pub fn verify(path: &Path, tenant: Option<&str>) -> Result<Vec<ChainReport>, AuditError> {
+    let error = |e: rusqlite::Error| AuditError {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    if !path.exists() {
+        return Err(AuditError {
+            path: path.to_owned(),
+            message: "no audit log here".into(),
+        });
+    }
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(error)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(error)?;
+    chain::verify(&conn, tenant).map_err(error)
+}
+
 impl Drop for AuditLog {
     fn drop(&mut self) {
         if let Some((stop, writer)) = self.writer.take() {
@@ -404,21 +323,47 @@ impl Drop for AuditLog {
     }
 }
 
-fn write_batch(conn: &mut Connection, records: &[AuditRecord]) -> rusqlite::Result<()> {
+/// Inserts `records` in one transaction, each chained to its tenant's head
+/// (`heads` moves on only for records actually inserted: one replayed from
+/// a journal whose commit had ended is already there, skipped by its id).
+fn write_batch(
+    conn: &mut Connection,
+    heads: &mut HashMap<String, String>,
+    records: &[AuditRecord],
+) -> rusqlite::Result<()> {
     if records.is_empty() {
         return Ok(());
     }
     let tx = conn.transaction()?;
+    let mut moved: HashMap<String, String> = HashMap::new();
     {
-        // A record replayed from a journal whose commit had ended is already
-        // there: skipped by its id.
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO invocations (invocation_id, tenant, agent, agent_digest,
-                 started_at_ms, duration_us, outcome, error, denials)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 started_at_ms, duration_us, outcome, error, denials, prev_hash, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         for record in records {
-            insert.execute(params![
+            let denials = serde_json::to_string(&record.denials).unwrap_or_else(|_| "[]".into());
+            let prev = moved
+                .get(&record.tenant)
+                .or_else(|| heads.get(&record.tenant))
+                .map_or(GENESIS, String::as_str)
+                .to_owned();
+            let hash = record_hash(
+                &prev,
+                &StoredRecord {
+                    invocation_id: &record.invocation_id,
+                    tenant: &record.tenant,
+                    agent: &record.agent,
+                    agent_digest: &record.agent_digest,
+                    started_at_ms: record.started_at_ms,
+                    duration_us: record.duration_us,
+                    outcome: &record.outcome,
+                    error: record.error.as_deref(),
+                    denials: &denials,
+                },
+            );
+            let inserted = insert.execute(params![
                 record.invocation_id,
                 record.tenant,
                 record.agent,
@@ -427,11 +372,52 @@ fn write_batch(conn: &mut Connection, records: &[AuditRecord]) -> rusqlite::Resu
                 record.duration_us,
                 record.outcome,
                 record.error,
-                serde_json::to_string(&record.denials).unwrap_or_else(|_| "[]".into()),
+                denials,
+                prev,
+                hash,
             ])?;
+            if inserted == 1 {
+                moved.insert(record.tenant.clone(), hash);
+            }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    heads.extend(moved);
+    Ok(())
+}
+
+/// Creates the schema, or brings an older one up to date (chain columns).
+fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS invocations (
+             id INTEGER PRIMARY KEY,
+             invocation_id TEXT NOT NULL,
+             tenant TEXT NOT NULL,
+             agent TEXT NOT NULL,
+             agent_digest TEXT NOT NULL,
+             started_at_ms INTEGER NOT NULL,
+             duration_us INTEGER NOT NULL,
+             outcome TEXT NOT NULL,
+             error TEXT,
+             denials TEXT NOT NULL,
+             prev_hash TEXT,
+             hash TEXT
+         );
+         CREATE INDEX IF NOT EXISTS invocations_by_tenant
+             ON invocations (tenant, started_at_ms);
+         CREATE UNIQUE INDEX IF NOT EXISTS invocations_by_id
+             ON invocations (invocation_id);",
+    )?;
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('invocations')")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    for column in ["prev_hash", "hash"] {
+        if !columns.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE invocations ADD COLUMN {column} TEXT"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch.
@@ -513,7 +499,8 @@ mod tests {
         .unwrap();
         {
             let mut conn = Connection::open(&db).unwrap();
-            write_batch(&mut conn, &[record("a")]).unwrap();
+            let mut heads = load_heads(&conn).unwrap();
+            write_batch(&mut conn, &mut heads, &[record("a")]).unwrap();
         }
         let log = AuditLog::open(&db).unwrap();
         let mut ids: Vec<String> = log
@@ -538,6 +525,86 @@ mod tests {
         assert!(live.exists(), "a journal still locked by its writer stays");
         assert!(log.recent("acme", 10).unwrap().is_empty());
         drop(held);
+    }
+
+    fn chains(db: &Path) -> Vec<ChainReport> {
+        verify(db, None).unwrap()
+    }
+
+    #[test]
+    fn every_alteration_removal_and_reordering_breaks_a_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("audit.db");
+        {
+            let log = AuditLog::open(&db).unwrap();
+            for id in ["a1", "a2", "a3", "a4"] {
+                log.record(record(id));
+            }
+            log.record(AuditRecord {
+                tenant: "globex".into(),
+                ..record("g1")
+            });
+        }
+        let intact = chains(&db);
+        assert_eq!(intact.len(), 2);
+        assert!(intact.iter().all(ChainReport::intact), "{intact:?}");
+        assert_eq!(intact[0].records, 4);
+        let head = intact[0].head.clone();
+        // Reopening continues each chain where it ended.
+        AuditLog::open(&db).unwrap().record(record("a5"));
+        assert!(chains(&db).iter().all(ChainReport::intact));
+
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        // Each tampering on its own copy, as sqlite3 on the file would do it.
+        let broken = |statement: &str, needle: &str| {
+            let copy = dir.path().join("tampered.db");
+            std::fs::copy(&db, &copy).unwrap();
+            Connection::open(&copy)
+                .unwrap()
+                .execute_batch(statement)
+                .unwrap();
+            let acme = verify(&copy, Some("acme")).unwrap();
+            assert!(
+                acme[0].problems.iter().any(|p| p.contains(needle)),
+                "{statement}: {acme:?}"
+            );
+            assert!(verify(&copy, Some("globex")).unwrap()[0].intact());
+        };
+        broken(
+            "UPDATE invocations SET outcome = 'ok ' WHERE invocation_id = 'a2'",
+            "altered",
+        );
+        broken(
+            "DELETE FROM invocations WHERE invocation_id = 'a2'",
+            "does not follow",
+        );
+        broken(
+            "UPDATE invocations SET started_at_ms = 9 WHERE invocation_id = 'a3'",
+            "a3) was altered",
+        );
+        // Two records swapped, hashes and all.
+        broken(
+            "UPDATE invocations SET id = -id WHERE invocation_id IN ('a2', 'a3');
+             UPDATE invocations SET id = CASE invocation_id WHEN 'a2' THEN 3 ELSE 2 END
+                 WHERE invocation_id IN ('a2', 'a3')",
+            "does not follow",
+        );
+        broken(
+            "UPDATE invocations SET hash = NULL WHERE invocation_id = 'a4'",
+            "lost its hash",
+        );
+        // Removing the newest records leaves a chain that verifies, with an
+        // earlier head than the one printed before: what the head is for.
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("DELETE FROM invocations WHERE invocation_id IN ('a4', 'a5')")
+            .unwrap();
+        let truncated = verify(&db, Some("acme")).unwrap();
+        assert!(truncated[0].intact());
+        assert_ne!(truncated[0].head, head);
     }
 
     /// Polls a future that never waits (the receipt resolves at once).
