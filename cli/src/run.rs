@@ -14,11 +14,11 @@ use sovra_gpu::cuda::DeviceChoice;
 use sovra_runtime::guest_text::escaped_lines;
 use sovra_runtime::units::{parse_bytes, parse_duration};
 use sovra_runtime::{
-    AgentManifest, Capability, Grants, Invocation, InvocationReport, Limits, Runtime,
-    RuntimeConfig, TenantId,
+    AgentManifest, Capability, Invocation, InvocationReport, Runtime, RuntimeConfig, TenantId,
 };
 
 use sovra_runtime::Digest;
+use sovra_runtime::policy::{self, Ceilings, Effective, Grant};
 use sovra_server::compile::{CompileError, CompileWorker};
 use sovra_server::config::CompileLimits;
 
@@ -84,7 +84,8 @@ fn parse_pair(text: &str) -> Result<(String, String), String> {
 pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let tenant = TenantId::new(&args.tenant).code(Code::Usage)?;
     let input = read_input(&args).code(Code::Usage)?;
-    let grants = grants(&args).code(Code::Usage)?;
+    let grant = grant(&args).code(Code::Usage)?;
+    policy::check_ceilings(&grant, &Ceilings::local()).code(Code::Usage)?;
     let manifest = args
         .manifest
         .as_ref()
@@ -115,17 +116,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         .load_file(&args.component, manifest)
         .with_context(|| format!("cannot load {}", args.component.display()))
         .code(Code::Usage)?;
-    let requested = &agent.manifest().limits;
-    let limits = Limits {
-        timeout: args
-            .timeout
-            .or(requested.timeout)
-            .unwrap_or(Limits::default().timeout),
-        max_memory: args
-            .max_memory
-            .or(requested.max_memory)
-            .unwrap_or(Limits::default().max_memory),
-    };
+    // The same policy a node applies to an install, under the local ceilings.
+    let Effective { grants, limits } =
+        policy::effective(agent.manifest(), &grant, &Ceilings::local());
     let invocation = Invocation {
         tenant,
         grants,
@@ -200,13 +193,14 @@ fn read_input(args: &RunArgs) -> anyhow::Result<String> {
     }
 }
 
-fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
-    let mut grants = Grants::none();
+/// What the flags grant.
+fn grant(args: &RunArgs) -> anyhow::Result<Grant> {
+    let mut grant = Grant::default();
     for name in &args.grant {
         match Capability::parse(name.trim()) {
-            Some(Capability::Kv) => grants.kv = true,
-            Some(Capability::Sql) => grants.sql = true,
-            Some(Capability::Vector) => grants.vector = true,
+            Some(Capability::Kv) => grant.kv = true,
+            Some(Capability::Sql) => grant.sql = true,
+            Some(Capability::Vector) => grant.vector = true,
             Some(Capability::Inference) => {
                 anyhow::bail!("grant inference by naming models with --allow-model NAME")
             }
@@ -215,8 +209,10 @@ fn grants(args: &RunArgs) -> anyhow::Result<Grants> {
             }
         }
     }
-    grants.models = args.allow_model.iter().cloned().collect::<BTreeSet<_>>();
-    Ok(grants)
+    grant.models = args.allow_model.iter().cloned().collect::<BTreeSet<_>>();
+    grant.timeout_ms = args.timeout.map(|t| t.as_millis().max(1) as u64);
+    grant.max_memory = args.max_memory;
+    Ok(grant)
 }
 
 /// `text` escaped line by line, its line breaks kept.

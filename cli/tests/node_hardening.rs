@@ -517,3 +517,37 @@ fn refusals_are_audited_in_the_named_tenants_chain_without_the_secret() {
     assert!(report.contains("intact  _node"), "{report}");
     assert!(report.contains("intact  acme"), "{report}");
 }
+
+/// One grants policy: an agent whose manifest asks for a 700 ms limit gets
+/// it under `sovra run` and on a node alike, unless the grant says otherwise.
+#[test]
+fn run_and_serve_give_the_same_effective_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("local");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sovra"))
+        .args(["run", SPIN, "--data-dir", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let local = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(4), "{local}");
+    assert!(local.contains("700ms"), "{local}");
+
+    let node = Node::start(dir.path(), "");
+    let client = node.client();
+    let key = tenant(&client, "acme");
+    publish(&client, &publisher(&client, "pub"), SPIN);
+    assert_eq!(
+        install(&client, "acme", &key, "spin", json!({})).status,
+        200
+    );
+    let served = invoke(&client, "acme", &key, "spin", "");
+    assert_eq!(served.status, 504, "{}", served.text);
+    assert!(served.message().contains("700ms"), "{}", served.text);
+    // The grant still decides when it says something.
+    assert_eq!(
+        install(&client, "acme", &key, "spin", json!({"timeout_ms": 300})).status,
+        200
+    );
+    let granted = invoke(&client, "acme", &key, "spin", "");
+    assert!(granted.message().contains("300ms"), "{}", granted.text);
+}

@@ -40,6 +40,7 @@ pub mod manifest;
 mod names;
 mod outcome;
 mod output;
+pub mod policy;
 mod runtime;
 mod sandbox;
 pub mod signature;

@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::units::{parse_bytes, parse_duration};
 
@@ -58,7 +58,7 @@ impl World {
 }
 
 /// Capabilities an agent asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RequestedCapabilities {
     #[serde(default)]

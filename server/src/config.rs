@@ -31,7 +31,6 @@
 //! max-memory = "2GiB"
 //! ```
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,29 +122,8 @@ impl Default for ServerLimits {
     }
 }
 
-/// The most any install may grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ceilings {
-    pub capabilities: BTreeSet<Capability>,
-    pub timeout: Duration,
-    pub max_memory: u64,
-}
-
-impl Default for Ceilings {
-    fn default() -> Self {
-        Ceilings {
-            capabilities: [
-                Capability::Kv,
-                Capability::Sql,
-                Capability::Vector,
-                Capability::Inference,
-            ]
-            .into(),
-            timeout: Duration::from_secs(30),
-            max_memory: 256 << 20,
-        }
-    }
-}
+/// The most any install may grant: the runtime's one grants policy.
+pub use sovra_runtime::policy::Ceilings;
 
 /// Limits of the worker process that compiles a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,7 +224,7 @@ impl NodeConfig {
             device: DeviceChoice::Auto,
             operator_token: OperatorTokenSource::Env(DEFAULT_OPERATOR_TOKEN_ENV.into()),
             limits: ServerLimits::default(),
-            ceilings: Ceilings::default(),
+            ceilings: Ceilings::node_default(),
             compile: CompileLimits::default(),
         }
     }

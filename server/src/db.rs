@@ -125,14 +125,8 @@ impl PluginState {
     }
 }
 
-/// Capabilities a plugin's manifest requests.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Requests {
-    pub kv: bool,
-    pub sql: bool,
-    pub vector: bool,
-    pub models: Vec<String>,
-}
+/// Capabilities a plugin's manifest requests (stored as JSON).
+pub use sovra_runtime::manifest::RequestedCapabilities as Requests;
 
 /// One plugin version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -149,24 +143,8 @@ pub struct PluginRow {
     pub submitted_ms: i64,
 }
 
-/// What a tenant granted an installed plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InstallGrants {
-    #[serde(default)]
-    pub kv: bool,
-    #[serde(default)]
-    pub sql: bool,
-    #[serde(default)]
-    pub vector: bool,
-    #[serde(default)]
-    pub models: Vec<String>,
-    /// Milliseconds.
-    #[serde(default)]
-    pub timeout_ms: Option<u64>,
-    #[serde(default)]
-    pub max_memory: Option<u64>,
-}
+/// What a tenant granted an installed plugin (stored as JSON).
+pub use sovra_runtime::policy::Grant as InstallGrants;
 
 /// A plugin installed for a tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -25,7 +25,11 @@ const MAX_RECORDED_PATH: usize = 256;
 
 /// The error code of an error response, for the refusal's record.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+pub struct ErrorCode {
+    pub code: &'static str,
+    /// The response is an invocation's failure, audited as the invocation.
+    pub invocation: bool,
+}
 
 /// Records refusals, within the rate.
 #[derive(Debug)]
@@ -86,7 +90,7 @@ impl RefusalAudit {
         code: Option<ErrorCode>,
         started: (SystemTime, Instant),
     ) {
-        if !matches!(status.as_u16(), 401 | 403 | 429) {
+        if !matches!(status.as_u16(), 401 | 403 | 429) || code.is_some_and(|c| c.invocation) {
             return;
         }
         if !self.admit() {
@@ -103,7 +107,7 @@ impl RefusalAudit {
             shown.truncate(end);
         }
         let n = self.recorded.fetch_add(1, Ordering::Relaxed);
-        let code = code.map_or("refused", |c| c.0);
+        let code = code.map_or("refused", |c| c.code);
         audit.record(AuditRecord {
             invocation_id: format!("refusal-{:x}-{n}", self.started_ms),
             tenant: tenant_of(path).map_or_else(|| NODE_CHAIN.to_owned(), |t| t.to_string()),

@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 
@@ -310,25 +309,12 @@ impl AppState {
         let key = (install.row.tenant.clone(), install.row.plugin.clone());
         self.installs.store(key, install, generation);
     }
-
-    /// The limits an install runs under: what it asked for, else the
-    /// runtime's defaults, never above the node's ceilings.
-    pub fn install_limits(&self, timeout_ms: Option<u64>, max_memory: Option<u64>) -> Limits {
-        let defaults = Limits::default();
-        Limits {
-            timeout: timeout_ms
-                .map(Duration::from_millis)
-                .unwrap_or(defaults.timeout)
-                .min(self.config.ceilings.timeout),
-            max_memory: max_memory
-                .unwrap_or(defaults.max_memory)
-                .min(self.config.ceilings.max_memory),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

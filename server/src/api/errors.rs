@@ -119,6 +119,10 @@ impl From<QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let invocation = self
+            .extra
+            .as_ref()
+            .is_some_and(|extra| extra.get("invocation_id").is_some());
         let mut body = json!({"error": {"code": self.code, "message": self.message}});
         if let (Some(serde_json::Value::Object(fields)), Some(map)) =
             (self.extra, body.as_object_mut())
@@ -126,9 +130,14 @@ impl IntoResponse for ApiError {
             map.extend(fields);
         }
         let mut response = (self.status, Json(body)).into_response();
+        // An invocation's own failure carries its id: it is audited as the
+        // invocation it was, not again as a refusal.
         response
             .extensions_mut()
-            .insert(crate::refusals::ErrorCode(self.code));
+            .insert(crate::refusals::ErrorCode {
+                code: self.code,
+                invocation,
+            });
         if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_gpu::ModelKind;
 use sovra_runtime::audit::NotAudited;
+use sovra_runtime::policy::{self, Effective};
 use sovra_runtime::{
-    Capability, Digest, Grants, Invocation, InvocationReport, InvokeError, LiveEvent, LogLine,
-    TenantId,
+    Digest, Invocation, InvocationReport, InvokeError, LiveEvent, LogLine, TenantId,
 };
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
@@ -112,68 +112,21 @@ pub async fn install(
         }
     };
     let grants = &body.grants;
-    let ceilings = &state.config.ceilings;
-    let requested = [
-        (Capability::Kv, grants.kv, row.requests.kv),
-        (Capability::Sql, grants.sql, row.requests.sql),
-        (Capability::Vector, grants.vector, row.requests.vector),
-        (
-            Capability::Inference,
-            !grants.models.is_empty(),
-            !row.requests.models.is_empty(),
-        ),
-    ];
-    for (capability, granted, asked) in requested {
-        if granted && !ceilings.capabilities.contains(&capability) {
-            return Err(ApiError::forbidden(
-                "above-ceiling",
-                format!("this node does not allow granting `{capability}`"),
-            ));
-        }
-        if granted && !asked {
-            return Err(ApiError::unprocessable(
-                "not-requested",
-                format!("{plugin}@{} does not request `{capability}`", body.version),
-            ));
-        }
-    }
+    policy::check_ceilings(grants, &state.config.ceilings)
+        .map_err(|e| ApiError::forbidden("above-ceiling", e.to_string()))?;
     let allowed = state.models.models_for_tenant(&tenant);
-    for model in &grants.models {
-        if !allowed.iter().any(|m| &m.name == model) {
-            return Err(ApiError::forbidden(
-                "model-not-allowed",
-                format!("model `{model}` is not available to tenant `{tenant}` on this node"),
-            ));
-        }
-        if !row.requests.models.contains(model) {
-            return Err(ApiError::unprocessable(
-                "not-requested",
-                format!("{plugin}@{} does not request model `{model}`", body.version),
-            ));
-        }
-    }
-    if let Some(ms) = grants.timeout_ms
-        && (ms == 0 || u128::from(ms) > ceilings.timeout.as_millis())
+    if let Some(model) = grants
+        .models
+        .iter()
+        .find(|model| !allowed.iter().any(|m| &m.name == *model))
     {
         return Err(ApiError::forbidden(
-            "above-ceiling",
-            format!(
-                "timeout {ms}ms is outside 1..={}ms",
-                ceilings.timeout.as_millis()
-            ),
+            "model-not-allowed",
+            format!("model `{model}` is not available to tenant `{tenant}` on this node"),
         ));
     }
-    if let Some(bytes) = grants.max_memory
-        && (bytes < 64 << 10 || bytes > ceilings.max_memory)
-    {
-        return Err(ApiError::forbidden(
-            "above-ceiling",
-            format!(
-                "max_memory {bytes} is outside 64KiB..={} bytes",
-                ceilings.max_memory
-            ),
-        ));
-    }
+    policy::check_requested(&format!("{plugin}@{}", body.version), &row.requests, grants)
+        .map_err(|e| ApiError::unprocessable("not-requested", e.to_string()))?;
     let install = InstallRow {
         tenant: tenant.clone(),
         plugin: plugin.clone(),
@@ -281,18 +234,10 @@ async fn ready_install(
     })
     .await
     .map_err(ApiError::internal)??;
-    let allowed = &state.config.ceilings.capabilities;
-    let grants = Grants {
-        kv: row.grants.kv && allowed.contains(&Capability::Kv),
-        sql: row.grants.sql && allowed.contains(&Capability::Sql),
-        vector: row.grants.vector && allowed.contains(&Capability::Vector),
-        models: if allowed.contains(&Capability::Inference) {
-            row.grants.models.iter().cloned().collect()
-        } else {
-            Default::default()
-        },
-    };
-    let limits = state.install_limits(row.grants.timeout_ms, row.grants.max_memory);
+    // The ceilings may have been lowered since the install: the effective
+    // grant follows them.
+    let Effective { grants, limits } =
+        policy::effective(agent.manifest(), &row.grants, &state.config.ceilings);
     let ready = Arc::new(ReadyInstall {
         row,
         agent,
