@@ -628,6 +628,19 @@ fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
         metrics.contains("sovra_tenant_generated_tokens_total{tenant=\"acme\"}"),
         "{metrics}"
     );
+    // The tokens are kept: the tenant and the operator see them per day.
+    for token in [Some(acme.as_str()), OP] {
+        let usage = client.get("/v1/tenants/acme/usage?days=7", token);
+        assert_eq!(usage.status, 200, "{}", usage.text);
+        let day = &usage.body["usage"][0];
+        assert_eq!(day["model"], "smollm2", "{}", usage.text);
+        assert!(day["prompt_tokens"].as_u64().unwrap() > 0, "{}", usage.text);
+        assert_eq!(
+            usage.body["total"]["generated_tokens"], result["generated_tokens"],
+            "{}",
+            usage.text
+        );
+    }
     let metrics = client.get("/metrics", None).text;
     // The finished generation gave its cache back; the budget is the default.
     assert!(

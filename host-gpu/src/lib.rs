@@ -49,5 +49,5 @@ pub use request::{
     TensorType, Usage,
 };
 pub use service::{
-    CancelToken, Generation, GenerationEvent, ModelService, ModelStatus, RequestContext,
+    CancelToken, Generation, GenerationEvent, ModelService, ModelStatus, RequestContext, UsageMeter,
 };

@@ -2,7 +2,7 @@
 //! which a streamed generation reaches its requester.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -66,12 +66,53 @@ impl CancelToken {
 pub struct Generation {
     events: UnboundedReceiver<GenerationEvent>,
     cancel: CancelToken,
+    meter: Arc<UsageMeter>,
+}
+
+/// The tokens one generation has cost so far, kept by the engine as it
+/// goes: prompt tokens the model has processed and tokens it has generated.
+/// Read whenever the generation ends, finished or not (cancelled, dropped,
+/// cut by a deadline), it is exactly what was computed.
+#[derive(Debug, Default)]
+pub struct UsageMeter {
+    prompt_tokens: AtomicU32,
+    generated_tokens: AtomicU32,
+}
+
+impl UsageMeter {
+    pub fn record(&self, usage: Usage) {
+        self.prompt_tokens
+            .store(usage.prompt_tokens, Ordering::Relaxed);
+        self.generated_tokens
+            .store(usage.generated_tokens, Ordering::Relaxed);
+    }
+
+    pub fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.load(Ordering::Relaxed),
+            generated_tokens: self.generated_tokens.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Generation {
-    /// Pairs an event stream with the token that stops its producer.
-    pub fn new(events: UnboundedReceiver<GenerationEvent>, cancel: CancelToken) -> Self {
-        Generation { events, cancel }
+    /// Pairs an event stream with the token that stops its producer and the
+    /// meter the producer keeps.
+    pub fn new(
+        events: UnboundedReceiver<GenerationEvent>,
+        cancel: CancelToken,
+        meter: Arc<UsageMeter>,
+    ) -> Self {
+        Generation {
+            events,
+            cancel,
+            meter,
+        }
+    }
+
+    /// What the generation has cost so far.
+    pub fn meter(&self) -> Arc<UsageMeter> {
+        Arc::clone(&self.meter)
     }
 
     /// The next event; `None` once the producer has gone away without a

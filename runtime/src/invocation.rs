@@ -2,7 +2,12 @@
 //! shows while it runs ([`LiveEvent`]) and everything it produced
 //! ([`InvocationReport`]).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sovra_gpu::UsageMeter;
 
 use crate::audit::AuditReceipt;
 use crate::capability::Grants;
@@ -57,6 +62,29 @@ pub struct AgentResponse {
     pub metadata: Vec<(String, String)>,
 }
 
+/// Tokens one model computed for one invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelUsage {
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+}
+
+/// Sums each generation's meter per model, in model order.
+pub(crate) fn usage_by_model(meters: &[(String, Arc<UsageMeter>)]) -> Vec<ModelUsage> {
+    let mut by_model: BTreeMap<&str, ModelUsage> = BTreeMap::new();
+    for (model, meter) in meters {
+        let used = meter.usage();
+        let entry = by_model.entry(model).or_insert_with(|| ModelUsage {
+            model: model.clone(),
+            ..ModelUsage::default()
+        });
+        entry.prompt_tokens += u64::from(used.prompt_tokens);
+        entry.generated_tokens += u64::from(used.generated_tokens);
+    }
+    by_model.into_values().collect()
+}
+
 /// Everything an invocation produced, success or not.
 #[derive(Debug)]
 pub struct InvocationReport {
@@ -66,8 +94,11 @@ pub struct InvocationReport {
     pub stderr: Vec<u8>,
     pub logs: Vec<LogLine>,
     pub dropped_logs: usize,
-    /// Tokens models generated for this invocation.
+    /// Tokens models generated for this invocation (the sum over `usage`).
     pub generated_tokens: u64,
+    /// Tokens each model computed for this invocation, however each
+    /// generation ended (finished, cancelled, dropped or cut by the deadline).
+    pub usage: Vec<ModelUsage>,
     pub duration: Duration,
     /// Resolves once the invocation's audit record is durable: a caller that
     /// promises the record survives a crash awaits it before answering.

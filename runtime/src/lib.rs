@@ -52,7 +52,9 @@ pub use component::ComponentInfo;
 pub use digest::Digest;
 pub use engine::{engine_config, precompile_into};
 pub use error::{AgentError, AgentErrorKind, InvokeError, LoadError};
-pub use invocation::{AgentResponse, EventSink, Invocation, InvocationReport, LiveEvent};
+pub use invocation::{
+    AgentResponse, EventSink, Invocation, InvocationReport, LiveEvent, ModelUsage,
+};
 pub use limits::Limits;
 pub use manifest::{AgentManifest, ManifestError, World};
 pub use names::{InvalidName, TenantId};

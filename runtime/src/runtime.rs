@@ -338,6 +338,7 @@ impl Runtime {
             },
             error: report.result.as_ref().err().map(ToString::to_string),
             denials,
+            usage: report.usage.clone(),
         });
         InvocationReport { audited, ..report }
     }
@@ -358,6 +359,7 @@ impl Runtime {
                     logs: Vec::new(),
                     dropped_logs: 0,
                     generated_tokens: 0,
+                    usage: Vec::new(),
                     duration: Duration::ZERO,
                     audited: AuditReceipt::default(),
                 },
@@ -442,6 +444,7 @@ impl Runtime {
             Ok(Ok(Ok(response))) => Ok(response),
         };
         let sandbox = store.into_data();
+        let usage = crate::invocation::usage_by_model(&sandbox.meters);
         let result = result.map_err(|error| blame_the_host_for_its_unavailability(error, &sandbox));
         (
             InvocationReport {
@@ -451,7 +454,8 @@ impl Runtime {
                 stderr: stdio.stderr.contents(),
                 logs: sandbox.logs.lines,
                 dropped_logs: sandbox.logs.dropped,
-                generated_tokens: sandbox.generated_tokens,
+                generated_tokens: usage.iter().map(|u| u.generated_tokens).sum(),
+                usage,
                 duration: Duration::ZERO,
                 audited: AuditReceipt::default(),
             },

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sovra_gpu::ModelRegistry;
+use sovra_gpu::{ModelRegistry, UsageMeter};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -152,7 +152,7 @@ pub(crate) struct Sandbox {
     /// Where live events go, when the caller streams.
     pub(crate) events: Option<EventSink>,
     /// Tokens models generated for this invocation.
-    pub(crate) generated_tokens: u64,
+    pub(crate) meters: Vec<(String, Arc<UsageMeter>)>,
     /// The host answered a call with `unavailable` (storage busy or not
     /// openable): an agent that passes that error on is not at fault.
     pub(crate) host_unavailable: bool,
@@ -185,7 +185,7 @@ impl Sandbox {
             logs: LogBuffer::default(),
             denials: Vec::new(),
             events,
-            generated_tokens: 0,
+            meters: Vec::new(),
             host_unavailable: false,
             turns,
         }

@@ -118,6 +118,7 @@ impl RefusalAudit {
             outcome: format!("refused-{}", status.as_u16()),
             error: Some(format!("{} {code}: {method} {shown}", status.as_u16())),
             denials: Vec::new(),
+            usage: Vec::new(),
         });
     }
 }

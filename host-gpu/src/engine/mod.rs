@@ -30,7 +30,9 @@ use crate::cuda::{
 use crate::gguf::{GgufError, GgufFile};
 use crate::model::{BLOCK_TOKENS, LlamaModel, blocks_for};
 use crate::sampling::Sampler;
-use crate::service::{CancelToken, Generation, ModelService, ModelStatus, RequestContext};
+use crate::service::{
+    CancelToken, Generation, ModelService, ModelStatus, RequestContext, UsageMeter,
+};
 use crate::tokenizer::{self, TokenId, Tokenizer};
 use crate::{GenerateRequest, InferenceError, ModelDescriptor, ModelKind, Prompt};
 
@@ -429,6 +431,7 @@ impl ModelService for TextEngine {
         }
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let cancel = CancelToken::new();
+        let meter = Arc::new(UsageMeter::default());
         let admission = scheduler::Admission {
             tenant: context.tenant.clone(),
             prompt,
@@ -441,6 +444,7 @@ impl ModelService for TextEngine {
             stops: request.sampling.stop,
             events,
             cancel: cancel.clone(),
+            meter: Arc::clone(&meter),
         };
         self.commands
             .lock()
@@ -452,6 +456,6 @@ impl ModelService for TextEngine {
                     self.descriptor.name
                 ))
             })?;
-        Ok(Generation::new(receiver, cancel))
+        Ok(Generation::new(receiver, cancel, meter))
     }
 }

@@ -15,7 +15,7 @@ use super::backend::{Backend, BackendError, RowOutput, SequenceCache, Wanted};
 use super::text::TextStream;
 use crate::model::blocks_for;
 use crate::sampling::Sampler;
-use crate::service::{CancelToken, GenerationEvent};
+use crate::service::{CancelToken, GenerationEvent, UsageMeter};
 use crate::tokenizer::{TokenId, Tokenizer};
 use crate::{FinishReason, InferenceError, Usage};
 
@@ -45,6 +45,8 @@ pub(super) struct Admission {
     pub stops: Vec<String>,
     pub events: UnboundedSender<GenerationEvent>,
     pub cancel: CancelToken,
+    /// Where the tokens computed for the request are counted.
+    pub meter: Arc<UsageMeter>,
 }
 
 struct Sequence<C> {
@@ -59,9 +61,19 @@ struct Sequence<C> {
     text: TextStream,
     events: UnboundedSender<GenerationEvent>,
     cancel: CancelToken,
+    meter: Arc<UsageMeter>,
 }
 
 impl<C: SequenceCache> Sequence<C> {
+    /// Counts what has been computed: the prompt tokens fed so far and the
+    /// tokens generated.
+    fn meter(&self) {
+        self.meter.record(Usage {
+            prompt_tokens: self.fed.min(self.prompt_len) as u32,
+            generated_tokens: self.generated(),
+        });
+    }
+
     fn generated(&self) -> u32 {
         (self.tokens.len() - self.prompt_len) as u32
     }
@@ -177,6 +189,7 @@ pub(super) fn run<B: Backend>(
                 text: TextStream::new(a.stops),
                 events: a.events,
                 cancel: a.cancel,
+                meter: a.meter,
             });
         }
         // Cancelled or abandoned sequences leave now, freeing their cache.
@@ -245,6 +258,7 @@ pub(super) fn run<B: Backend>(
         };
         for seq in live.iter_mut() {
             seq.fed = seq.cache.filled();
+            seq.meter();
         }
 
         let choices = choose(&mut live, outputs, &sampled_seqs);
@@ -257,6 +271,7 @@ pub(super) fn run<B: Backend>(
                 continue;
             }
             seq.tokens.push(next);
+            seq.meter();
             bytes.clear();
             tokenizer.decode_token(next, &mut bytes);
             let piece = seq.text.push(&bytes);

@@ -27,11 +27,14 @@ pub(super) struct StoredRecord<'a> {
     pub(super) error: Option<&'a str>,
     /// As stored: a JSON array.
     pub(super) denials: &'a str,
+    /// As stored (a JSON array), when the invocation used a model; hashed
+    /// only then, so records from before usage was kept verify as they were.
+    pub(super) usage: Option<&'a str>,
 }
 
 /// The hash of a record that follows `prev`.
 pub(super) fn record_hash(prev: &str, record: &StoredRecord<'_>) -> String {
-    let fields = serde_json::json!([
+    let mut fields = serde_json::json!([
         record.invocation_id,
         record.tenant,
         record.agent,
@@ -42,6 +45,9 @@ pub(super) fn record_hash(prev: &str, record: &StoredRecord<'_>) -> String {
         record.error,
         record.denials,
     ]);
+    if let (Some(usage), Some(list)) = (record.usage, fields.as_array_mut()) {
+        list.push(usage.into());
+    }
     let mut hasher = Sha256::new();
     hasher.update(prev.as_bytes());
     hasher.update(b"\n");
@@ -84,7 +90,7 @@ impl ChainReport {
 pub fn verify(conn: &Connection, tenant: Option<&str>) -> rusqlite::Result<Vec<ChainReport>> {
     let mut stmt = conn.prepare(
         "SELECT id, invocation_id, tenant, agent, agent_digest, started_at_ms, duration_us,
-                outcome, error, denials, prev_hash, hash
+                outcome, error, denials, prev_hash, hash, usage
          FROM invocations WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, id",
     )?;
     let mut rows = stmt.query(params![tenant])?;
@@ -97,6 +103,7 @@ pub fn verify(conn: &Connection, tenant: Option<&str>) -> rusqlite::Result<Vec<C
         let (outcome, error, denials): (String, Option<String>, String) =
             (row.get(7)?, row.get(8)?, row.get(9)?);
         let (prev_hash, hash): (Option<String>, Option<String>) = (row.get(10)?, row.get(11)?);
+        let usage: Option<String> = row.get(12)?;
         if reports.last().is_none_or(|r| r.tenant != row_tenant) {
             reports.push(ChainReport {
                 tenant: row_tenant.clone(),
@@ -134,6 +141,7 @@ pub fn verify(conn: &Connection, tenant: Option<&str>) -> rusqlite::Result<Vec<C
             outcome: &outcome,
             error: error.as_deref(),
             denials: &denials,
+            usage: usage.as_deref(),
         };
         if record_hash(&prev_hash, &stored) != hash {
             report

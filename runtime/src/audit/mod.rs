@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
 
+use crate::invocation::ModelUsage;
+
 use journal::{Journal, journal_path, journals, open_journal, orphaned_journal};
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +59,9 @@ pub struct AuditRecord {
     pub error: Option<String>,
     /// Capabilities or models the invocation was denied, in order.
     pub denials: Vec<String>,
+    /// Tokens each model computed for it (the ground for usage and quotas).
+    #[serde(default)]
+    pub usage: Vec<ModelUsage>,
 }
 
 /// A recorded invocation's place in the log; awaiting [`Self::durable`]
@@ -267,7 +272,7 @@ impl AuditLog {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT invocation_id, tenant, agent, agent_digest, started_at_ms, duration_us,
-                        outcome, error, denials
+                        outcome, error, denials, usage
                  FROM invocations WHERE tenant = ?1
                  ORDER BY started_at_ms DESC, id DESC LIMIT ?2",
             )
@@ -285,6 +290,10 @@ impl AuditLog {
                     outcome: row.get(6)?,
                     error: row.get(7)?,
                     denials: serde_json::from_str(&denials).unwrap_or_default(),
+                    usage: row
+                        .get::<_, Option<String>>(9)?
+                        .and_then(|u| serde_json::from_str(&u).ok())
+                        .unwrap_or_default(),
                 })
             })
             .map_err(error)?;
@@ -310,6 +319,74 @@ pub fn verify(path: &Path, tenant: Option<&str>) -> Result<Vec<ChainReport>, Aud
         .map_err(error)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(error)?;
     chain::verify(&conn, tenant).map_err(error)
+}
+
+/// One tenant's tokens on one model on one day (UTC).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DailyUsage {
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub generated_tokens: u64,
+    /// Invocations that used the model that day.
+    pub invocations: u64,
+}
+
+/// The UTC calendar day of a Unix time in milliseconds, as `YYYY-MM-DD`.
+pub fn utc_day(unix_ms: u64) -> String {
+    // Days to civil date (H. Hinnant's algorithm), for days since 1970.
+    let days = (unix_ms / 86_400_000) as i64 + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+impl AuditLog {
+    /// `tenant`'s tokens per model and day since `since_ms`, from its
+    /// invocations' records (so usage is kept exactly as long as history).
+    pub fn usage(&self, tenant: &str, since_ms: u64) -> Result<Vec<DailyUsage>, AuditError> {
+        self.flush();
+        let error = |e: rusqlite::Error| AuditError {
+            path: self.shared.path.clone(),
+            message: e.to_string(),
+        };
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT started_at_ms, usage FROM invocations
+                 WHERE tenant = ?1 AND started_at_ms >= ?2 AND usage IS NOT NULL",
+            )
+            .map_err(error)?;
+        let mut rows = stmt.query(params![tenant, since_ms]).map_err(error)?;
+        let mut totals: std::collections::BTreeMap<(String, String), DailyUsage> =
+            std::collections::BTreeMap::new();
+        while let Some(row) = rows.next().map_err(error)? {
+            let at: u64 = row.get(0).map_err(error)?;
+            let usage: String = row.get(1).map_err(error)?;
+            let day = utc_day(at);
+            for used in serde_json::from_str::<Vec<ModelUsage>>(&usage).unwrap_or_default() {
+                let entry = totals
+                    .entry((day.clone(), used.model.clone()))
+                    .or_insert_with(|| DailyUsage {
+                        day: day.clone(),
+                        model: used.model.clone(),
+                        ..DailyUsage::default()
+                    });
+                entry.prompt_tokens += used.prompt_tokens;
+                entry.generated_tokens += used.generated_tokens;
+                entry.invocations += 1;
+            }
+        }
+        Ok(totals.into_values().collect())
+    }
 }
 
 impl Drop for AuditLog {
@@ -339,11 +416,13 @@ fn write_batch(
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO invocations (invocation_id, tenant, agent, agent_digest,
-                 started_at_ms, duration_us, outcome, error, denials, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 started_at_ms, duration_us, outcome, error, denials, prev_hash, hash, usage)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for record in records {
             let denials = serde_json::to_string(&record.denials).unwrap_or_else(|_| "[]".into());
+            let usage = (!record.usage.is_empty())
+                .then(|| serde_json::to_string(&record.usage).unwrap_or_else(|_| "[]".into()));
             let prev = moved
                 .get(&record.tenant)
                 .or_else(|| heads.get(&record.tenant))
@@ -361,6 +440,7 @@ fn write_batch(
                     outcome: &record.outcome,
                     error: record.error.as_deref(),
                     denials: &denials,
+                    usage: usage.as_deref(),
                 },
             );
             let inserted = insert.execute(params![
@@ -375,6 +455,7 @@ fn write_batch(
                 denials,
                 prev,
                 hash,
+                usage,
             ])?;
             if inserted == 1 {
                 moved.insert(record.tenant.clone(), hash);
@@ -401,7 +482,8 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
              error TEXT,
              denials TEXT NOT NULL,
              prev_hash TEXT,
-             hash TEXT
+             hash TEXT,
+             usage TEXT
          );
          CREATE INDEX IF NOT EXISTS invocations_by_tenant
              ON invocations (tenant, started_at_ms);
@@ -412,7 +494,7 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
         .prepare("SELECT name FROM pragma_table_info('invocations')")?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    for column in ["prev_hash", "hash"] {
+    for column in ["prev_hash", "hash", "usage"] {
         if !columns.iter().any(|c| c == column) {
             conn.execute_batch(&format!("ALTER TABLE invocations ADD COLUMN {column} TEXT"))?;
         }
@@ -442,6 +524,11 @@ mod tests {
             outcome: "ok".into(),
             error: None,
             denials: vec!["model: x".into()],
+            usage: vec![ModelUsage {
+                model: "m".into(),
+                prompt_tokens: 3,
+                generated_tokens: 4,
+            }],
         }
     }
 
@@ -605,6 +692,40 @@ mod tests {
         let truncated = verify(&db, Some("acme")).unwrap();
         assert!(truncated[0].intact());
         assert_ne!(truncated[0].head, head);
+    }
+
+    #[test]
+    fn days_are_utc_calendar_days() {
+        assert_eq!(utc_day(0), "1970-01-01");
+        assert_eq!(utc_day(86_400_000 - 1), "1970-01-01");
+        assert_eq!(utc_day(951_782_400_000), "2000-02-29");
+        assert_eq!(utc_day(1_796_595_944_668), "2026-12-06");
+    }
+
+    #[test]
+    fn usage_is_summed_per_model_and_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.db")).unwrap();
+        for (id, at) in [("a", 1_000), ("b", 2_000), ("c", 86_400_000 + 5)] {
+            log.record(AuditRecord {
+                started_at_ms: at,
+                ..record(id)
+            });
+        }
+        let days = log.usage("acme", 0).unwrap();
+        assert_eq!(days.len(), 2);
+        assert_eq!(days[0].day, "1970-01-01");
+        assert_eq!(
+            (
+                days[0].prompt_tokens,
+                days[0].generated_tokens,
+                days[0].invocations
+            ),
+            (6, 8, 2)
+        );
+        assert_eq!(days[1].day, "1970-01-02");
+        assert!(log.usage("acme", 86_400_000).unwrap().len() == 1);
+        assert!(log.usage("globex", 0).unwrap().is_empty());
     }
 
     /// Polls a future that never waits (the receipt resolves at once).

@@ -84,9 +84,13 @@ impl Sandbox {
             .validate()
             .map_err(|e| self.inference_error(e))?;
         let context = self.request_context();
-        service
+        let model = request.model.clone();
+        let generation = service
             .start_generation(&context, request)
-            .map_err(|e| self.inference_error(e))
+            .map_err(|e| self.inference_error(e))?;
+        // Counted from here whatever happens to the generation.
+        self.meters.push((model, generation.meter()));
+        Ok(generation)
     }
 }
 
@@ -132,7 +136,6 @@ impl Host for Sandbox {
                     text.push_str(&piece);
                 }
                 Some(gpu::GenerationEvent::Finished { reason, usage }) => {
-                    self.generated_tokens += u64::from(usage.generated_tokens);
                     return Ok(Ok(Completion {
                         text,
                         finish_reason: to_guest_reason(reason),
@@ -238,7 +241,6 @@ impl HostGeneration for Sandbox {
             Some(gpu::GenerationEvent::Finished { reason, usage }) => {
                 let finished = (to_guest_reason(reason), to_guest_usage(usage));
                 stream.finished = Some(finished);
-                self.generated_tokens += u64::from(usage.generated_tokens);
                 Ok(Ok(GenerationEvent::Finished(finished)))
             }
             Some(gpu::GenerationEvent::Failed(error)) => {

@@ -69,6 +69,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/tenants/{tenant}/installs/{plugin}"),
     ("post", "/v1/tenants/{tenant}/installs/{plugin}/invoke"),
     ("get", "/v1/tenants/{tenant}/invocations"),
+    ("get", "/v1/tenants/{tenant}/usage"),
 ];
 
 /// The node's router.
@@ -129,6 +130,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(tenant::invoke),
         )
         .route("/v1/tenants/{tenant}/invocations", get(tenant::history))
+        .route("/v1/tenants/{tenant}/usage", get(tenant::usage))
         .fallback(|| async { ApiError::not_found("no-route", "no such endpoint").into_response() })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn_with_state(

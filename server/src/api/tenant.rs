@@ -503,3 +503,45 @@ pub async fn history(
         .collect();
     Ok((StatusCode::OK, Json(json!({"invocations": records}))))
 }
+
+/// Longest period one usage query covers, in days.
+pub const MAX_USAGE_DAYS: u64 = 366;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    days: Option<u64>,
+}
+
+/// A tenant's tokens per model and day (UTC) over the last `days` (30 by
+/// default): for the tenant itself and for the operator.
+pub async fn usage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Reply {
+    require_tenant(&state, &headers, &tenant, OperatorToo::Yes)?;
+    let Query(query) = query?;
+    let days = query.days.unwrap_or(30).clamp(1, MAX_USAGE_DAYS);
+    let today_start = now_ms().max(0) as u64 / 86_400_000 * 86_400_000;
+    let since = today_start.saturating_sub((days - 1) * 86_400_000);
+    let reader = Arc::clone(&state);
+    let owner = tenant.clone();
+    let daily = tokio::task::spawn_blocking(move || reader.runtime.audit().usage(&owner, since))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let (prompt, generated) = daily.iter().fold((0, 0), |(p, g), d| {
+        (p + d.prompt_tokens, g + d.generated_tokens)
+    });
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "tenant": tenant,
+            "since": sovra_runtime::audit::utc_day(since),
+            "usage": daily,
+            "total": {"prompt_tokens": prompt, "generated_tokens": generated},
+        })),
+    ))
+}

@@ -128,3 +128,58 @@ async fn a_deadline_cancels_the_generation_in_flight() {
     };
     assert!(!output(&runtime, &chat, patient).await.is_empty());
 }
+
+/// Tokens are counted whatever way a generation ends: a stream the agent
+/// drops after its first piece still costs its prompt and what the engine
+/// generated, and the count reaches the report and the audit record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_counted_exactly_even_when_a_stream_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(runtime) = runtime_with_models(dir.path()) else {
+        return;
+    };
+    let probe = runtime
+        .load_file(sovra_test_artifacts::PROBE.as_ref(), None)
+        .unwrap();
+    let run = |input: &str| Invocation {
+        limits: Limits {
+            timeout: Duration::from_secs(120),
+            ..Limits::default()
+        },
+        ..invocation("acme", grants(true, true, &["smollm2"]), input)
+    };
+    let dropped = runtime.invoke(&probe, run("first-token:smollm2")).await;
+    assert!(dropped.result.is_ok(), "{:?}", dropped.result);
+    assert_eq!(dropped.usage.len(), 1, "{:?}", dropped.usage);
+    let used = &dropped.usage[0];
+    assert_eq!(used.model, "smollm2");
+    assert!(used.prompt_tokens > 0, "{used:?}");
+    assert!(
+        (1..32).contains(&used.generated_tokens),
+        "the engine stopped soon after the drop: {used:?}"
+    );
+    assert_eq!(dropped.generated_tokens, used.generated_tokens);
+
+    let finished = runtime.invoke(&probe, run("generate:smollm2")).await;
+    assert!(finished.result.is_ok(), "{:?}", finished.result);
+    let used_again = &finished.usage[0];
+    assert_eq!(
+        used_again.prompt_tokens, used.prompt_tokens,
+        "the same prompt"
+    );
+    assert!(
+        (1..=8).contains(&used_again.generated_tokens),
+        "{used_again:?}"
+    );
+
+    let records = runtime.audit().recent("acme", 10).unwrap();
+    assert_eq!(records[0].usage, finished.usage);
+    assert_eq!(records[1].usage, dropped.usage);
+    let days = runtime.audit().usage("acme", 0).unwrap();
+    assert_eq!(days.len(), 1);
+    assert_eq!(
+        days[0].generated_tokens,
+        used.generated_tokens + used_again.generated_tokens
+    );
+    assert_eq!(days[0].invocations, 2);
+}

@@ -56,6 +56,13 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
             }
             Ok(text)
         }
+        // Takes the first piece of a stream and drops the stream (cancels it).
+        "first-token" => {
+            let mut stream = inference::complete(argument, "Hello").max_tokens(32).stream()?;
+            let first = stream.next().transpose()?.unwrap_or_default();
+            drop(stream);
+            Ok(first)
+        }
         "embed" => Ok(inference::embed(argument, &["hello".to_owned()])?.len().to_string()),
         "tensor" => {
             let input = NamedTensor {
