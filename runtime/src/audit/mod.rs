@@ -263,22 +263,14 @@ impl AuditLog {
 
     /// The most recent records of `tenant`, newest first.
     pub fn recent(&self, tenant: &str, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
-        self.flush();
-        let error = |e: rusqlite::Error| AuditError {
-            path: self.shared.path.clone(),
-            message: e.to_string(),
-        };
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn
-            .prepare_cached(
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
                 "SELECT invocation_id, tenant, agent, agent_digest, started_at_ms, duration_us,
                         outcome, error, denials, usage
                  FROM invocations WHERE tenant = ?1
                  ORDER BY started_at_ms DESC, id DESC LIMIT ?2",
-            )
-            .map_err(error)?;
-        let rows = stmt
-            .query_map(params![tenant, limit as i64], |row| {
+            )?;
+            let rows = stmt.query_map(params![tenant, limit as i64], |row| {
                 let denials: String = row.get(8)?;
                 Ok(AuditRecord {
                     invocation_id: row.get(0)?,
@@ -295,9 +287,23 @@ impl AuditLog {
                         .and_then(|u| serde_json::from_str(&u).ok())
                         .unwrap_or_default(),
                 })
-            })
-            .map_err(error)?;
-        rows.collect::<Result<_, _>>().map_err(error)
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Runs a query on the reader connection, after committing what is
+    /// queued (a caller reads what it has recorded).
+    fn read<T>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, AuditError> {
+        self.flush();
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        query(&conn).map_err(|e| AuditError {
+            path: self.shared.path.clone(),
+            message: e.to_string(),
+        })
     }
 }
 
@@ -353,24 +359,19 @@ impl AuditLog {
     /// `tenant`'s tokens per model and day since `since_ms`, from its
     /// invocations' records (so usage is kept exactly as long as history).
     pub fn usage(&self, tenant: &str, since_ms: u64) -> Result<Vec<DailyUsage>, AuditError> {
-        self.flush();
-        let error = |e: rusqlite::Error| AuditError {
-            path: self.shared.path.clone(),
-            message: e.to_string(),
-        };
-        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
-        let mut stmt = conn
-            .prepare_cached(
+        let records = self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
                 "SELECT started_at_ms, usage FROM invocations
                  WHERE tenant = ?1 AND started_at_ms >= ?2 AND usage IS NOT NULL",
-            )
-            .map_err(error)?;
-        let mut rows = stmt.query(params![tenant, since_ms]).map_err(error)?;
+            )?;
+            let rows = stmt.query_map(params![tenant, since_ms], |row| {
+                Ok((row.get::<_, u64>(0)?, row.get::<_, String>(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
         let mut totals: std::collections::BTreeMap<(String, String), DailyUsage> =
             std::collections::BTreeMap::new();
-        while let Some(row) = rows.next().map_err(error)? {
-            let at: u64 = row.get(0).map_err(error)?;
-            let usage: String = row.get(1).map_err(error)?;
+        for (at, usage) in records {
             let day = utc_day(at);
             for used in serde_json::from_str::<Vec<ModelUsage>>(&usage).unwrap_or_default() {
                 let entry = totals
