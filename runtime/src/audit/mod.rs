@@ -16,6 +16,14 @@
 //! [`AuditLog::flush`] commits what is queued now (the CLI calls it before
 //! exiting, tests before reading).
 
+//!
+//! Each tenant's records form a hash chain (module `chain`), which
+//! [`verify`] checks; the tokens each invocation cost are part of its record
+//! and [`AuditLog::usage`] sums them per model and day.
+
+mod chain;
+mod journal;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,17 +32,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, params};
-
-use crate::invocation::ModelUsage;
-
-use journal::{Journal, journal_path, journals, open_journal, orphaned_journal};
 use serde::{Deserialize, Serialize};
-
-mod chain;
-mod journal;
 
 pub use chain::{ChainReport, GENESIS};
 use chain::{StoredRecord, load_heads, record_hash};
+use journal::{Journal, journal_path, journals, open_journal, orphaned_journal};
+
+use crate::invocation::ModelUsage;
 
 /// How often journaled records are committed to the database.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(50);
