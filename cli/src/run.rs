@@ -17,8 +17,8 @@ use sovra_runtime::{
     AgentManifest, Capability, Invocation, InvocationReport, Runtime, RuntimeConfig, TenantId,
 };
 
-use sovra_runtime::Digest;
 use sovra_runtime::policy::{self, Ceilings, Effective, Grant};
+use sovra_runtime::{Digest, read_component};
 use sovra_server::compile::{CompileError, CompileWorker};
 use sovra_server::config::CompileLimits;
 
@@ -106,14 +106,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     if let Some(models) = &args.models {
         config.models = Arc::new(load_registry_on(models, args.device).code(Code::Usage)?);
     }
+    let bytes = read_component(&args.component)
+        .with_context(|| format!("cannot load {}", args.component.display()))
+        .code(Code::Usage)?;
     let compiled_dir = config.compiled_dir.clone();
     let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
     let runtime = Runtime::new(config).code(Code::Host)?;
     if let Some(compiled_dir) = compiled_dir {
-        compile_in_a_worker(&args, &runtime, &compiled_dir, &tokio)?;
+        compile_in_a_worker(&args, &bytes, &runtime, &compiled_dir, &tokio)?;
     }
     let agent = runtime
-        .load_file(&args.component, manifest)
+        .load(&bytes, manifest)
         .with_context(|| format!("cannot load {}", args.component.display()))
         .code(Code::Usage)?;
     // The same policy a node applies to an install, under the local ceilings.
@@ -138,22 +141,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 /// in a clear error, not in this process running out of time or memory.
 fn compile_in_a_worker(
     args: &RunArgs,
+    bytes: &[u8],
     runtime: &Runtime,
     compiled_dir: &std::path::Path,
     tokio: &tokio::runtime::Runtime,
 ) -> Result<(), Failure> {
-    let size = std::fs::metadata(&args.component)
-        .with_context(|| format!("cannot read {}", args.component.display()))
-        .code(Code::Usage)?
-        .len();
-    if size > sovra_runtime::limits::MAX_COMPONENT_BYTES {
-        // Refused by the load below, with its own message.
-        return Ok(());
-    }
-    let bytes = std::fs::read(&args.component)
-        .with_context(|| format!("cannot read {}", args.component.display()))
-        .code(Code::Usage)?;
-    if runtime.is_compiled(&Digest::of(&bytes)) {
+    if runtime.is_compiled(&Digest::of(bytes)) {
         return Ok(());
     }
     std::fs::create_dir_all(compiled_dir)

@@ -85,20 +85,18 @@ impl ExecutionSlots {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether an invocation waits for a slot (a running guest should give
-    /// its slot up at its next tick).
-    pub(crate) fn contended(&self) -> bool {
-        !self.state().turns.is_empty()
-    }
-
-    /// Whether a tenant with nothing running waits for a slot (every running
-    /// guest should give its slot up now).
-    fn starving(&self) -> bool {
+    /// Who waits for a slot: anyone (a guest past its quantum should give
+    /// its slot up), and a tenant with nothing running (every running guest
+    /// should give its slot up now).
+    fn waiting(&self) -> Waiting {
         let state = self.state();
-        state
-            .turns
-            .iter()
-            .any(|tenant| !state.running.contains_key(tenant))
+        Waiting {
+            anyone: !state.turns.is_empty(),
+            starving: state
+                .turns
+                .iter()
+                .any(|tenant| !state.running.contains_key(tenant)),
+        }
     }
 
     /// A slot for one of `tenant`'s invocations, when its turn comes.
@@ -178,6 +176,12 @@ impl ExecutionSlots {
         }
         state.free += 1;
     }
+}
+
+/// Who waits for an execution slot.
+struct Waiting {
+    anyone: bool,
+    starving: bool,
 }
 
 /// A slot, or a place in the queue for one.
@@ -350,7 +354,8 @@ impl Turns {
             .held()
             .as_ref()
             .is_none_or(|(_, since)| since.elapsed() >= QUANTUM);
-        let must_yield = self.slots.starving() || (quantum_used && self.slots.contended());
+        let waiting = self.slots.waiting();
+        let must_yield = waiting.starving || (quantum_used && waiting.anyone);
         if !must_yield {
             return wasmtime::UpdateDeadline::Yield(1);
         }
@@ -394,7 +399,7 @@ mod tests {
             tokio::spawn(async move { slots.acquire(&tenant("victim")).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(slots.contended());
+        assert!(slots.waiting().anyone);
         // The attacker's running guest yields once: the victim is next,
         // though eight of the attacker's arrived before it.
         drop(running);
@@ -408,7 +413,7 @@ mod tests {
         for q in queued {
             drop(q.await.unwrap());
         }
-        assert!(!slots.contended());
+        assert!(!slots.waiting().anyone);
         assert_eq!(slots.state().free, 1);
         assert!(slots.state().running.is_empty());
     }

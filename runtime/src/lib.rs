@@ -59,5 +59,5 @@ pub use limits::Limits;
 pub use manifest::{AgentManifest, ManifestError, World};
 pub use names::{InvalidName, TenantId};
 pub use output::{OutputLimitExceeded, StreamName};
-pub use runtime::{Agent, Runtime, RuntimeConfig, StartError};
+pub use runtime::{Agent, Runtime, RuntimeConfig, StartError, read_component};
 pub use sandbox::{LogLevel, LogLine};

@@ -201,19 +201,7 @@ impl Runtime {
         path: &Path,
         manifest: Option<AgentManifest>,
     ) -> Result<Arc<Agent>, LoadError> {
-        let io_error = |source| LoadError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let size = std::fs::metadata(path).map_err(io_error)?.len();
-        if size > MAX_COMPONENT_BYTES {
-            return Err(LoadError::TooLarge {
-                size,
-                max: MAX_COMPONENT_BYTES,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(io_error)?;
-        self.load(&bytes, manifest)
+        self.load(&read_component(path)?, manifest)
     }
 
     /// Loads a component: validates it, checks its imports and manifest, and
@@ -570,6 +558,23 @@ fn storage_unavailable(error: StorageError) -> InvokeError {
     }
     tracing::error!(%error, "cannot open the tenant's storage");
     InvokeError::Unavailable("tenant storage is unavailable".into())
+}
+
+/// The bytes of the component file at `path`, refusing a file larger than
+/// any component may be before reading it.
+pub fn read_component(path: &Path) -> Result<Vec<u8>, LoadError> {
+    let io_error = |source| LoadError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let size = std::fs::metadata(path).map_err(io_error)?.len();
+    if size > MAX_COMPONENT_BYTES {
+        return Err(LoadError::TooLarge {
+            size,
+            max: MAX_COMPONENT_BYTES,
+        });
+    }
+    std::fs::read(path).map_err(io_error)
 }
 
 /// An agent that returns the `unavailable` error the host gave it (its

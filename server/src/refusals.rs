@@ -6,12 +6,14 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::http::{Method, StatusCode};
 use sovra_runtime::TenantId;
 use sovra_runtime::audit::{AuditLog, AuditRecord};
 use sovra_runtime::guest_text::escape_controls;
+
+use crate::db::now_ms;
 
 /// Refusals recorded per second, at most (and the burst).
 /// Stops: a flood of bad keys writing the audit log without bound.
@@ -47,14 +49,9 @@ impl Default for RefusalAudit {
             bucket: Mutex::new((MAX_AUDITED_REFUSALS_PER_SECOND, Instant::now())),
             recorded: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
-            started_ms: unix_ms(SystemTime::now()),
+            started_ms: now_ms() as u64,
         }
     }
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The tenant a path names (`/v1/tenants/{tenant}/...`), if a valid one.
@@ -88,7 +85,7 @@ impl RefusalAudit {
         request: (&Method, &str),
         status: StatusCode,
         code: Option<ErrorCode>,
-        started: (SystemTime, Instant),
+        started: (i64, Instant),
     ) {
         if !matches!(status.as_u16(), 401 | 403 | 429) || code.is_some_and(|c| c.invocation) {
             return;
@@ -113,7 +110,7 @@ impl RefusalAudit {
             tenant: tenant_of(path).map_or_else(|| NODE_CHAIN.to_owned(), |t| t.to_string()),
             agent: "http".into(),
             agent_digest: String::new(),
-            started_at_ms: unix_ms(started.0),
+            started_at_ms: started.0.max(0) as u64,
             duration_us: started.1.elapsed().as_micros() as u64,
             outcome: format!("refused-{}", status.as_u16()),
             error: Some(format!("{} {code}: {method} {shown}", status.as_u16())),

@@ -179,13 +179,13 @@ async fn audit_refusals(
     request: Request,
     next: Next,
 ) -> Response {
-    let started = (std::time::SystemTime::now(), std::time::Instant::now());
+    let started = (crate::db::now_ms(), std::time::Instant::now());
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     state.refusals.record(
         state.runtime.audit(),
-        (&method, &path),
+        (&method, uri.path()),
         response.status(),
         response
             .extensions()
