@@ -1,16 +1,19 @@
 //! Host bindings for the `sovra:agent` WIT package, generated once here.
 //!
 //! Every import is `async` (storage and inference run off the guest's thread)
-//! and `trappable`: a host function returns `wasmtime::Result<...>`, where
-//! `Err` is reserved for traps (host bugs, broken invariants, exhausted
-//! per-invocation budgets) and every failure the guest can handle is an
-//! `Ok(Err(error))` carrying the WIT `error` variant.
+//! and `trappable`. A function whose WIT result is `result<T, error>` returns
+//! `Result<T, HostError>`, and [`crate::host::error::convert`] decides once
+//! whether each error reaches the guest as its WIT `error` value or traps;
+//! any other function returns `wasmtime::Result<T>`, whose `Err` traps.
+
+use crate::host::HostError;
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "agent",
     imports: { default: async | trappable },
     exports: { default: async },
+    trappable_error_type: { "sovra:agent/types.error" => HostError },
     with: {
         "sovra:agent/inference.generation": crate::host::inference::GenerationStream,
     },

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use sovra_gpu::{self as gpu, InferenceError, ModelService, RequestContext};
+use sovra_gpu::{self as gpu, ModelService, RequestContext};
 use wasmtime::component::Resource;
 
 use crate::bindings::GuestError;
@@ -15,11 +15,10 @@ use crate::bindings::sovra::agent::inference::{
     Completion, FinishReason, GenerateRequest, GenerationEvent, Host, HostGeneration, Message,
     ModelInfo, ModelKind, NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
 };
+use crate::host::HostError;
 use crate::invocation::LiveEvent;
 use crate::limits::{MAX_EMBED_TEXTS, MAX_TENSOR_RANK};
 use crate::sandbox::Sandbox;
-
-type Reply<T> = wasmtime::Result<Result<T, GuestError>>;
 
 /// A streamed generation owned by a guest through a resource handle.
 #[derive(Debug)]
@@ -38,56 +37,21 @@ impl Sandbox {
     }
 
     /// The model `name`, if the tenant allowed it and the node has it.
-    pub(crate) fn allowed_model(
-        &mut self,
-        name: &str,
-    ) -> Result<Arc<dyn ModelService>, GuestError> {
+    pub(crate) fn allowed_model(&self, name: &str) -> Result<Arc<dyn ModelService>, HostError> {
         if !self.inference.grants.allows_model(name) {
-            self.denials.push(format!("model: {name}"));
-            return Err(GuestError::AccessDenied(format!(
-                "model `{name}` is not on this tenant's allowlist"
-            )));
+            return Err(HostError::ModelNotAllowed(name.to_owned()));
         }
-        let tenant = self.identity.tenant.as_str().to_owned();
-        let lookup = self.inference.registry.lookup(&tenant, name);
-        lookup.map_err(|e| self.inference_error(e))
+        let tenant = self.identity.tenant.as_str();
+        Ok(self.inference.registry.lookup(tenant, name)?)
     }
 
-    pub(crate) fn inference_error(&mut self, error: InferenceError) -> GuestError {
-        let message = error.to_string();
-        match error {
-            InferenceError::NotFound { .. } => GuestError::NotFound(message),
-            InferenceError::AccessDenied { model } => {
-                self.denials.push(format!("model: {model}"));
-                GuestError::AccessDenied(message)
-            }
-            InferenceError::Unsupported { .. } | InferenceError::InvalidInput(_) => {
-                GuestError::InvalidInput(message)
-            }
-            InferenceError::LimitExceeded(_) => GuestError::LimitExceeded(message),
-            InferenceError::Unavailable(_) => {
-                self.host_unavailable = true;
-                GuestError::Unavailable(message)
-            }
-            InferenceError::Internal(_) => {
-                tracing::error!(error = %message, "inference engine failure");
-                GuestError::Internal(message)
-            }
-        }
-    }
-
-    fn start(&mut self, request: GenerateRequest) -> Result<gpu::Generation, GuestError> {
+    fn start(&mut self, request: GenerateRequest) -> Result<gpu::Generation, HostError> {
         let service = self.allowed_model(&request.model)?;
         let request = to_engine_request(request);
-        request
-            .sampling
-            .validate()
-            .map_err(|e| self.inference_error(e))?;
+        request.sampling.validate()?;
         let context = self.request_context();
         let model = request.model.clone();
-        let generation = service
-            .start_generation(&context, request)
-            .map_err(|e| self.inference_error(e))?;
+        let generation = service.start_generation(&context, request)?;
         // Counted from here whatever happens to the generation.
         self.meters.push((model, generation.meter()));
         Ok(generation)
@@ -117,13 +81,10 @@ impl Host for Sandbox {
             .collect())
     }
 
-    async fn generate(&mut self, request: GenerateRequest) -> Reply<Completion> {
+    async fn generate(&mut self, request: GenerateRequest) -> Result<Completion, HostError> {
         self.charge_host_call()?;
         let model = request.model.clone();
-        let mut generation = match self.start(request) {
-            Ok(generation) => generation,
-            Err(error) => return Ok(Err(error)),
-        };
+        let mut generation = self.start(request)?;
         let mut text = String::new();
         let turns = Arc::clone(&self.turns);
         loop {
@@ -136,16 +97,14 @@ impl Host for Sandbox {
                     text.push_str(&piece);
                 }
                 Some(gpu::GenerationEvent::Finished { reason, usage }) => {
-                    return Ok(Ok(Completion {
+                    return Ok(Completion {
                         text,
                         finish_reason: to_guest_reason(reason),
                         usage: to_guest_usage(usage),
-                    }));
+                    });
                 }
-                Some(gpu::GenerationEvent::Failed(error)) => {
-                    return Ok(Err(self.inference_error(error)));
-                }
-                None => return Ok(Err(engine_gone())),
+                Some(gpu::GenerationEvent::Failed(error)) => return Err(error.into()),
+                None => return Err(engine_gone()),
             }
         }
     }
@@ -153,82 +112,78 @@ impl Host for Sandbox {
     async fn start_generation(
         &mut self,
         request: GenerateRequest,
-    ) -> Reply<Resource<GenerationStream>> {
+    ) -> Result<Resource<GenerationStream>, HostError> {
         self.charge_host_call()?;
         let model = request.model.clone();
-        let generation = match self.start(request) {
-            Ok(generation) => generation,
-            Err(error) => return Ok(Err(error)),
-        };
+        let generation = self.start(request)?;
         let stream = GenerationStream {
             model,
             generation,
             finished: None,
         };
-        match self.table.push(stream) {
-            Ok(handle) => Ok(Ok(handle)),
-            Err(_) => Ok(Err(GuestError::LimitExceeded(
-                "too many open resources in this invocation".into(),
-            ))),
-        }
+        self.table.push(stream).map_err(|_| {
+            GuestError::LimitExceeded("too many open resources in this invocation".into()).into()
+        })
     }
 
-    async fn embed(&mut self, model: String, texts: Vec<String>) -> Reply<Vec<Vec<f32>>> {
+    async fn embed(
+        &mut self,
+        model: String,
+        texts: Vec<String>,
+    ) -> Result<Vec<Vec<f32>>, HostError> {
         self.charge_host_call()?;
         if texts.len() > MAX_EMBED_TEXTS {
-            return Ok(Err(GuestError::LimitExceeded(format!(
+            return Err(GuestError::LimitExceeded(format!(
                 "{} texts in one call; the limit is {MAX_EMBED_TEXTS}",
                 texts.len()
-            ))));
+            ))
+            .into());
         }
-        let service = match self.allowed_model(&model) {
-            Ok(service) => service,
-            Err(error) => return Ok(Err(error)),
-        };
+        let service = self.allowed_model(&model)?;
         let context = self.request_context();
-        let result = self
+        Ok(self
             .blocking(move || service.embed(&context, texts))
-            .await?;
-        Ok(result.map_err(|e| self.inference_error(e)))
+            .await??)
     }
 
     async fn run_tensor(
         &mut self,
         model: String,
         inputs: Vec<NamedTensor>,
-    ) -> Reply<Vec<NamedTensor>> {
+    ) -> Result<Vec<NamedTensor>, HostError> {
         self.charge_host_call()?;
-        let service = match self.allowed_model(&model) {
-            Ok(service) => service,
-            Err(error) => return Ok(Err(error)),
-        };
-        let inputs = match inputs
+        let service = self.allowed_model(&model)?;
+        let inputs = inputs
             .into_iter()
             .map(to_engine_tensor)
             .collect::<Result<Vec<_>, _>>()
-        {
-            Ok(inputs) => inputs,
-            Err(error) => return Ok(Err(GuestError::InvalidInput(error))),
-        };
+            .map_err(GuestError::InvalidInput)?;
         let context = self.request_context();
-        let result = self
+        let outputs = self
             .blocking(move || service.run_tensor(&context, inputs))
-            .await?;
-        Ok(result
-            .map(|outputs| outputs.into_iter().map(to_guest_tensor).collect())
-            .map_err(|e| self.inference_error(e)))
+            .await??;
+        Ok(outputs.into_iter().map(to_guest_tensor).collect())
     }
 }
 
 impl HostGeneration for Sandbox {
-    async fn next(&mut self, handle: Resource<GenerationStream>) -> Reply<GenerationEvent> {
+    async fn next(
+        &mut self,
+        handle: Resource<GenerationStream>,
+    ) -> Result<GenerationEvent, HostError> {
         self.charge_host_call()?;
         let turns = Arc::clone(&self.turns);
         let stream = self.table.get_mut(&handle)?;
         if let Some(finished) = stream.finished {
-            return Ok(Ok(GenerationEvent::Finished(finished)));
+            return Ok(GenerationEvent::Finished(finished));
         }
         let event = turns.away(stream.generation.next()).await;
+        let failed = |stream: &mut GenerationStream| {
+            stream.finished = Some((
+                FinishReason::Cancelled,
+                to_guest_usage(gpu::Usage::default()),
+            ));
+        };
         match event {
             Some(gpu::GenerationEvent::Text(text)) => {
                 let model = stream.model.clone();
@@ -236,26 +191,20 @@ impl HostGeneration for Sandbox {
                     model,
                     text: text.clone(),
                 });
-                Ok(Ok(GenerationEvent::Text(text)))
+                Ok(GenerationEvent::Text(text))
             }
             Some(gpu::GenerationEvent::Finished { reason, usage }) => {
                 let finished = (to_guest_reason(reason), to_guest_usage(usage));
                 stream.finished = Some(finished);
-                Ok(Ok(GenerationEvent::Finished(finished)))
+                Ok(GenerationEvent::Finished(finished))
             }
             Some(gpu::GenerationEvent::Failed(error)) => {
-                stream.finished = Some((
-                    FinishReason::Cancelled,
-                    to_guest_usage(gpu::Usage::default()),
-                ));
-                Ok(Err(self.inference_error(error)))
+                failed(stream);
+                Err(error.into())
             }
             None => {
-                stream.finished = Some((
-                    FinishReason::Cancelled,
-                    to_guest_usage(gpu::Usage::default()),
-                ));
-                Ok(Err(engine_gone()))
+                failed(stream);
+                Err(engine_gone())
             }
         }
     }
@@ -280,8 +229,8 @@ impl HostGeneration for Sandbox {
     }
 }
 
-fn engine_gone() -> GuestError {
-    GuestError::Unavailable("the inference engine stopped this generation".into())
+fn engine_gone() -> HostError {
+    GuestError::Unavailable("the inference engine stopped this generation".into()).into()
 }
 
 fn to_engine_request(request: GenerateRequest) -> gpu::GenerateRequest {

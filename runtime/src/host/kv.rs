@@ -1,46 +1,34 @@
 //! `sovra:agent/kv`: the tenant's key/value store.
 
-use crate::bindings::GuestError;
 use crate::bindings::sovra::agent::kv::{Host, KeyPage};
+use crate::host::HostError;
 use crate::sandbox::Sandbox;
 
-type Reply<T> = wasmtime::Result<Result<T, GuestError>>;
-
 impl Host for Sandbox {
-    async fn get(&mut self, key: String) -> Reply<Option<Vec<u8>>> {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.kv.clone() else {
-            return Ok(Err(self.not_granted("kv")));
-        };
-        let result = self.blocking(move || db.kv_get(&key)).await?;
-        Ok(result.map_err(|e| self.storage_error(e)))
+        let db = self.kv()?;
+        Ok(self.blocking(move || db.kv_get(&key)).await??)
     }
 
-    async fn set(&mut self, key: String, value: Vec<u8>) -> Reply<()> {
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.kv.clone() else {
-            return Ok(Err(self.not_granted("kv")));
-        };
-        let result = self.blocking(move || db.kv_set(&key, &value)).await?;
-        Ok(result.map_err(|e| self.storage_error(e)))
+        let db = self.kv()?;
+        Ok(self.blocking(move || db.kv_set(&key, &value)).await??)
     }
 
-    async fn delete(&mut self, key: String) -> Reply<bool> {
+    async fn delete(&mut self, key: String) -> Result<bool, HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.kv.clone() else {
-            return Ok(Err(self.not_granted("kv")));
-        };
-        let result = self.blocking(move || db.kv_delete(&key)).await?;
-        Ok(result.map_err(|e| self.storage_error(e)))
+        let db = self.kv()?;
+        Ok(self.blocking(move || db.kv_delete(&key)).await??)
     }
 
-    async fn increment(&mut self, key: String, delta: i64) -> Reply<i64> {
+    async fn increment(&mut self, key: String, delta: i64) -> Result<i64, HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.kv.clone() else {
-            return Ok(Err(self.not_granted("kv")));
-        };
-        let result = self.blocking(move || db.kv_increment(&key, delta)).await?;
-        Ok(result.map_err(|e| self.storage_error(e)))
+        let db = self.kv()?;
+        Ok(self
+            .blocking(move || db.kv_increment(&key, delta))
+            .await??)
     }
 
     async fn list_keys(
@@ -48,19 +36,15 @@ impl Host for Sandbox {
         prefix: String,
         cursor: Option<String>,
         limit: u32,
-    ) -> Reply<KeyPage> {
+    ) -> Result<KeyPage, HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.kv.clone() else {
-            return Ok(Err(self.not_granted("kv")));
-        };
-        let result = self
+        let db = self.kv()?;
+        let page = self
             .blocking(move || db.kv_list(&prefix, cursor.as_deref(), limit))
-            .await?;
-        Ok(result
-            .map(|page| KeyPage {
-                keys: page.keys,
-                cursor: page.cursor,
-            })
-            .map_err(|e| self.storage_error(e)))
+            .await??;
+        Ok(KeyPage {
+            keys: page.keys,
+            cursor: page.cursor,
+        })
     }
 }

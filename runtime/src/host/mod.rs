@@ -1,8 +1,8 @@
 //! Host implementations of the `sovra:agent` interfaces, one module per
-//! capability. Each checks its grant first, then acts; failures the guest can
-//! handle come back as WIT `error` values, and only host bugs or exhausted
-//! per-invocation budgets trap.
+//! capability. Each checks its grant first, then acts; how a failure reaches
+//! the guest (a WIT `error` value, or a trap) is decided in [`error`].
 
+pub(crate) mod error;
 pub(crate) mod inference;
 mod kv;
 mod log;
@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use wasmtime::component::{HasSelf, Linker};
 
+pub use error::HostError;
+
 use crate::bindings::{self, GuestError};
 use crate::sandbox::Sandbox;
-use crate::storage::StorageError;
+use crate::storage::TenantDb;
 
 /// Links every sovra interface and the WASI slice into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
@@ -25,41 +27,25 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
     bindings::Agent::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |sandbox| sandbox)
 }
 
-impl bindings::sovra::agent::types::Host for Sandbox {}
+impl bindings::sovra::agent::types::Host for Sandbox {
+    fn convert_error(&mut self, error: HostError) -> wasmtime::Result<GuestError> {
+        error::convert(self, error)
+    }
+}
 
+/// The granted capabilities' handles: a capability the tenant did not grant
+/// is [`HostError::NotGranted`].
 impl Sandbox {
-    /// Converts a storage failure into the guest's error, remembering denials
-    /// for the audit record.
-    pub(crate) fn storage_error(&mut self, error: StorageError) -> GuestError {
-        match error {
-            StorageError::QuotaExceeded { .. } => GuestError::QuotaExceeded(error.to_string()),
-            StorageError::InvalidInput(message) => GuestError::InvalidInput(message),
-            StorageError::LimitExceeded(message) => GuestError::LimitExceeded(message),
-            StorageError::Denied(message) => {
-                self.denials.push(format!("sql: {message}"));
-                GuestError::AccessDenied(message)
-            }
-            StorageError::Io { .. } | StorageError::Open { .. } => {
-                tracing::error!(error = %error, "tenant storage unavailable");
-                self.host_unavailable = true;
-                GuestError::Unavailable("tenant storage is unavailable; retry later".into())
-            }
-            StorageError::Busy(message) => {
-                tracing::warn!(error = %message, "tenant storage stayed busy past its timeout");
-                self.host_unavailable = true;
-                GuestError::Unavailable("tenant storage is busy; retry later".into())
-            }
-            StorageError::Internal(message) => {
-                tracing::error!(error = %message, "tenant storage failure");
-                GuestError::Internal("storage failure".into())
-            }
-        }
+    pub(crate) fn kv(&self) -> Result<Arc<TenantDb>, HostError> {
+        self.kv.clone().ok_or(HostError::NotGranted("kv"))
     }
 
-    /// The error for a capability the tenant did not grant.
-    pub(crate) fn not_granted(&mut self, capability: &str) -> GuestError {
-        self.denials.push(format!("capability: {capability}"));
-        GuestError::AccessDenied(format!("the tenant has not granted `{capability}`"))
+    pub(crate) fn sql(&self) -> Result<Arc<TenantDb>, HostError> {
+        self.sql.clone().ok_or(HostError::NotGranted("sql"))
+    }
+
+    pub(crate) fn vector(&self) -> Result<Arc<TenantDb>, HostError> {
+        self.vector.clone().ok_or(HostError::NotGranted("vector"))
     }
 }
 

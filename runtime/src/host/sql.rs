@@ -1,11 +1,9 @@
 //! `sovra:agent/sql`: SQL on the tenant's own database.
 
-use crate::bindings::GuestError;
 use crate::bindings::sovra::agent::sql::{Host, RowSet, Value};
+use crate::host::HostError;
 use crate::sandbox::Sandbox;
 use crate::storage::SqlValue;
-
-type Reply<T> = wasmtime::Result<Result<T, GuestError>>;
 
 fn to_storage(value: Value) -> SqlValue {
     match value {
@@ -28,36 +26,29 @@ fn to_guest(value: SqlValue) -> Value {
 }
 
 impl Host for Sandbox {
-    async fn execute(&mut self, statement: String, params: Vec<Value>) -> Reply<u64> {
+    async fn execute(&mut self, statement: String, params: Vec<Value>) -> Result<u64, HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.sql.clone() else {
-            return Ok(Err(self.not_granted("sql")));
-        };
+        let db = self.sql()?;
         let params: Vec<SqlValue> = params.into_iter().map(to_storage).collect();
-        let result = self
+        Ok(self
             .blocking(move || db.sql_execute(&statement, &params))
-            .await?;
-        Ok(result.map_err(|e| self.storage_error(e)))
+            .await??)
     }
 
-    async fn query(&mut self, statement: String, params: Vec<Value>) -> Reply<RowSet> {
+    async fn query(&mut self, statement: String, params: Vec<Value>) -> Result<RowSet, HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.sql.clone() else {
-            return Ok(Err(self.not_granted("sql")));
-        };
+        let db = self.sql()?;
         let params: Vec<SqlValue> = params.into_iter().map(to_storage).collect();
-        let result = self
+        let set = self
             .blocking(move || db.sql_query(&statement, &params))
-            .await?;
-        Ok(result
-            .map(|set| RowSet {
-                columns: set.columns,
-                rows: set
-                    .rows
-                    .into_iter()
-                    .map(|row| row.into_iter().map(to_guest).collect())
-                    .collect(),
-            })
-            .map_err(|e| self.storage_error(e)))
+            .await??;
+        Ok(RowSet {
+            columns: set.columns,
+            rows: set
+                .rows
+                .into_iter()
+                .map(|row| row.into_iter().map(to_guest).collect())
+                .collect(),
+        })
     }
 }

@@ -2,77 +2,63 @@
 //! the host with a model on the tenant's allowlist; the vectors stay in the
 //! tenant's own database.
 
+use crate::bindings::Pair;
 use crate::bindings::sovra::agent::vector::{Hit, Host};
-use crate::bindings::{GuestError, Pair};
+use crate::host::HostError;
 use crate::sandbox::Sandbox;
-
-type Reply<T> = wasmtime::Result<Result<T, GuestError>>;
-
-fn pairs(metadata: Vec<Pair>) -> Vec<(String, String)> {
-    metadata.into_iter().map(|p| (p.key, p.value)).collect()
-}
 
 impl Sandbox {
     /// Embeds one text with `model`, if the tenant allowed it.
-    async fn embed_one(
-        &mut self,
-        model: &str,
-        text: String,
-    ) -> wasmtime::Result<Result<Vec<f32>, GuestError>> {
-        let service = match self.allowed_model(model) {
-            Ok(service) => service,
-            Err(error) => return Ok(Err(error)),
-        };
+    async fn embed_one(&mut self, model: &str, text: String) -> Result<Vec<f32>, HostError> {
+        let service = self.allowed_model(model)?;
         let context = self.request_context();
-        let result = self
+        let mut vectors = self
             .blocking(move || service.embed(&context, vec![text]))
-            .await?;
-        Ok(result
-            .map(|mut vectors| vectors.pop().unwrap_or_default())
-            .map_err(|e| self.inference_error(e)))
+            .await??;
+        Ok(vectors.pop().unwrap_or_default())
     }
 
-    async fn query(&mut self, collection: String, vector: Vec<f32>, k: u32) -> Reply<Vec<Hit>> {
-        let Some(db) = self.vector.clone() else {
-            return Ok(Err(self.not_granted("vector")));
-        };
-        let result = self
+    /// The `k` entries of `collection` nearest to `vector`.
+    async fn nearest_entries(
+        &mut self,
+        collection: String,
+        vector: Vec<f32>,
+        k: u32,
+    ) -> Result<Vec<Hit>, HostError> {
+        let db = self.vector()?;
+        let hits = self
             .blocking(move || db.vector_query(&collection, &vector, k))
-            .await?;
-        Ok(result
-            .map(|hits| {
-                hits.into_iter()
-                    .map(|h| Hit {
-                        id: h.id,
-                        score: h.score,
-                        text: h.text,
-                        metadata: h
-                            .metadata
-                            .into_iter()
-                            .map(|(key, value)| Pair { key, value })
-                            .collect(),
-                    })
-                    .collect()
+            .await??;
+        Ok(hits
+            .into_iter()
+            .map(|h| Hit {
+                id: h.id,
+                score: h.score,
+                text: h.text,
+                metadata: h
+                    .metadata
+                    .into_iter()
+                    .map(|(key, value)| Pair { key, value })
+                    .collect(),
             })
-            .map_err(|e| self.storage_error(e)))
+            .collect())
     }
 
-    async fn upsert(
+    /// Stores (or replaces) entry `id` of `collection`.
+    async fn store_entry(
         &mut self,
         collection: String,
         id: String,
         vector: Vec<f32>,
         text: String,
         metadata: Vec<Pair>,
-    ) -> Reply<()> {
-        let Some(db) = self.vector.clone() else {
-            return Ok(Err(self.not_granted("vector")));
-        };
-        let metadata = pairs(metadata);
-        let result = self
+    ) -> Result<(), HostError> {
+        let db = self.vector()?;
+        let metadata: Vec<(String, String)> =
+            metadata.into_iter().map(|p| (p.key, p.value)).collect();
+        Ok(self
             .blocking(move || db.vector_upsert(&collection, &id, &vector, &text, &metadata))
-            .await?;
-        Ok(result.map_err(|e| self.storage_error(e)))
+            .await??)
     }
 }
 
@@ -84,16 +70,13 @@ impl Host for Sandbox {
         text: String,
         metadata: Vec<Pair>,
         model: String,
-    ) -> Reply<()> {
+    ) -> Result<(), HostError> {
         self.charge_host_call()?;
-        if self.vector.is_none() {
-            return Ok(Err(self.not_granted("vector")));
-        }
-        let vector = match self.embed_one(&model, text.clone()).await? {
-            Ok(vector) => vector,
-            Err(error) => return Ok(Err(error)),
-        };
-        self.upsert(collection, id, vector, text, metadata).await
+        // Refused before any embedding work when not granted.
+        self.vector()?;
+        let vector = self.embed_one(&model, text.clone()).await?;
+        self.store_entry(collection, id, vector, text, metadata)
+            .await
     }
 
     async fn upsert_vector(
@@ -103,9 +86,10 @@ impl Host for Sandbox {
         vector: Vec<f32>,
         text: String,
         metadata: Vec<Pair>,
-    ) -> Reply<()> {
+    ) -> Result<(), HostError> {
         self.charge_host_call()?;
-        self.upsert(collection, id, vector, text, metadata).await
+        self.store_entry(collection, id, vector, text, metadata)
+            .await
     }
 
     async fn query_text(
@@ -114,16 +98,11 @@ impl Host for Sandbox {
         text: String,
         model: String,
         k: u32,
-    ) -> Reply<Vec<Hit>> {
+    ) -> Result<Vec<Hit>, HostError> {
         self.charge_host_call()?;
-        if self.vector.is_none() {
-            return Ok(Err(self.not_granted("vector")));
-        }
-        let vector = match self.embed_one(&model, text).await? {
-            Ok(vector) => vector,
-            Err(error) => return Ok(Err(error)),
-        };
-        self.query(collection, vector, k).await
+        self.vector()?;
+        let vector = self.embed_one(&model, text).await?;
+        self.nearest_entries(collection, vector, k).await
     }
 
     async fn query_vector(
@@ -131,19 +110,16 @@ impl Host for Sandbox {
         collection: String,
         vector: Vec<f32>,
         k: u32,
-    ) -> Reply<Vec<Hit>> {
+    ) -> Result<Vec<Hit>, HostError> {
         self.charge_host_call()?;
-        self.query(collection, vector, k).await
+        self.nearest_entries(collection, vector, k).await
     }
 
-    async fn delete(&mut self, collection: String, id: String) -> Reply<bool> {
+    async fn delete(&mut self, collection: String, id: String) -> Result<bool, HostError> {
         self.charge_host_call()?;
-        let Some(db) = self.vector.clone() else {
-            return Ok(Err(self.not_granted("vector")));
-        };
-        let result = self
+        let db = self.vector()?;
+        Ok(self
             .blocking(move || db.vector_delete(&collection, &id))
-            .await?;
-        Ok(result.map_err(|e| self.storage_error(e)))
+            .await??)
     }
 }
