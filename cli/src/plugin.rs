@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 use sovra_runtime::ComponentInfo;
-use sovra_runtime::signature::{PluginSignature, PublisherId, PublisherKey};
+use sovra_server::signature::{PluginSignature, PublisherId, PublisherKey};
 
 use crate::exit::{Code, Failure, WithCode};
 

@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use sovra_runtime::signature::PublisherKey;
+use sovra_server::signature::PublisherKey;
 use sovra_test_artifacts::{COUNTER, HELLO, NET_CONNECT, SPIN};
 use support::{
     Node, OP, OPERATOR_TOKEN, install, invoke, publish, publisher, signature, sovra, tenant,

@@ -1,9 +1,12 @@
-//! `sovra-gpu`: the inference side of the sovra host.
+//! `sovra-gpu`: the sovra host's inference engine, on the CPU and on CUDA
+//! GPUs (the crate keeps the name of its `host-gpu/` folder; most of its code
+//! runs on the CPU, and the same scheduler drives either device).
 //!
 //! The runtime never touches model files or devices directly. It asks a
 //! [`ModelRegistry`] for a model by name on behalf of a tenant, and talks to
 //! the [`ModelService`] it finds there: start a streamed generation, embed
-//! texts, run a tensor model. Engines (CPU, CUDA) implement [`ModelService`];
+//! texts, run a tensor model. The text and embedding engines implement
+//! [`ModelService`], a text engine on a CPU or CUDA [`engine::Backend`];
 //! a node with no models has an empty registry and every call gets a typed
 //! [`InferenceError`].
 //!
@@ -21,8 +24,9 @@
 //! blocks; [`tokenizer`] and [`chat_template`] turn requests into tokens;
 //! [`model`] holds the llama-family and BERT forward passes, built on the
 //! [`cpu`] kernels; [`sampling`] picks tokens; [`engine`] schedules every
-//! live sequence of a model together and serves embeddings; [`config`] loads
-//! the operator's `models.toml` into a [`ModelRegistry`].
+//! live sequence of a model together on a backend (the CPU's, or [`cuda`]'s)
+//! and serves embeddings; [`config`] loads the operator's `models.toml` into
+//! a [`ModelRegistry`].
 
 pub mod chat_template;
 pub mod config;

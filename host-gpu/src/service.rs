@@ -12,8 +12,9 @@ use crate::{FinishReason, GenerateRequest, InferenceError, ModelDescriptor, Name
 /// Who is asking, decided by the host (never by the guest).
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    /// The tenant on whose behalf the call runs; engines share cached state
-    /// (prefix or KV cache reuse) only within one tenant.
+    /// The tenant on whose behalf the call runs: engines hold each tenant
+    /// to its share of a model's KV cache and batch slots, and meter usage
+    /// per tenant.
     pub tenant: String,
     /// When the requester stops waiting; work past it is wasted.
     pub deadline: Option<Instant>,

@@ -1,16 +1,16 @@
 //! Fair share of wasm execution between tenants.
 //!
 //! Guest code runs only while its invocation holds an execution slot, and
-//! there are as many slots as cores. A guest gives its slot up at every epoch
-//! tick when anyone waits for one, and while it waits in a host call (storage,
-//! inference), and queues for it again. Slots go to waiting tenants in turn,
-//! the tenant running the fewest invocations first; a tenant with nothing
-//! running that has to wait takes the next turn and makes the running
-//! guests yield at once (the engine's epoch is advanced), instead of at
-//! their next tick. So a tenant
-//! running eight guests that spin until their deadline gets its turn like
-//! any other, and another tenant's call waits for a slot a moment, not for
-//! eight time slices.
+//! there are as many slots as cores. A guest gives its slot up at an epoch
+//! tick once it has run for `QUANTUM` (10 ms) while anyone waits for one,
+//! and while it waits in a host call (storage, inference), and queues for it
+//! again. Slots go to waiting tenants in turn, the tenant running the fewest
+//! invocations first; a tenant with nothing running that has to wait takes
+//! the next turn and makes the running guests yield at once (the engine's
+//! epoch is advanced), instead of after their quantum. So a tenant running
+//! eight guests that spin until their deadline gets its turn like any
+//! other, and another tenant's call waits for a slot a moment, not for eight
+//! time slices.
 //!
 //! Where a guest runs: first on its caller's thread, for [`INLINE_BUDGET`]
 //! (most calls end within it, with no hand-over between threads); a guest

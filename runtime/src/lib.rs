@@ -43,7 +43,6 @@ mod output;
 pub mod policy;
 mod runtime;
 mod sandbox;
-pub mod signature;
 pub mod storage;
 pub mod units;
 

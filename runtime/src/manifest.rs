@@ -72,7 +72,8 @@ pub struct RequestedCapabilities {
     pub models: BTreeSet<String>,
 }
 
-/// Limits an agent asks for; the host uses them only within the tenant's grants.
+/// Limits an agent asks for: used when the tenant's grant sets none, and never
+/// above the node's ceilings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestedLimits {
     pub timeout: Option<Duration>,

@@ -8,7 +8,7 @@
 //!
 //! Guide to the modules: [`config`] reads the node's file; [`state`] holds
 //! what the node serves from; [`api`] maps HTTP onto it; [`submission`] and
-//! [`compile`] take plugins in; [`db`], [`ledger`] and [`artifacts`] keep
+//! [`compile`] take plugins in, [`signature`] says who published them; [`db`], [`ledger`] and [`artifacts`] keep
 //! them; [`keys`], [`limiter`] and [`metrics`] guard and count the calls;
 //! [`transport`] takes connections off the network and keeps any one client
 //! from holding what the others need.
@@ -23,6 +23,7 @@ pub mod ledger;
 pub mod limiter;
 pub mod metrics;
 pub mod refusals;
+pub mod signature;
 pub mod state;
 pub mod submission;
 pub mod transport;

@@ -14,11 +14,11 @@
 use std::sync::Arc;
 
 use sovra_runtime::component::check_manifest_matches;
-use sovra_runtime::signature::{PluginSignature, PublisherId, SignatureError};
 use sovra_runtime::{ComponentInfo, LoadError};
 
 use crate::api::ApiError;
 use crate::db::{AddPlugin, PluginRow, PluginState, Requests, now_ms};
+use crate::signature::{PluginSignature, PublisherId, SignatureError};
 use crate::state::AppState;
 
 /// Runs every check on a submission and stores it as pending.

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sovra_runtime::signature::PublisherKey;
+use sovra_server::signature::PublisherKey;
 
 pub const OPERATOR_TOKEN: &str = "operator-token-for-tests-0123456789";
 

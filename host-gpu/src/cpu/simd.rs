@@ -1,5 +1,5 @@
-//! AVX2 versions of the 4- and 8-bit block dot products, chosen at run time
-//! when the processor has AVX2 and FMA; the portable versions in `q8` are the
+//! AVX2 (with FMA and F16C) and AVX-512 VNNI versions of the 4- and 8-bit
+//! block dot products, chosen at run time; the portable versions in `q8` are the
 //! fallback and the reference these are tested against.
 
 #[cfg(target_arch = "x86_64")]

@@ -4,8 +4,8 @@
 //! capture.
 //!
 //! [`CudaGpu`] is the real one (cudarc: the driver, NVRTC and cuBLAS). The
-//! tests implement it with the kernels compiled for the CPU
-//! (`kernels/emulation/`), so the backend's own code (every launch's
+//! tests of `sovra-gpu-check` implement it with the kernels compiled for the
+//! CPU (`gpu-check/tests/emulated/`, `gpu-check/kernels/emulation/`), so the backend's own code (every launch's
 //! arguments, the workspace, passes, padding, graphs) runs in CI against the
 //! CPU model; only this file's calls into CUDA need a real device.
 

@@ -1,9 +1,10 @@
 //! The CUDA C kernels (`host-gpu/kernels/llama.cu`) and their compilation
-//! with NVRTC for one architecture, once per architecture per process
-//! ([`compiled`]; every model loaded onto a GPU shares it). NVRTC runs
-//! without a GPU, so CI compiles every kernel for `sm_90` (the `nvrtc`
-//! test) and fails on any error or warning; CI also runs them on the CPU
-//! (`kernels/emulation/`, the `kernel_emulation` test).
+//! with NVRTC for one architecture, once per architecture and half per
+//! process ([`compiled`]; every model loaded onto a GPU shares it). NVRTC
+//! runs without a GPU, so CI compiles every kernel for `sm_90`
+//! (`gpu-check/tests/cuda.rs`) and fails on any error or warning; CI also
+//! runs them on the CPU (`gpu-check/kernels/emulation/`,
+//! `gpu-check/tests/kernel_emulation.rs`).
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};

@@ -17,7 +17,6 @@ mod backend;
 mod cache;
 mod gpu;
 mod graphs;
-mod kernel_check;
 pub mod kernels;
 mod weights;
 
@@ -28,9 +27,6 @@ pub use backend::{CudaBackend, CudaLoadError, GpuBackend};
 pub use cache::CudaCache;
 pub use gpu::{Buffer, CudaGpu, Element, Gpu, GpuError, Karg};
 pub use graphs::{DECODE_BATCHES, GRAPHS_VARIABLE};
-pub use kernel_check::{
-    Arg, KernelCheck, KernelRunner, check_kernels, check_kernels_on, check_kernels_with,
-};
 pub use kernels::Half;
 
 /// Where a model runs, as operators write it: `auto`, `cpu`, `cuda`,

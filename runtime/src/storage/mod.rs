@@ -1,7 +1,7 @@
 //! Tenant storage: one SQLite database per tenant on the node's disk.
 //!
-//! Each tenant's database holds that tenant's key/value data (in a host-owned
-//! table guests cannot touch through SQL) and the tables its agents create
+//! Each tenant's database holds that tenant's key/value data and vector memory
+//! (in host-owned tables guests cannot touch through SQL) and the tables its agents create
 //! through the `sql` capability. A tenant's identity comes from the
 //! invocation context, and its database path is derived only from a validated
 //! [`TenantId`]; nothing a guest says can point at another tenant's file.

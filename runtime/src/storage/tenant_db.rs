@@ -1,5 +1,5 @@
 //! One tenant's SQLite database, opened twice: a host connection for the
-//! key/value table, and a guest connection for agent SQL that runs under the
+//! host-owned key/value and vector tables, and a guest connection for agent SQL that runs under the
 //! authorizer and SQLite's own limits.
 
 use std::path::{Path, PathBuf};

@@ -8,12 +8,12 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_runtime::TenantId;
-use sovra_runtime::signature::PublisherId;
 
 use super::body::{JsonObject, NoFields};
 use super::{ApiError, require_operator};
 use crate::keys::new_key;
 use crate::ledger;
+use crate::signature::PublisherId;
 use crate::state::AppState;
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;

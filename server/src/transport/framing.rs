@@ -8,7 +8,7 @@
 //!
 //! The router's own responses never match: every error it returns carries a
 //! JSON body (see `api::errors::json_errors`), and response bodies cannot
-//! contain a bare CRLF-framed status line (they are JSON or JSON lines).
+//! contain a bare CRLF-framed status line (they are JSON, server-sent events or Prometheus text).
 
 use std::io;
 use std::pin::Pin;

@@ -11,7 +11,7 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use sovra_runtime::Digest;
 
 /// Prefix of every signed message.
 pub const SIGNATURE_DOMAIN: &str = "sovra-plugin-signature-v1";

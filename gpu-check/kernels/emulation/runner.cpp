@@ -1,7 +1,7 @@
-// A GPU on the CPU: device memory, the kernels of kernels/llama.cu (run by
+// A GPU on the CPU: device memory, the kernels of host-gpu/kernels/llama.cu (run by
 // cuda_on_cpu.h) and the half-precision product (f16, or bf16 when
 // compiled with SOVRA_HALF_BF16, as the kernels are), driven over stdin/stdout by the
-// tests (host-gpu/tests/emulated/mod.rs implements sovra's `Gpu` trait with
+// tests (gpu-check/tests/emulated/mod.rs implements sovra's `Gpu` trait with
 // it, so the CUDA backend's own code runs in CI).
 //
 // Requests (little-endian), each answered by a status byte (0 done; 1
@@ -17,7 +17,7 @@
 //            y[n x rows] (+)= x[n x cols] . w^T, w and x halves, y f32
 #include "cuda_on_cpu.h"
 
-#include "../llama.cu"
+#include "../../../host-gpu/kernels/llama.cu"
 
 #include <cstdio>
 #include <functional>

@@ -8,7 +8,7 @@
 //! - the backend's own code (each launch's arguments, the workspace, passes
 //!   larger than it, padding, graphs, the device arg-max) on the tiny models
 //!   of every weight type, against the CPU's exact logits;
-//! - the GPU check itself (`examples/gpu_check/checks.rs`) at small shapes,
+//! - the GPU check itself (`sovra_gpu_check::checks`) at small shapes,
 //!   so that the first run on a real GPU meets code that has run end to end.
 //!
 //! Skipped with a message when no C++20 compiler is found (`CXX` or g++);
@@ -17,24 +17,20 @@
 mod emulated;
 mod support;
 
-#[path = "../examples/gpu_check/checks.rs"]
-#[allow(dead_code)] // Plan::full is the real GPU's.
-mod gpu_check;
-
 use std::path::Path;
 use std::sync::Arc;
 
 use emulated::{EmulatedGpu, Switch};
 use sovra_gpu::cpu::Activations;
-use sovra_gpu::cuda::{CudaLoadError, Gpu, GpuBackend, Half, Karg, check_kernels_on};
+use sovra_gpu::cuda::{CudaLoadError, Gpu, GpuBackend, Half, Karg};
 use sovra_gpu::engine::{Backend, CpuBackend, MAX_STEP_TOKENS, RowOutput, Wanted, load_checked};
 use sovra_gpu::model::LlamaModel;
-use support::{TINY_MODELS, decode_together};
+use sovra_gpu_check::checks as gpu_check;
+use sovra_gpu_check::kernels::check_kernels_on;
+use support::{TINY_MODELS, decode_together, tiny_model};
 
 fn tiny(name: &str) -> LlamaModel {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/reference/tiny/{name}.gguf"));
-    LlamaModel::load(&path).unwrap()
+    LlamaModel::load(&tiny_model(name)).unwrap()
 }
 
 /// `name` on the emulated GPU, loaded as a node loads a model (products on
@@ -285,7 +281,7 @@ fn greedy_and_sampled_rows_mixed_in_one_step_each_get_theirs() {
 
 /// SmolLM2-135M (the real file) on the emulated GPU against the CPU's exact
 /// logits: what the first GPU run will see, minus cuBLAS's summation order.
-/// Slow (a naive product on one core): `cargo test --release -p sovra-gpu
+/// Slow (a naive product on one core): `cargo test --release -p sovra-gpu-check
 /// --test kernel_emulation -- --ignored --nocapture`.
 #[test]
 #[ignore = "minutes on the emulated GPU; run by hand"]

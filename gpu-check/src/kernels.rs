@@ -6,7 +6,7 @@
 //! The checks run the kernels through a [`KernelRunner`], which may be any
 //! [`Gpu`] ([`check_kernels_on`]): a CUDA device ([`check_kernels`]), or,
 //! where there is none, the kernels compiled for the CPU that the tests
-//! build from the same source (`host-gpu/kernels/emulation/`), so their
+//! build from the same source (`gpu-check/kernels/emulation/`), so their
 //! logic is exercised in CI.
 //!
 //! The references are the CPU backend's own operations where it has them
@@ -16,15 +16,13 @@
 
 use half::{bf16, f16};
 
-use super::backend::CudaLoadError;
-use super::gpu::{Buffer, CudaGpu, Gpu, Karg};
-use super::kernels::Half;
-use crate::cpu;
-use crate::engine::relative_error;
-use crate::gguf::GgmlType;
-use crate::model::{BLOCK_TOKENS, RopeStyle};
-use crate::quant::dequantize;
-use crate::sampling::{self, SplitMix64};
+use sovra_gpu::cpu;
+use sovra_gpu::cuda::{Buffer, CudaGpu, CudaLoadError, Gpu, Half, Karg};
+use sovra_gpu::engine::relative_error;
+use sovra_gpu::gguf::GgmlType;
+use sovra_gpu::model::{BLOCK_TOKENS, RopeStyle};
+use sovra_gpu::quant::dequantize;
+use sovra_gpu::sampling::{self, SplitMix64};
 
 /// One kernel's outcome.
 #[derive(Debug, Clone, PartialEq)]

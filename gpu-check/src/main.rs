@@ -1,12 +1,12 @@
 //! The GPU check, for a machine with an NVIDIA GPU and no Rust toolchain
 //! (`scripts/gpu-check` runs this binary, built beforehand with
-//! `cargo build --release -p sovra-gpu --example gpu_check`): probes CUDA,
+//! `cargo build --release -p sovra-gpu-check --bin gpu_check`): probes CUDA,
 //! then runs `checks.rs` on device 0 at full size (what it checks and
 //! measures is listed there) and prints the report as markdown.
 //!
 //! Exit code 0 when every check passes, 1 when one fails, 2 without a GPU.
 
-mod checks;
+use sovra_gpu_check::checks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

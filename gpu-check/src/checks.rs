@@ -1,5 +1,5 @@
 //! The GPU check's checks and figures, written once for any [`Gpu`]:
-//! `main.rs` runs them on CUDA device 0 at full size ([`Plan::full`]), and
+//! the `gpu_check` binary runs them on CUDA device 0 at full size ([`Plan::full`]), and
 //! `tests/kernel_emulation.rs` runs them on the emulated GPU at small shapes
 //! ([`Plan::dry_run`]), so the first run on a real GPU meets code that has
 //! already run end to end.
@@ -24,7 +24,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sovra_gpu::cpu::Activations;
-use sovra_gpu::cuda::{CudaLoadError, Gpu, GpuBackend, Half, check_kernels_on};
+use sovra_gpu::cuda::{CudaLoadError, Gpu, GpuBackend, Half};
+
+use crate::kernels::check_kernels_on;
 use sovra_gpu::engine::{Backend, CpuBackend, RowOutput, Wanted, load_checked, relative_error};
 use sovra_gpu::gguf::{GgmlType, GgufWriter, MetadataValue};
 use sovra_gpu::model::{LlamaConfig, LlamaModel, RopeStyle};
@@ -49,6 +51,7 @@ const BATCHES: [usize; 3] = [1, 8, 64];
 const PASS_PROMPTS: (usize, usize) = (8, 128);
 
 /// The layout of a model of random Q4_1 weights.
+#[derive(Debug, Clone, Copy)]
 pub struct Shape {
     pub layers: usize,
     pub embedding: usize,
@@ -59,6 +62,7 @@ pub struct Shape {
 }
 
 /// What to check and measure, and at which sizes.
+#[derive(Debug)]
 pub struct Plan {
     /// The model compared with the CPU, and its name in the report.
     pub compared: (&'static str, Shape),
@@ -163,6 +167,12 @@ impl Plan {
 pub struct Device<'a, G: Gpu> {
     pub open: &'a dyn Fn(Half) -> Result<G, CudaLoadError>,
     pub copy_bandwidth: &'a dyn Fn(&G) -> Option<f64>,
+}
+
+impl<G: Gpu> std::fmt::Debug for Device<'_, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device").finish_non_exhaustive()
+    }
 }
 
 /// Runs every check and measure of `plan` on `device`, writing the report

@@ -1,10 +1,10 @@
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
 
-//! A GPU on the CPU for the tests: `kernels/llama.cu` compiled with g++
-//! against an emulation of the CUDA execution model
-//! (`kernels/emulation/`), in a child process that holds the device memory,
-//! runs the kernels and the bf16 product, and answers over a pipe (the
+//! A GPU on the CPU for the tests: `host-gpu/kernels/llama.cu` compiled with
+//! g++ against an emulation of the CUDA execution model
+//! (`gpu-check/kernels/emulation/`), in a child process that holds the device
+//! memory, runs the kernels and the half-precision product (f16 or bf16), and answers over a pipe (the
 //! protocol is in runner.cpp). It implements sovra's [`Gpu`] trait, so the
 //! CUDA backend's own code runs on it. Capture records the launches and
 //! products as CUDA does (and, as CUDA's thread-local capture mode does,

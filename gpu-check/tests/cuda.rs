@@ -10,12 +10,11 @@
 
 mod support;
 
-use std::path::Path;
-
 use sovra_gpu::cuda::{self, CudaBackend, DeviceChoice, Half, kernels};
 use sovra_gpu::engine::{Backend, CpuBackend};
 use sovra_gpu::model::LlamaModel;
-use support::{TINY_MODELS, decode_together};
+use sovra_gpu_check::kernels::check_kernels;
+use support::{TINY_MODELS, decode_together, tiny_model};
 
 fn nvrtc_present() -> bool {
     // SAFETY: only opens the library by name.
@@ -106,11 +105,7 @@ fn asking_for_cuda_without_a_gpu_is_a_clear_error() {
 /// A tiny reference model; `SOVRA_REPO` names the repository when this test
 /// binary runs away from where it was built (scripts/gpu-check).
 fn tiny(name: &str) -> LlamaModel {
-    let repo = std::env::var_os("SOVRA_REPO")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-    let path = repo.join(format!("host-gpu/tests/reference/tiny/{name}.gguf"));
-    LlamaModel::load(&path).unwrap()
+    LlamaModel::load(&tiny_model(name)).unwrap()
 }
 
 /// Logits of every position, one token per step, through `backend`.
@@ -214,10 +209,7 @@ async fn the_engine_generates_on_the_gpu() {
     use sovra_gpu::engine::{EngineLimits, TextEngine};
     use sovra_gpu::{GenerateRequest, GenerationEvent, ModelService, Prompt, RequestContext};
     let Some(device) = gpu() else { return };
-    let repo = std::env::var_os("SOVRA_REPO")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
-    let path = repo.join("host-gpu/tests/reference/tiny/llama-spm.gguf");
+    let path = tiny_model("llama-spm");
     let limits = EngineLimits {
         device: DeviceChoice::Cuda(device),
         ..EngineLimits::default()
@@ -252,7 +244,7 @@ async fn the_engine_generates_on_the_gpu() {
 #[test]
 fn every_kernel_matches_its_host_reference() {
     let Some(device) = gpu() else { return };
-    let checks = cuda::check_kernels(device).unwrap();
+    let checks = check_kernels(device).unwrap();
     let wrong: Vec<_> = checks.iter().filter(|c| !c.passed()).collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
