@@ -58,5 +58,5 @@ pub use limits::Limits;
 pub use manifest::{AgentManifest, ManifestError, World};
 pub use names::{InvalidName, TenantId};
 pub use output::{OutputLimitExceeded, StreamName};
-pub use runtime::{Agent, Runtime, RuntimeConfig, StartError, read_component};
+pub use runtime::{Agent, Inspection, Runtime, RuntimeConfig, StartError, read_component};
 pub use sandbox::{LogLevel, LogLine};

@@ -88,6 +88,16 @@ pub struct Agent {
     entry: Entry,
 }
 
+/// A component that passed [`Runtime::inspect`].
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub info: ComponentInfo,
+    /// The manifest in force: the one given, or the component's own.
+    pub manifest: AgentManifest,
+    /// What each import needs of the tenant's grants.
+    pub needs: Vec<(String, ImportNeed)>,
+}
+
 #[derive(Clone)]
 enum Entry {
     Handler(bindings::AgentPre<Sandbox>),
@@ -204,14 +214,12 @@ impl Runtime {
         self.load(&read_component(path)?, manifest)
     }
 
-    /// Loads a component: validates it, checks its imports and manifest, and
-    /// compiles and links it once per digest. `manifest` overrides the one the
-    /// component carries.
-    pub fn load(
-        &self,
-        bytes: &[u8],
-        manifest: Option<AgentManifest>,
-    ) -> Result<Arc<Agent>, LoadError> {
+    /// Checks a component without compiling it: its size, that it is a
+    /// component of a sovra world, that its imports are ones the host
+    /// provides, and that they are what its manifest asks (`manifest`
+    /// overrides the one the component carries). The checks every load and
+    /// every marketplace submission share.
+    pub fn inspect(bytes: &[u8], manifest: Option<AgentManifest>) -> Result<Inspection, LoadError> {
         if bytes.len() as u64 > MAX_COMPONENT_BYTES {
             return Err(LoadError::TooLarge {
                 size: bytes.len() as u64,
@@ -224,6 +232,25 @@ impl Runtime {
             .or_else(|| info.manifest.clone())
             .ok_or(LoadError::MissingManifest)?;
         check_manifest_matches(&info, &manifest)?;
+        Ok(Inspection {
+            info,
+            manifest,
+            needs,
+        })
+    }
+
+    /// Loads a component: [`Runtime::inspect`]s it, then compiles and links
+    /// it once per digest.
+    pub fn load(
+        &self,
+        bytes: &[u8],
+        manifest: Option<AgentManifest>,
+    ) -> Result<Arc<Agent>, LoadError> {
+        let Inspection {
+            info,
+            manifest,
+            needs,
+        } = Self::inspect(bytes, manifest)?;
         let entry = self.entry(&info, bytes)?;
         Ok(Arc::new(Agent {
             info,

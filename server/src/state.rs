@@ -210,10 +210,9 @@ impl AppState {
         let mut runtime_config = RuntimeConfig::new(data_dir.join("runtime"));
         runtime_config.models = Arc::clone(&models);
         runtime_config.max_open_tenant_dbs = budget.tenant_dbs;
-        let compiled_dir = runtime_config
-            .compiled_dir
-            .clone()
-            .expect("the runtime caches compiled code");
+        // Where the compile worker writes and the runtime reads compiled code.
+        let compiled_dir = data_dir.join("runtime").join("compiled");
+        runtime_config.compiled_dir = Some(compiled_dir.clone());
         std::fs::create_dir_all(&compiled_dir).map_err(io(&compiled_dir))?;
         let runtime = Runtime::new(runtime_config)?;
         Ok(AppState {

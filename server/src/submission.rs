@@ -13,8 +13,7 @@
 
 use std::sync::Arc;
 
-use sovra_runtime::component::check_manifest_matches;
-use sovra_runtime::{ComponentInfo, LoadError};
+use sovra_runtime::{Inspection, LoadError, Runtime};
 
 use crate::api::ApiError;
 use crate::db::{AddPlugin, PluginRow, PluginState, Requests, now_ms};
@@ -47,15 +46,8 @@ pub async fn submit(
         )
     })?;
 
-    let info = ComponentInfo::read(bytes).map_err(load_rejection)?;
-    info.import_needs().map_err(load_rejection)?;
-    let manifest = info.manifest.clone().ok_or_else(|| {
-        ApiError::unprocessable(
-            "missing-manifest",
-            "the component carries no sovra manifest; build it with `sovra_sdk::export_agent!`",
-        )
-    })?;
-    check_manifest_matches(&info, &manifest).map_err(load_rejection)?;
+    let Inspection { info, manifest, .. } =
+        Runtime::inspect(bytes, None).map_err(load_rejection)?;
     let manifest_source = info.manifest_source.clone().unwrap_or_default();
 
     let publisher_key = PublisherId::from_hex(&signature.publisher).map_err(|e| {

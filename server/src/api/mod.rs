@@ -19,8 +19,10 @@
 
 mod body;
 mod errors;
+mod invoke;
 mod operator;
 mod plugins;
+mod routes;
 mod system;
 mod tenant;
 
@@ -28,149 +30,25 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::response::Response;
 
 pub use errors::ApiError;
 
 use crate::state::{AppState, Caller};
 
-/// Every route the node serves, as `(method, path)`; the OpenAPI document
-/// describes exactly these (checked by a test).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("get", "/healthz"),
-    ("get", "/readyz"),
-    ("get", "/metrics"),
-    ("get", "/metrics/tenants"),
-    ("get", "/v1/openapi.json"),
-    ("get", "/v1/models"),
-    ("post", "/v1/tenants"),
-    ("get", "/v1/tenants"),
-    ("get", "/v1/tenants/{tenant}"),
-    ("post", "/v1/tenants/{tenant}/disable"),
-    ("post", "/v1/tenants/{tenant}/enable"),
-    ("post", "/v1/tenants/{tenant}/keys"),
-    ("get", "/v1/tenants/{tenant}/keys"),
-    ("delete", "/v1/tenants/{tenant}/keys/{key}"),
-    ("post", "/v1/publishers"),
-    ("get", "/v1/publishers"),
-    ("get", "/v1/log"),
-    ("post", "/v1/plugins"),
-    ("get", "/v1/plugins"),
-    ("get", "/v1/plugins/{name}/{version}"),
-    ("post", "/v1/plugins/{name}/{version}/approve"),
-    ("post", "/v1/plugins/{name}/{version}/yank"),
-    ("get", "/v1/tenants/{tenant}/installs"),
-    ("put", "/v1/tenants/{tenant}/installs/{plugin}"),
-    ("get", "/v1/tenants/{tenant}/installs/{plugin}"),
-    ("delete", "/v1/tenants/{tenant}/installs/{plugin}"),
-    ("post", "/v1/tenants/{tenant}/installs/{plugin}/invoke"),
-    ("get", "/v1/tenants/{tenant}/invocations"),
-    ("get", "/v1/tenants/{tenant}/usage"),
-];
-
-/// The node's router.
+/// The node's router: the endpoints of [`routes`], with every error answered
+/// as JSON and every refusal audited.
 pub fn router(state: Arc<AppState>) -> Router {
-    let max_plugin = state.config.limits.max_plugin;
-    let max_body = state.config.limits.max_body;
-    Router::new()
-        .route("/healthz", get(system::healthz))
-        .route("/readyz", get(system::readyz))
-        .route("/metrics", get(system::metrics))
-        .route("/metrics/tenants", get(system::tenant_metrics))
-        .route("/v1/openapi.json", get(system::openapi))
-        .route("/v1/models", get(tenant::models))
-        .route(
-            "/v1/tenants",
-            post(operator::create_tenant).get(operator::list_tenants),
-        )
-        .route("/v1/tenants/{tenant}", get(operator::show_tenant))
-        .route(
-            "/v1/tenants/{tenant}/disable",
-            post(operator::disable_tenant),
-        )
-        .route("/v1/tenants/{tenant}/enable", post(operator::enable_tenant))
-        .route(
-            "/v1/tenants/{tenant}/keys",
-            post(operator::create_key).get(operator::list_keys),
-        )
-        .route(
-            "/v1/tenants/{tenant}/keys/{key}",
-            axum::routing::delete(operator::revoke_key),
-        )
-        .route(
-            "/v1/publishers",
-            post(operator::register_publisher).get(operator::list_publishers),
-        )
-        .route("/v1/log", get(operator::publisher_log))
-        .route(
-            "/v1/plugins",
-            post(plugins::submit)
-                .layer(DefaultBodyLimit::max(max_plugin))
-                .get(plugins::list),
-        )
-        .route("/v1/plugins/{name}/{version}", get(plugins::show))
-        .route(
-            "/v1/plugins/{name}/{version}/approve",
-            post(plugins::approve),
-        )
-        .route("/v1/plugins/{name}/{version}/yank", post(plugins::yank))
-        .route("/v1/tenants/{tenant}/installs", get(tenant::list_installs))
-        .route(
-            "/v1/tenants/{tenant}/installs/{plugin}",
-            put(tenant::install)
-                .get(tenant::show_install)
-                .delete(tenant::uninstall),
-        )
-        .route(
-            "/v1/tenants/{tenant}/installs/{plugin}/invoke",
-            post(tenant::invoke),
-        )
-        .route("/v1/tenants/{tenant}/invocations", get(tenant::history))
-        .route("/v1/tenants/{tenant}/usage", get(tenant::usage))
-        .fallback(|| async { ApiError::not_found("no-route", "no such endpoint").into_response() })
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
-            request_deadline,
-        ))
+    routes::router(&state.config)
         .layer(middleware::from_fn(errors::json_errors))
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             audit_refusals,
         ))
         .with_state(state)
-}
-
-/// Ends a request that has not produced its response in time (a streamed
-/// body, once started, runs under the invocation's own deadline).
-/// Submissions get the compile worker's time on top, and invocations at
-/// least the longest timeout an install may have, so that neither is cut
-/// short by the generic limit.
-async fn request_deadline(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let limits = &state.config;
-    let generic = limits.limits.request_timeout;
-    let path = request.uri().path();
-    let limit = if path == "/v1/plugins" && request.method() == axum::http::Method::POST {
-        generic + limits.compile.timeout
-    } else if path.ends_with("/invoke") {
-        generic.max(limits.ceilings.timeout + INVOKE_GRACE)
-    } else {
-        generic
-    };
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            ApiError::timeout(format!("the request took longer than {limit:?}")).into_response()
-        }
-    }
 }
 
 /// Records refusals (401, 403, 429) in the audit log.
@@ -195,10 +73,6 @@ async fn audit_refusals(
     );
     response
 }
-
-/// Time an invocation's response may take beyond its own timeout (the
-/// sandbox's outer deadline and the audit write).
-const INVOKE_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers

@@ -1,39 +1,25 @@
 //! Tenant endpoints: installs (with grants no higher than the node's
-//! ceilings), invocations (JSON, or server-sent events for tokens and logs as
-//! they happen), invocation history, and the models a tenant may use.
+//! ceilings) and the loaded agent behind each, invocation history, usage, and
+//! the models a tenant may use. Invocations are in [`super::invoke`].
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_gpu::ModelKind;
-use sovra_runtime::audit::NotAudited;
+use sovra_runtime::Digest;
 use sovra_runtime::policy::{self, Effective};
-use sovra_runtime::{
-    Digest, Invocation, InvocationReport, InvokeError, LiveEvent, LogLine, TenantId,
-};
-use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::body::{JsonObject, NoFields};
-use super::{ApiError, Caller, OperatorToo, caller, require_serving, require_tenant};
+use super::{ApiError, Caller, OperatorToo, caller, require_tenant};
 use crate::db::{InstallGrants, InstallRow, PluginState, now_ms};
-use crate::limiter::Refusal;
 use crate::state::{AppState, ReadyInstall};
 
 type Reply = Result<(StatusCode, Json<Value>), ApiError>;
-
-/// When a caller should retry an invocation the node could not serve
-/// (its tenant storage stayed busy, or a model was over capacity).
-const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Most history records returned at once.
 pub const MAX_HISTORY: usize = 500;
@@ -190,7 +176,7 @@ pub async fn uninstall(
 /// the artifact store). Code that is not compiled yet (a new engine version)
 /// is compiled by the worker process first, never in the node. Grants are
 /// cut to the node's current ceilings, which may have changed since install.
-async fn ready_install(
+pub(super) async fn ready_install(
     state: &Arc<AppState>,
     tenant: &str,
     plugin: &str,
@@ -246,223 +232,6 @@ async fn ready_install(
     });
     state.cache_install(Arc::clone(&ready), generation);
     Ok(ready)
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InvokeRequest {
-    #[serde(default)]
-    input: String,
-    #[serde(default)]
-    metadata: BTreeMap<String, String>,
-    /// Stream events (as `Accept: text/event-stream` does).
-    #[serde(default)]
-    stream: bool,
-}
-
-pub async fn invoke(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((tenant, plugin)): Path<(String, String)>,
-    body: Result<JsonObject<InvokeRequest>, ApiError>,
-) -> Result<Response, ApiError> {
-    require_serving(&state)?;
-    require_tenant(&state, &headers, &tenant, OperatorToo::No)?;
-    let JsonObject(body) = body?;
-    // Admission first: loading an install must not be a way around it.
-    let permit = state
-        .limiter
-        .admit(&tenant)
-        .map_err(|refusal| match refusal {
-            Refusal::Rate(wait) => {
-                state.metrics.refused(&tenant, "rate");
-                ApiError::too_many(
-                    "rate-limited",
-                    format!("tenant `{tenant}` is over its invocation rate"),
-                    wait,
-                )
-            }
-            Refusal::Concurrency(limit) => {
-                state.metrics.refused(&tenant, "concurrency");
-                ApiError::too_many(
-                    "too-many-in-flight",
-                    format!("tenant `{tenant}` already has {limit} invocations in flight"),
-                    std::time::Duration::from_secs(1),
-                )
-            }
-        })?;
-    let ready = ready_install(&state, &tenant, &plugin).await?;
-    let tenant_id = TenantId::new(&tenant).map_err(ApiError::internal)?;
-    let mut invocation = Invocation::new(tenant_id, body.input);
-    invocation.grants = ready.grants.clone();
-    invocation.limits = ready.limits;
-    invocation.metadata = body.metadata.into_iter().collect();
-    let wants_stream = body.stream
-        || headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/event-stream"));
-    if !wants_stream {
-        // In its own task: a client that hangs up does not cut the
-        // invocation short, so it still ends cleanly and is audited.
-        let runner = Arc::clone(&state);
-        let owner = tenant.clone();
-        let (report, audited) = tokio::spawn(async move {
-            let _running = runner.in_flight.enter();
-            run_audited(&runner, &owner, &ready, invocation, permit).await
-        })
-        .await
-        .map_err(ApiError::internal)?;
-        if let Err(error) = audited {
-            return Err(not_audited(&report, error));
-        }
-        return Ok(match report.result {
-            Ok(ref response) => (
-                StatusCode::OK,
-                Json(json!({
-                    "invocation_id": report.invocation_id,
-                    "output": response.output,
-                    "metadata": response.metadata.iter().cloned().collect::<BTreeMap<_, _>>(),
-                    "logs": report.logs.iter().map(log_json).collect::<Vec<_>>(),
-                    "generated_tokens": report.generated_tokens,
-                    "duration_ms": report.duration.as_secs_f64() * 1000.0,
-                })),
-            )
-                .into_response(),
-            Err(ref error) => {
-                let mut api = invoke_error(error);
-                api.extra = Some(json!({"invocation_id": report.invocation_id}));
-                api.into_response()
-            }
-        });
-    }
-
-    // Streaming: live events as they happen, then the outcome. The
-    // invocation runs to its end even if the client goes away.
-    let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-    invocation.events = Some(events);
-    let (done, outcome) = tokio::sync::oneshot::channel();
-    let runner = Arc::clone(&state);
-    tokio::spawn(async move {
-        let _running = runner.in_flight.enter();
-        let _ = done.send(run_audited(&runner, &tenant, &ready, invocation, permit).await);
-    });
-    let live = UnboundedReceiverStream::new(receiver).map(|event| {
-        Ok::<_, Infallible>(match event {
-            LiveEvent::Log(line) => Event::default()
-                .event("log")
-                .data(log_json(&line).to_string()),
-            LiveEvent::Token { model, text } => Event::default()
-                .event("token")
-                .data(json!({"model": model, "text": text}).to_string()),
-        })
-    });
-    let last = futures_util::stream::once(async move {
-        Ok::<_, Infallible>(match outcome.await {
-            Ok((report, Err(error))) => {
-                let error = not_audited(&report, error);
-                Event::default().event("error").data(
-                    json!({
-                        "invocation_id": report.invocation_id,
-                        "error": {"code": error.code, "message": error.message},
-                    })
-                    .to_string(),
-                )
-            }
-            Ok((report, Ok(()))) => match &report.result {
-                Ok(response) => Event::default().event("result").data(
-                    json!({
-                        "invocation_id": report.invocation_id,
-                        "output": response.output,
-                        "metadata": response.metadata.iter().cloned().collect::<BTreeMap<_, _>>(),
-                        "generated_tokens": report.generated_tokens,
-                        "duration_ms": report.duration.as_secs_f64() * 1000.0,
-                    })
-                    .to_string(),
-                ),
-                Err(error) => Event::default().event("error").data(
-                    json!({
-                        "invocation_id": report.invocation_id,
-                        "error": {"code": error.kind(), "message": error.to_string()},
-                    })
-                    .to_string(),
-                ),
-            },
-            Err(_) => Event::default().event("error").data(
-                json!({"error": {"code": "internal", "message": "the invocation was lost"}})
-                    .to_string(),
-            ),
-        })
-    });
-    Ok(Sse::new(live.chain(last))
-        .keep_alive(KeepAlive::default())
-        .into_response())
-}
-
-/// Runs one admitted invocation and waits until its audit record is
-/// durable: an invocation the node answers is in the tenant's history, even
-/// if the node crashes right after. The admission permit is held until then.
-async fn run_audited(
-    state: &AppState,
-    tenant: &str,
-    ready: &ReadyInstall,
-    invocation: Invocation,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> (InvocationReport, Result<(), NotAudited>) {
-    let mut report = state.runtime.invoke(&ready.agent, invocation).await;
-    record(state, tenant, &report);
-    let audited = std::mem::take(&mut report.audited).durable().await;
-    drop(permit);
-    (report, audited)
-}
-
-/// The answer for an invocation that ran but could not be recorded.
-fn not_audited(report: &InvocationReport, error: NotAudited) -> ApiError {
-    tracing::error!(invocation = %report.invocation_id, "{error}");
-    let mut api = ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "not-audited",
-        format!("the invocation ran but {error}; its result is withheld"),
-    );
-    api.extra = Some(json!({"invocation_id": report.invocation_id}));
-    api
-}
-
-fn record(state: &AppState, tenant: &str, report: &InvocationReport) {
-    let outcome = match &report.result {
-        Ok(_) => "ok",
-        Err(error) => error.kind(),
-    };
-    state
-        .metrics
-        .invocation(tenant, outcome, report.duration, report.generated_tokens);
-}
-
-fn log_json(line: &LogLine) -> Value {
-    json!({
-        "level": line.level.as_str(),
-        "message": line.message,
-        "fields": line.fields.iter().cloned().collect::<BTreeMap<_, _>>(),
-    })
-}
-
-/// The HTTP form of an invocation failure: whose fault, and which.
-fn invoke_error(error: &InvokeError) -> ApiError {
-    let status = match error {
-        InvokeError::NotGranted { .. } => StatusCode::FORBIDDEN,
-        InvokeError::InvalidInvocation(_) => StatusCode::BAD_REQUEST,
-        InvokeError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-        InvokeError::Unavailable(_) => {
-            return ApiError {
-                retry_after: Some(UNAVAILABLE_RETRY_AFTER),
-                ..ApiError::unavailable(error.to_string())
-            };
-        }
-        InvokeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        // The agent's own fault or refusal: the request was fine.
-        _ => StatusCode::UNPROCESSABLE_ENTITY,
-    };
-    ApiError::new(status, error.kind(), error.to_string())
 }
 
 #[derive(Deserialize)]
