@@ -210,11 +210,13 @@ async fn the_engine_generates_on_the_gpu() {
     use sovra_gpu::{GenerateRequest, GenerationEvent, ModelService, Prompt, RequestContext};
     let Some(device) = gpu() else { return };
     let path = tiny_model("llama-spm");
-    let limits = EngineLimits {
-        device: DeviceChoice::Cuda(device),
-        ..EngineLimits::default()
-    };
-    let engine = TextEngine::load_with_limits("tiny", &path, limits).unwrap();
+    let engine = TextEngine::load_with_limits(
+        "tiny",
+        &path,
+        EngineLimits::default(),
+        DeviceChoice::Cuda(device),
+    )
+    .unwrap();
     let context = RequestContext {
         tenant: "t".into(),
         deadline: None,

@@ -119,10 +119,7 @@ pub fn load_registry_on(path: &Path, device: DeviceChoice) -> Result<ModelRegist
             Tenants::Only(list) => TenantScope::Only(list),
         };
         let file = base.join(&model.path);
-        let mut limits = EngineLimits {
-            device,
-            ..EngineLimits::default()
-        };
+        let mut limits = EngineLimits::default();
         if model.kind != "text-generation"
             && (model.kv_cache_mib.is_some() || model.tenant_share_percent.is_some())
         {
@@ -152,7 +149,7 @@ pub fn load_registry_on(path: &Path, device: DeviceChoice) -> Result<ModelRegist
         }
         let service: Arc<dyn crate::ModelService> = match model.kind.as_str() {
             "text-generation" => Arc::new(
-                TextEngine::load_with_limits(&name, &file, limits).map_err(|error| {
+                TextEngine::load_with_limits(&name, &file, limits, device).map_err(|error| {
                     ConfigError::Load {
                         path: path.to_owned(),
                         name: name.clone(),

@@ -186,9 +186,10 @@ async fn a_full_cache_makes_requests_wait_not_fail() {
     let limits = EngineLimits {
         kv_cache_bytes: 80 * per_token,
         tenant_share_percent: 100,
-        device: DeviceChoice::Cpu,
     };
-    let engine = Arc::new(TextEngine::load_with_limits("smollm2", &path, limits).unwrap());
+    let engine = Arc::new(
+        TextEngine::load_with_limits("smollm2", &path, limits, DeviceChoice::Cpu).unwrap(),
+    );
     let prompts = [
         "What is the capital of France?",
         "Count to five.",
@@ -229,15 +230,18 @@ async fn one_tenants_flood_does_not_hold_up_another_tenant() {
     let limits = |kv_cache_bytes| EngineLimits {
         kv_cache_bytes,
         tenant_share_percent: 50,
-        device: DeviceChoice::Cpu,
     };
-    let probe = TextEngine::load_with_limits("smollm2", &path, limits(1 << 30)).unwrap();
+    let load = |kv_cache_bytes| {
+        TextEngine::load_with_limits("smollm2", &path, limits(kv_cache_bytes), DeviceChoice::Cpu)
+            .unwrap()
+    };
+    let probe = load(1 << 30);
     let prompt = probe.prompt_tokens(&request().prompt).unwrap().len();
     drop(probe);
     // Room for four such requests; one tenant may hold two of them.
     let per_token = 30 * 192 * 2 * 4;
     let per_request = (prompt + max_tokens as usize).div_ceil(16) * 16 * per_token;
-    let engine = TextEngine::load_with_limits("smollm2", &path, limits(4 * per_request)).unwrap();
+    let engine = load(4 * per_request);
 
     let tenant = |name: &str| RequestContext {
         tenant: name.into(),
@@ -291,9 +295,8 @@ fn a_cache_too_small_for_one_block_is_refused_at_load() {
     let limits = EngineLimits {
         kv_cache_bytes: 64,
         tenant_share_percent: 50,
-        device: DeviceChoice::Cpu,
     };
-    let error = TextEngine::load_with_limits("tiny", &path, limits).unwrap_err();
+    let error = TextEngine::load_with_limits("tiny", &path, limits, DeviceChoice::Cpu).unwrap_err();
     assert!(error.to_string().contains("holds no block"), "{error}");
 }
 

@@ -52,9 +52,6 @@ pub struct EngineLimits {
     /// wait for its own, and one request larger than the share is refused.
     /// Stops: one tenant's flood starving the others of the shared model.
     pub tenant_share_percent: u8,
-    /// Where the model runs: `Auto` takes the first usable CUDA device and
-    /// otherwise the CPU.
-    pub device: DeviceChoice,
 }
 
 impl Default for EngineLimits {
@@ -62,7 +59,6 @@ impl Default for EngineLimits {
         EngineLimits {
             kv_cache_bytes: 1 << 30,
             tenant_share_percent: DEFAULT_TENANT_SHARE_PERCENT,
-            device: DeviceChoice::Auto,
         }
     }
 }
@@ -73,8 +69,37 @@ fn cuda_probe() -> &'static CudaProbe {
     PROBE.get_or_init(crate::cuda::probe)
 }
 
-/// Reports a backend's cache pool: (blocks in use, capacity, bytes per block).
-type CacheUsage = Box<dyn Fn() -> (usize, usize, usize) + Send + Sync>;
+/// A backend's cache pool, as read at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CacheStats {
+    /// Blocks held by live sequences.
+    blocks_in_use: usize,
+    /// Blocks the pool holds at most.
+    capacity_blocks: usize,
+    /// Bytes one block takes on the device.
+    block_bytes: usize,
+}
+
+impl CacheStats {
+    fn of<B: Backend>(backend: &B) -> Self {
+        CacheStats {
+            blocks_in_use: backend.cache_blocks_in_use(),
+            capacity_blocks: backend.cache_capacity_blocks(),
+            block_bytes: backend.cache_block_bytes(),
+        }
+    }
+
+    fn bytes_in_use(&self) -> usize {
+        self.blocks_in_use * self.block_bytes
+    }
+
+    fn capacity_bytes(&self) -> usize {
+        self.capacity_blocks.saturating_mul(self.block_bytes)
+    }
+}
+
+/// Reads the scheduler's backend's cache pool.
+type CacheUsage = Box<dyn Fn() -> CacheStats + Send + Sync>;
 
 /// A loaded text-generation model and its scheduler.
 pub struct TextEngine {
@@ -115,6 +140,12 @@ pub enum LoadError {
     Limits(String),
     #[error("{path}: cannot load onto the GPU: {error}")]
     Cuda { path: String, error: CudaLoadError },
+    /// The operating system would not start the model's scheduler thread.
+    #[error("cannot start the scheduler thread of model `{model}`: {source}")]
+    SchedulerThread {
+        model: String,
+        source: std::io::Error,
+    },
 }
 
 /// Starts the scheduler thread on `backend`; returns how to read its cache use.
@@ -127,7 +158,7 @@ fn start<B: Backend>(
     usage: scheduler::TenantUsage,
     commands: std::sync::mpsc::Receiver<scheduler::Admission>,
 ) -> std::io::Result<CacheUsage> {
-    let reporter = Arc::clone(&backend);
+    let pool = Arc::clone(&backend);
     thread.spawn(move || {
         scheduler::run(
             backend,
@@ -138,13 +169,7 @@ fn start<B: Backend>(
             commands,
         )
     })?;
-    Ok(Box::new(move || {
-        (
-            reporter.cache_blocks_in_use(),
-            reporter.cache_capacity_blocks(),
-            reporter.cache_block_bytes(),
-        )
-    }))
+    Ok(Box::new(move || CacheStats::of(&*pool)))
 }
 
 /// Uploads `model` to CUDA device `ordinal`, checked against the CPU (see
@@ -152,13 +177,13 @@ fn start<B: Backend>(
 fn load_on_gpu(
     model: &LlamaModel,
     ordinal: usize,
-    limits: &EngineLimits,
+    cache_bytes: usize,
     name: &str,
 ) -> Result<CudaBackend, CudaLoadError> {
     load_checked(
         |half| CudaGpu::open(ordinal, half),
         model,
-        limits.kv_cache_bytes,
+        cache_bytes,
         name,
     )
 }
@@ -209,16 +234,20 @@ pub fn load_checked<G: Gpu>(
 }
 
 impl TextEngine {
-    /// Loads a GGUF model and starts its scheduler; agents will know it as `name`.
+    /// Loads a GGUF model and starts its scheduler, on the first usable
+    /// CUDA device or else the CPU; agents will know it as `name`.
     pub fn load(name: &str, path: &Path) -> Result<Self, LoadError> {
-        Self::load_with_limits(name, path, EngineLimits::default())
+        Self::load_with_limits(name, path, EngineLimits::default(), DeviceChoice::Auto)
     }
 
-    /// [`TextEngine::load`] with explicit limits.
+    /// [`TextEngine::load`] with explicit limits, on `device`: `Auto` takes
+    /// the first usable CUDA device and otherwise the CPU; a named device
+    /// that cannot take the model is an error.
     pub fn load_with_limits(
         name: &str,
         path: &Path,
         limits: EngineLimits,
+        device: DeviceChoice,
     ) -> Result<Self, LoadError> {
         let file = GgufFile::open(path)?;
         let tokenizer = Arc::new(tokenizer::from_gguf(&file)?);
@@ -266,28 +295,35 @@ impl TextEngine {
                 block_bytes.div_ceil(1024)
             )));
         }
-        let (device, note) = limits.device.resolve(cuda_probe())?;
+        let (resolved, note) = device.resolve(cuda_probe())?;
         if let Some(note) = note {
             tracing::info!(model = name, "{note}");
         }
         let (commands, receiver) = channel();
         let thread = std::thread::Builder::new().name(format!("sovra-engine-{name}"));
         let scheduler_tokenizer = Arc::clone(&tokenizer);
-        let gpu = match device {
+        let gpu = match resolved {
             Device::Cpu => None,
-            Device::Cuda(ordinal) => match load_on_gpu(&model, ordinal, &limits, name) {
-                Ok(backend) => Some(backend),
-                Err(error) if limits.device == DeviceChoice::Auto => {
-                    tracing::warn!(model = name, %device, %error, "running on the CPU instead");
-                    None
+            Device::Cuda(ordinal) => {
+                match load_on_gpu(&model, ordinal, limits.kv_cache_bytes, name) {
+                    Ok(backend) => Some(backend),
+                    Err(error) if device == DeviceChoice::Auto => {
+                        tracing::warn!(
+                            model = name,
+                            device = %resolved,
+                            %error,
+                            "running on the CPU instead"
+                        );
+                        None
+                    }
+                    Err(error) => {
+                        return Err(LoadError::Cuda {
+                            path: path.display().to_string(),
+                            error,
+                        });
+                    }
                 }
-                Err(error) => {
-                    return Err(LoadError::Cuda {
-                        path: path.display().to_string(),
-                        error,
-                    });
-                }
-            },
+            }
         };
         let tenant_usage = scheduler::TenantUsage::default();
         let device_name = gpu
@@ -296,7 +332,7 @@ impl TextEngine {
         let spawned = match gpu {
             Some(backend) => {
                 drop(model);
-                tracing::info!(model = name, device = %device, "model loaded onto the GPU");
+                tracing::info!(model = name, device = %resolved, "model loaded onto the GPU");
                 start(
                     thread,
                     Arc::new(backend),
@@ -317,9 +353,9 @@ impl TextEngine {
                 receiver,
             ),
         };
-        let cache_usage = spawned.map_err(|e| GgufError::Io {
-            path: path.to_owned(),
-            source: e,
+        let cache_usage = spawned.map_err(|source| LoadError::SchedulerThread {
+            model: name.to_owned(),
+            source,
         })?;
         let seed = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -339,8 +375,8 @@ impl TextEngine {
 
     /// KV cache bytes held by live sequences, and the engine's budget.
     pub fn kv_cache_usage(&self) -> (usize, usize) {
-        let (in_use, capacity, block) = (self.cache_usage)();
-        (in_use * block, capacity.saturating_mul(block))
+        let stats = (self.cache_usage)();
+        (stats.bytes_in_use(), stats.capacity_bytes())
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -381,18 +417,17 @@ impl ModelService for TextEngine {
     }
 
     fn status(&self) -> ModelStatus {
-        let (in_use, capacity) = self.kv_cache_usage();
-        let (_, _, block_bytes) = (self.cache_usage)();
+        let stats = (self.cache_usage)();
         let reserved = self
             .tenant_usage
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(tenant, &blocks)| (tenant.clone(), (blocks * block_bytes) as u64))
+            .map(|(tenant, &blocks)| (tenant.clone(), (blocks * stats.block_bytes) as u64))
             .collect();
         ModelStatus {
             device: self.device.clone(),
-            kv_cache: Some((in_use as u64, capacity as u64)),
+            kv_cache: Some((stats.bytes_in_use() as u64, stats.capacity_bytes() as u64)),
             kv_reserved_by_tenant: reserved,
         }
     }
@@ -417,16 +452,20 @@ impl ModelService for TextEngine {
             )));
         }
         let kv_tokens = (prompt.len() + request.sampling.max_tokens as usize).min(context_length);
-        let (_, capacity, block_bytes) = (self.cache_usage)();
-        let share = TenantShare::of(self.tenant_share_percent, capacity, MAX_LIVE_SEQUENCES);
+        let pool = (self.cache_usage)();
+        let share = TenantShare::of(
+            self.tenant_share_percent,
+            pool.capacity_blocks,
+            MAX_LIVE_SEQUENCES,
+        );
         let needed = blocks_for(kv_tokens);
         if needed > share.blocks {
-            let mib = |blocks: usize| blocks.saturating_mul(block_bytes) >> 20;
+            let mib = |blocks: usize| blocks.saturating_mul(pool.block_bytes) >> 20;
             return Err(InferenceError::LimitExceeded(format!(
                 "the request needs {} MiB of KV cache; one tenant may hold {} MiB of this engine's {} MiB",
                 mib(needed),
                 mib(share.blocks),
-                mib(capacity)
+                mib(pool.capacity_blocks)
             )));
         }
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
