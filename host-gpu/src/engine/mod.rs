@@ -1,7 +1,7 @@
 //! The text-generation engine of one model: prompt rendering and
 //! tokenization on the caller's thread, then a scheduler thread that steps
-//! every live sequence together ([`scheduler`]) on a [`Backend`] (the CPU
-//! today; the scheduler has nothing device-specific in it).
+//! every live sequence together ([`scheduler`]) on a [`Backend`] (the CPU's
+//! or a CUDA GPU's; the scheduler has nothing device-specific in it).
 
 mod admission;
 mod backend;
