@@ -1,32 +1,26 @@
 use sovra_runtime::{Capability, Grants, InvokeError};
 use sovra_test_artifacts::COUNTER;
 
-use crate::support::{failure, grants, invocation, invoke, output, runtime};
+use crate::support::{grants, runtime};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_each_key_and_lists_them() {
     let test = runtime();
-    let counter = test.load(COUNTER);
-    let kv = || grants(true, false, &[]);
+    let counter = test.caller(COUNTER, "acme", grants(true, false, &[]));
     for expected in 1..=3 {
-        let out = output(&test.runtime, &counter, invocation("acme", kv(), "apples")).await;
+        let out = counter.output("apples").await;
         assert_eq!(out, format!("apples: {expected}"));
     }
-    output(&test.runtime, &counter, invocation("acme", kv(), "pears")).await;
-    let listing = output(&test.runtime, &counter, invocation("acme", kv(), "")).await;
+    counter.output("pears").await;
+    let listing = counter.output("").await;
     assert_eq!(listing, "apples: 3\npears: 1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_reach_the_report_with_fields() {
     let test = runtime();
-    let counter = test.load(COUNTER);
-    let report = invoke(
-        &test.runtime,
-        &counter,
-        invocation("acme", grants(true, false, &[]), "x"),
-    )
-    .await;
+    let counter = test.caller(COUNTER, "acme", grants(true, false, &[]));
+    let report = counter.report("x").await;
     assert!(report.result.is_ok());
     assert_eq!(report.logs.len(), 1);
     assert_eq!(report.logs[0].message, "counted");
@@ -40,13 +34,8 @@ async fn logs_reach_the_report_with_fields() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_kv_grant_it_is_refused_before_running() {
     let test = runtime();
-    let counter = test.load(COUNTER);
-    let error = failure(
-        &test.runtime,
-        &counter,
-        invocation("acme", Grants::none(), "apples"),
-    )
-    .await;
+    let counter = test.caller(COUNTER, "acme", Grants::none());
+    let error = counter.failure("apples").await;
     match &error {
         InvokeError::NotGranted {
             interface,
@@ -68,28 +57,15 @@ async fn without_the_kv_grant_it_is_refused_before_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_increments_are_not_lost() {
     let test = runtime();
-    let counter = test.load(COUNTER);
+    let counter = test.caller(COUNTER, "acme", grants(true, false, &[]));
     let mut tasks = Vec::new();
     for _ in 0..20 {
-        let runtime = test.runtime.clone();
         let counter = counter.clone();
-        tasks.push(tokio::spawn(async move {
-            output(
-                &runtime,
-                &counter,
-                invocation("acme", grants(true, false, &[]), "hits"),
-            )
-            .await
-        }));
+        tasks.push(tokio::spawn(async move { counter.output("hits").await }));
     }
     for task in tasks {
         task.await.unwrap();
     }
-    let listing = output(
-        &test.runtime,
-        &counter,
-        invocation("acme", grants(true, false, &[]), ""),
-    )
-    .await;
+    let listing = counter.output("").await;
     assert_eq!(listing, "hits: 20");
 }

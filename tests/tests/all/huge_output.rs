@@ -1,18 +1,14 @@
 use sovra_runtime::limits::MAX_CAPTURED_OUTPUT;
-use sovra_runtime::{Grants, Invocation, InvokeError, StreamName};
+use sovra_runtime::{InvokeError, StreamName};
 use sovra_test_artifacts::HUGE_OUTPUT;
 
-use crate::support::{invocation, invoke, runtime, tight_limits, with_bystander};
+use crate::support::{runtime, tight_limits, with_bystander};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stdout_floods_stop_at_the_capture_limit() {
     let test = runtime();
-    let agent = test.load(HUGE_OUTPUT);
-    let hostile = Invocation {
-        limits: tight_limits(),
-        ..invocation("mallory", Grants::none(), "")
-    };
-    let error = with_bystander(&test, agent, hostile).await;
+    let mallory = test.hostile(HUGE_OUTPUT, tight_limits());
+    let error = with_bystander(&test, &mallory, "").await;
     match error {
         InvokeError::OutputLimit(exceeded) => {
             assert_eq!(exceeded.stream, StreamName::Stdout);
@@ -25,16 +21,8 @@ async fn stdout_floods_stop_at_the_capture_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stderr_is_bounded_too_and_what_fits_is_kept() {
     let test = runtime();
-    let agent = test.load(HUGE_OUTPUT);
-    let report = invoke(
-        &test.runtime,
-        &agent,
-        Invocation {
-            limits: tight_limits(),
-            ..invocation("mallory", Grants::none(), "stderr")
-        },
-    )
-    .await;
+    let mallory = test.hostile(HUGE_OUTPUT, tight_limits());
+    let report = mallory.report("stderr").await;
     match report.result {
         Err(InvokeError::OutputLimit(exceeded)) => assert_eq!(exceeded.stream, StreamName::Stderr),
         other => panic!("expected OutputLimit, got {other:?}"),

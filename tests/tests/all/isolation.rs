@@ -4,31 +4,26 @@ use sovra_runtime::AgentErrorKind;
 use sovra_runtime::InvokeError;
 use sovra_test_artifacts::PROBE;
 
-use crate::support::{failure, grants, invocation, output, runtime};
+use crate::support::{grants, runtime};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_each_others_data() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let all = || grants(true, true, &["m"]);
-    let run = |tenant: &'static str, input: &'static str| {
-        output(&test.runtime, &probe, invocation(tenant, all(), input))
-    };
+    let alice = test.caller(PROBE, "alice", grants(true, true, &["m"]));
+    let bob = alice.as_tenant("bob");
 
-    run("alice", "kv-set:secret=alice-only").await;
-    run("alice", "sql-exec:CREATE TABLE diary (entry TEXT)").await;
-    run("alice", "sql-exec:INSERT INTO diary VALUES ('dear diary')").await;
+    alice.output("kv-set:secret=alice-only").await;
+    alice
+        .output("sql-exec:CREATE TABLE diary (entry TEXT)")
+        .await;
+    alice
+        .output("sql-exec:INSERT INTO diary VALUES ('dear diary')")
+        .await;
 
     // Bob sees none of it, by key, by prefix or by table.
-    assert_eq!(run("bob", "kv-get:secret").await, "<none>");
-    assert_eq!(run("bob", "kv-list:").await, "");
-    let error = failure(
-        &test.runtime,
-        &probe,
-        invocation("bob", all(), "sql-query:SELECT * FROM diary"),
-    )
-    .await;
-    match error {
+    assert_eq!(bob.output("kv-get:secret").await, "<none>");
+    assert_eq!(bob.output("kv-list:").await, "");
+    match bob.failure("sql-query:SELECT * FROM diary").await {
         InvokeError::Agent(error) => {
             assert_eq!(error.kind, AgentErrorKind::InvalidInput);
             assert!(error.message.contains("no such table"), "{}", error.message);
@@ -36,12 +31,12 @@ async fn tenants_never_see_each_others_data() {
         other => panic!("expected no such table, got {other:?}"),
     }
     // Bob's writes under the same names land in his own store only.
-    run("bob", "kv-set:secret=bob-was-here").await;
-    run("bob", "sql-exec:CREATE TABLE diary (entry TEXT)").await;
-    run("bob", "sql-exec:DELETE FROM diary").await;
-    assert_eq!(run("alice", "kv-get:secret").await, "alice-only");
+    bob.output("kv-set:secret=bob-was-here").await;
+    bob.output("sql-exec:CREATE TABLE diary (entry TEXT)").await;
+    bob.output("sql-exec:DELETE FROM diary").await;
+    assert_eq!(alice.output("kv-get:secret").await, "alice-only");
     assert_eq!(
-        run("alice", "sql-query:SELECT entry FROM diary").await,
+        alice.output("sql-query:SELECT entry FROM diary").await,
         "dear diary"
     );
 
@@ -53,26 +48,14 @@ async fn tenants_never_see_each_others_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_tenants_stay_separate() {
     let test = runtime();
-    let probe = test.load(PROBE);
+    let probe = test.caller(PROBE, "tenant0", grants(true, true, &["m"]));
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let runtime = test.runtime.clone();
-        let probe = probe.clone();
+        let tenant = format!("tenant{i}");
+        let caller = probe.as_tenant(&tenant);
         tasks.push(tokio::spawn(async move {
-            let tenant = format!("tenant{i}");
-            let set = format!("kv-set:owner={tenant}");
-            output(
-                &runtime,
-                &probe,
-                invocation(&tenant, grants(true, true, &["m"]), &set),
-            )
-            .await;
-            output(
-                &runtime,
-                &probe,
-                invocation(&tenant, grants(true, true, &["m"]), "kv-get:owner"),
-            )
-            .await
+            caller.output(&format!("kv-set:owner={tenant}")).await;
+            caller.output("kv-get:owner").await
         }));
     }
     for (i, task) in tasks.into_iter().enumerate() {

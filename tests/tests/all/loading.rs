@@ -3,10 +3,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sovra_runtime::{AgentManifest, Grants, Invocation, InvokeError, Limits, LoadError, TenantId};
+use sovra_runtime::{AgentManifest, Grants, InvokeError, Limits, LoadError, TenantId};
 use sovra_test_artifacts::{COUNTER, HELLO};
 
-use crate::support::{failure, invocation, runtime};
+use crate::support::runtime;
 
 #[test]
 fn garbage_core_modules_and_truncated_components_are_refused() {
@@ -119,30 +119,17 @@ fn tenant_ids_are_validated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_outside_the_ceilings_are_refused() {
     let test = runtime();
-    let hello = test.load(HELLO);
+    let hello = test.caller(HELLO, "acme", Grants::none());
     let huge = Limits {
         timeout: Duration::from_secs(3600),
         ..Limits::default()
     };
-    let error = failure(
-        &test.runtime,
-        &hello,
-        Invocation {
-            limits: huge,
-            ..invocation("acme", Grants::none(), "")
-        },
-    )
-    .await;
+    let error = hello.with_limits(huge).failure("").await;
     assert!(
         matches!(error, InvokeError::InvalidInvocation(_)),
         "{error:?}"
     );
     let input = "x".repeat(sovra_runtime::limits::MAX_INPUT_BYTES + 1);
-    let error = failure(
-        &test.runtime,
-        &hello,
-        invocation("acme", Grants::none(), &input),
-    )
-    .await;
+    let error = hello.failure(&input).await;
     assert!(error.to_string().contains("input"), "{error}");
 }

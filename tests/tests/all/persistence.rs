@@ -3,47 +3,25 @@
 use sovra_runtime::Runtime;
 use sovra_test_artifacts::{COUNTER, NOTES};
 
-use crate::support::{config, grants, invocation, output};
+use crate::support::{Caller, config, grants};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kv_sql_and_audit_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     {
         let runtime = Runtime::new(config(dir.path())).unwrap();
-        let counter = runtime.load_file(COUNTER.as_ref(), None).unwrap();
-        let notes = runtime.load_file(NOTES.as_ref(), None).unwrap();
+        let counter = Caller::load(&runtime, COUNTER, "acme", grants(true, false, &[]));
+        let notes = Caller::load(&runtime, NOTES, "acme", grants(false, true, &[]));
         for _ in 0..3 {
-            output(
-                &runtime,
-                &counter,
-                invocation("acme", grants(true, false, &[]), "visits"),
-            )
-            .await;
+            counter.output("visits").await;
         }
-        output(
-            &runtime,
-            &notes,
-            invocation("acme", grants(false, true, &[]), "add remember me"),
-        )
-        .await;
+        notes.output("add remember me").await;
         // The runtime is dropped here without any explicit flush.
     }
     let runtime = Runtime::new(config(dir.path())).unwrap();
-    let counter = runtime.load_file(COUNTER.as_ref(), None).unwrap();
-    let notes = runtime.load_file(NOTES.as_ref(), None).unwrap();
-    let visits = output(
-        &runtime,
-        &counter,
-        invocation("acme", grants(true, false, &[]), "visits"),
-    )
-    .await;
-    assert_eq!(visits, "visits: 4");
-    let found = output(
-        &runtime,
-        &notes,
-        invocation("acme", grants(false, true, &[]), "find remember"),
-    )
-    .await;
-    assert_eq!(found, "#1 remember me");
+    let counter = Caller::load(&runtime, COUNTER, "acme", grants(true, false, &[]));
+    let notes = Caller::load(&runtime, NOTES, "acme", grants(false, true, &[]));
+    assert_eq!(counter.output("visits").await, "visits: 4");
+    assert_eq!(notes.output("find remember").await, "#1 remember me");
     assert_eq!(runtime.audit().recent("acme", 100).unwrap().len(), 6);
 }

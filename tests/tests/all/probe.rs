@@ -3,7 +3,7 @@
 use sovra_runtime::{AgentErrorKind, Capability, Grants, InvokeError};
 use sovra_test_artifacts::PROBE;
 
-use crate::support::{failure, grants, invocation, invoke, output, runtime};
+use crate::support::{grants, runtime};
 
 /// Everything the probe imports: kv, sql and one model.
 fn all_grants() -> Grants {
@@ -20,56 +20,42 @@ fn agent_error(error: InvokeError) -> (AgentErrorKind, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_files_cannot_be_read_listed_or_written() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let run = |input: String| {
-        failure(
-            &test.runtime,
-            &probe,
-            invocation("mallory", all_grants(), &input),
-        )
-    };
+    let probe = test.caller(PROBE, "mallory", all_grants());
 
-    let (_, message) = agent_error(run("read-file:/etc/passwd".into()).await);
+    let (_, message) = agent_error(probe.failure("read-file:/etc/passwd").await);
     assert!(!message.contains("root:"), "{message}");
     let data_file = test.dir.path().join("audit.db");
-    let (_, message) = agent_error(run(format!("read-file:{}", data_file.display())).await);
+    let read = format!("read-file:{}", data_file.display());
+    let (_, message) = agent_error(probe.failure(&read).await);
     assert!(message.starts_with("read "), "{message}");
-    agent_error(run("list-dir:/".into()).await);
-    agent_error(run("list-dir:.".into()).await);
+    agent_error(probe.failure("list-dir:/").await);
+    agent_error(probe.failure("list-dir:.").await);
 
     let target = test.dir.path().join("pwned");
-    agent_error(run(format!("write-file:{}", target.display())).await);
+    agent_error(
+        probe
+            .failure(&format!("write-file:{}", target.display()))
+            .await,
+    );
     assert!(!target.exists(), "the guest wrote a host file");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn environment_and_arguments_are_empty() {
     let test = runtime();
-    let probe = test.load(PROBE);
+    let probe = test.caller(PROBE, "mallory", all_grants());
     assert!(
         std::env::var_os("PATH").is_some(),
         "the host has an environment"
     );
-    let env = output(
-        &test.runtime,
-        &probe,
-        invocation("mallory", all_grants(), "env:"),
-    )
-    .await;
-    assert_eq!(env, "");
-    let args = output(
-        &test.runtime,
-        &probe,
-        invocation("mallory", all_grants(), "args:"),
-    )
-    .await;
-    assert_eq!(args, "");
+    assert_eq!(probe.output("env:").await, "");
+    assert_eq!(probe.output("args:").await, "");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_escapes_are_refused_and_audited() {
     let test = runtime();
-    let probe = test.load(PROBE);
+    let probe = test.caller(PROBE, "mallory", all_grants());
     let outside = test.dir.path().join("outside.db");
     let attempts = [
         (
@@ -98,13 +84,7 @@ async fn sql_escapes_are_refused_and_audited() {
         ),
     ];
     for (input, needle) in &attempts {
-        let error = failure(
-            &test.runtime,
-            &probe,
-            invocation("mallory", all_grants(), input),
-        )
-        .await;
-        let (kind, message) = agent_error(error);
+        let (kind, message) = agent_error(probe.failure(input).await);
         assert_eq!(kind, AgentErrorKind::AccessDenied, "{input}: {message}");
         assert!(message.contains(needle), "{input}: {message}");
     }
@@ -121,35 +101,34 @@ async fn sql_escapes_are_refused_and_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordinary_sql_and_kv_work() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let run = |input: &'static str| {
-        output(
-            &test.runtime,
-            &probe,
-            invocation("acme", all_grants(), input),
-        )
-    };
+    let probe = test.caller(PROBE, "acme", all_grants());
     assert_eq!(
-        run("sql-exec:CREATE TABLE t (a INTEGER, b TEXT)").await,
+        probe
+            .output("sql-exec:CREATE TABLE t (a INTEGER, b TEXT)")
+            .await,
         "0"
     );
     assert_eq!(
-        run("sql-exec:INSERT INTO t VALUES (1, 'one'), (2, NULL)").await,
+        probe
+            .output("sql-exec:INSERT INTO t VALUES (1, 'one'), (2, NULL)")
+            .await,
         "2"
     );
     assert_eq!(
-        run("sql-query:SELECT a, b FROM t ORDER BY a").await,
+        probe
+            .output("sql-query:SELECT a, b FROM t ORDER BY a")
+            .await,
         "1|one\n2|NULL"
     );
-    assert_eq!(run("kv-set:color=blue").await, "ok");
-    assert_eq!(run("kv-get:color").await, "blue");
-    assert_eq!(run("kv-list:co").await, "color");
+    assert_eq!(probe.output("kv-set:color=blue").await, "ok");
+    assert_eq!(probe.output("kv-get:color").await, "blue");
+    assert_eq!(probe.output("kv-list:co").await, "color");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ungranted_interface_is_refused_by_name() {
     let test = runtime();
-    let probe = test.load(PROBE);
+    let probe = test.caller(PROBE, "acme", all_grants());
     let cases = [
         (
             grants(true, false, &["allowed-model"]),
@@ -168,7 +147,7 @@ async fn an_ungranted_interface_is_refused_by_name() {
         ),
     ];
     for (grants, expected, prefix) in cases {
-        match failure(&test.runtime, &probe, invocation("acme", grants, "env:")).await {
+        match probe.with_grants(grants).failure("env:").await {
             InvokeError::NotGranted {
                 interface,
                 capability,
@@ -184,17 +163,9 @@ async fn an_ungranted_interface_is_refused_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_off_the_allowlist_are_denied_without_revealing_them() {
     let test = runtime();
-    let probe = test.load(PROBE);
+    let probe = test.caller(PROBE, "acme", all_grants());
     for call in ["generate", "stream", "embed", "tensor"] {
-        let input = format!("{call}:secret-model");
-        let (kind, message) = agent_error(
-            failure(
-                &test.runtime,
-                &probe,
-                invocation("acme", all_grants(), &input),
-            )
-            .await,
-        );
+        let (kind, message) = agent_error(probe.failure(&format!("{call}:secret-model")).await);
         assert_eq!(kind, AgentErrorKind::AccessDenied, "{call}: {message}");
         assert!(message.contains("secret-model"), "{message}");
     }
@@ -205,24 +176,10 @@ async fn models_off_the_allowlist_are_denied_without_revealing_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_models_answers_not_found() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let listed = output(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), "list-models:"),
-    )
-    .await;
-    assert_eq!(listed, "");
+    let probe = test.caller(PROBE, "acme", all_grants());
+    assert_eq!(probe.output("list-models:").await, "");
     for call in ["generate", "stream", "embed", "tensor", "bad-sampling"] {
-        let input = format!("{call}:allowed-model");
-        let (kind, message) = agent_error(
-            failure(
-                &test.runtime,
-                &probe,
-                invocation("acme", all_grants(), &input),
-            )
-            .await,
-        );
+        let (kind, message) = agent_error(probe.failure(&format!("{call}:allowed-model")).await);
         assert_eq!(kind, AgentErrorKind::NotFound, "{call}: {message}");
         assert!(message.contains("allowed-model"), "{message}");
     }
@@ -231,48 +188,25 @@ async fn a_node_without_models_answers_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_host_call_arguments_are_refused() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let error = failure(
-        &test.runtime,
-        &probe,
-        invocation("mallory", all_grants(), "big-hostcall:"),
-    )
-    .await;
+    let probe = test.caller(PROBE, "mallory", all_grants());
     assert_eq!(
-        error,
+        probe.failure("big-hostcall:").await,
         InvokeError::HostCallDataLimit {
             limit: sovra_runtime::limits::MAX_HOSTCALL_BYTES
         }
     );
     // Nothing was stored.
-    let stored = output(
-        &test.runtime,
-        &probe,
-        invocation("mallory", all_grants(), "kv-get:big"),
-    )
-    .await;
-    assert_eq!(stored, "<none>");
+    assert_eq!(probe.output("kv-get:big").await, "<none>");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_panic_is_a_trap_not_a_host_failure() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let error = failure(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), "panic:"),
-    )
-    .await;
+    let probe = test.caller(PROBE, "acme", all_grants());
+    let error = probe.failure("panic:").await;
     assert!(matches!(error, InvokeError::Trap { .. }), "{error:?}");
     // The same agent serves the next call.
-    let env = output(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), "env:"),
-    )
-    .await;
-    assert_eq!(env, "");
+    assert_eq!(probe.output("env:").await, "");
 }
 
 /// Text that would clear a terminal, forge a log line of another tenant and
@@ -282,13 +216,8 @@ const INJECTION: &str = "\u{1b}[2J\nlevel=ERROR tenant=other msg=\"forged\"\r\u{
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_log_lines_and_error_messages_carry_no_control_characters() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let report = invoke(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), &format!("log:{INJECTION}")),
-    )
-    .await;
+    let probe = test.caller(PROBE, "acme", all_grants());
+    let report = probe.report(&format!("log:{INJECTION}")).await;
     assert!(report.result.is_ok(), "{:?}", report.result);
     let line = &report.logs[0];
     let texts = [&line.message, &line.fields[0].0, &line.fields[0].1];
@@ -297,13 +226,7 @@ async fn guest_log_lines_and_error_messages_carry_no_control_characters() {
         assert!(text.contains("\\x1b[2J\\nlevel=ERROR"), "{text:?}");
         assert!(!text.contains('\u{202e}'), "{text:?}");
     }
-    let error = failure(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), &format!("fail:{INJECTION}")),
-    )
-    .await;
-    let (_, message) = agent_error(error);
+    let (_, message) = agent_error(probe.failure(&format!("fail:{INJECTION}")).await);
     assert!(!message.chars().any(char::is_control), "{message:?}");
 }
 
@@ -313,29 +236,19 @@ async fn guest_log_lines_and_error_messages_carry_no_control_characters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleeping_guests_do_not_hold_the_execution_slots() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let hello = test.load(sovra_test_artifacts::HELLO);
+    let sleepy = test.caller(PROBE, "sleepy", all_grants());
+    let awake = test.caller(sovra_test_artifacts::HELLO, "awake", Grants::none());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut sleepers = Vec::new();
     for _ in 0..cores * 2 {
-        let runtime = test.runtime.clone();
-        let probe = std::sync::Arc::clone(&probe);
+        let sleepy = sleepy.clone();
         sleepers.push(tokio::spawn(async move {
-            runtime
-                .invoke(&probe, invocation("sleepy", all_grants(), "sleep:3000"))
-                .await
-                .result
+            sleepy.report("sleep:3000").await.result
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    let greeting = output(
-        &test.runtime,
-        &hello,
-        invocation("awake", Grants::none(), "Bo"),
-    )
-    .await;
-    assert_eq!(greeting, "Hello, Bo!");
+    assert_eq!(awake.output("Bo").await, "Hello, Bo!");
     assert!(
         started.elapsed() < std::time::Duration::from_millis(1500),
         "waited {:?} behind sleeping guests",
@@ -349,31 +262,15 @@ async fn sleeping_guests_do_not_hold_the_execution_slots() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_wasi_results_and_handle_floods_are_limits_not_traps() {
     let test = runtime();
-    let probe = test.load(PROBE);
-    let ok = output(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), "random:4096"),
-    )
-    .await;
-    assert_eq!(ok, "4096");
-    let big = failure(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), &format!("random:{}", 64 << 20)),
-    )
-    .await;
+    let probe = test.caller(PROBE, "acme", all_grants());
+    assert_eq!(probe.output("random:4096").await, "4096");
+    let big = probe.failure(&format!("random:{}", 64 << 20)).await;
     assert!(
         matches!(big, InvokeError::HostCallResultLimit { requested, .. } if requested == 64 << 20),
         "{big:?}"
     );
     assert!(big.is_limit());
-    let flood = failure(
-        &test.runtime,
-        &probe,
-        invocation("acme", all_grants(), "handles:100000"),
-    )
-    .await;
+    let flood = probe.failure("handles:100000").await;
     assert!(
         matches!(flood, InvokeError::ResourceLimit { .. }),
         "{flood:?}"

@@ -6,8 +6,7 @@ use std::time::Duration;
 use sovra_runtime::{AgentErrorKind, Capability, Invocation, InvokeError, Limits};
 use sovra_test_artifacts::RAG;
 
-use crate::chat::runtime_with_models;
-use crate::support::{failure, grants, invocation, invoke};
+use crate::support::{failure, grants, invocation, invoke, runtime_with_models};
 
 const HANDBOOK: &str = "ingest The office is open from 9am to 5pm on weekdays.\n\n\
     Refunds are processed within five business days.\n\n\
@@ -30,19 +29,23 @@ fn ask(tenant: &str, input: &str) -> Invocation {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_from_the_tenants_own_documents_and_cites_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(runtime) = runtime_with_models(dir.path()) else {
+    let Some(test) = runtime_with_models() else {
         return;
     };
-    let rag = runtime.load_file(RAG.as_ref(), None).unwrap();
+    let rag = test.load(RAG);
 
-    let ingested = invoke(&runtime, &rag, ask("acme", HANDBOOK)).await;
+    let ingested = invoke(&test.runtime, &rag, ask("acme", HANDBOOK)).await;
     assert_eq!(
         ingested.result.unwrap().output,
         "ingested 3 passages from handbook"
     );
 
-    let answer = invoke(&runtime, &rag, ask("acme", "How long do refunds take?")).await;
+    let answer = invoke(
+        &test.runtime,
+        &rag,
+        ask("acme", "How long do refunds take?"),
+    )
+    .await;
     let response = answer.result.unwrap();
     let sources = &response
         .metadata
@@ -61,7 +64,12 @@ async fn answers_from_the_tenants_own_documents_and_cites_them() {
     );
 
     // Another tenant has no documents: nothing leaks across.
-    let other = invoke(&runtime, &rag, ask("globex", "How long do refunds take?")).await;
+    let other = invoke(
+        &test.runtime,
+        &rag,
+        ask("globex", "How long do refunds take?"),
+    )
+    .await;
     assert_eq!(
         other.result.unwrap().output,
         "I have no documents to answer from yet."
@@ -70,20 +78,19 @@ async fn answers_from_the_tenants_own_documents_and_cites_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vector_memory_needs_its_grant_and_allowed_models() {
-    let dir = tempfile::tempdir().unwrap();
-    let Some(runtime) = runtime_with_models(dir.path()) else {
+    let Some(test) = runtime_with_models() else {
         return;
     };
-    let rag = runtime.load_file(RAG.as_ref(), None).unwrap();
+    let rag = test.load(RAG);
     let mut no_vector = ask("acme", "hello");
     no_vector.grants.vector = false;
-    match failure(&runtime, &rag, no_vector).await {
+    match failure(&test.runtime, &rag, no_vector).await {
         InvokeError::NotGranted { capability, .. } => assert_eq!(capability, Capability::Vector),
         other => panic!("expected NotGranted, got {other:?}"),
     }
     let mut no_embedder = ask("acme", HANDBOOK);
     no_embedder.grants.models = ["smollm2".to_owned()].into();
-    match failure(&runtime, &rag, no_embedder).await {
+    match failure(&test.runtime, &rag, no_embedder).await {
         InvokeError::Agent(error) => {
             assert_eq!(error.kind, AgentErrorKind::AccessDenied);
             assert!(error.message.contains("minilm"), "{}", error.message);

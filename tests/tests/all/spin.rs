@@ -3,22 +3,18 @@ use std::time::{Duration, Instant};
 use sovra_runtime::{Grants, InvokeError, Limits};
 use sovra_test_artifacts::SPIN;
 
-use crate::support::{invocation, runtime, tight_limits, with_bystander};
+use crate::support::{runtime, tight_limits, with_bystander};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_infinite_loop_times_out_while_others_are_served() {
     let test = runtime();
-    let spin = test.load(SPIN);
     let limits = Limits {
         timeout: Duration::from_millis(800),
         ..tight_limits()
     };
-    let hostile = sovra_runtime::Invocation {
-        limits,
-        ..invocation("mallory", Grants::none(), "")
-    };
+    let mallory = test.hostile(SPIN, limits);
     let started = Instant::now();
-    let error = with_bystander(&test, spin, hostile).await;
+    let error = with_bystander(&test, &mallory, "").await;
     assert_eq!(
         error,
         InvokeError::Timeout {
@@ -44,32 +40,22 @@ async fn an_infinite_loop_times_out_while_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_flooding_every_slot_with_spinners_does_not_starve_another() {
     let test = runtime();
-    let spin = test.load(SPIN);
-    let hello = test.load(sovra_test_artifacts::HELLO);
     let limits = Limits {
         timeout: Duration::from_millis(2500),
         ..tight_limits()
     };
+    let mallory = test.hostile(SPIN, limits);
+    let victim = test.caller(sovra_test_artifacts::HELLO, "victim", Grants::none());
     let mut attackers = Vec::new();
     for _ in 0..8 {
-        let runtime = test.runtime.clone();
-        let spin = std::sync::Arc::clone(&spin);
-        let hostile = sovra_runtime::Invocation {
-            limits,
-            ..invocation("mallory", Grants::none(), "")
-        };
-        attackers.push(tokio::spawn(async move {
-            runtime.invoke(&spin, hostile).await.result
-        }));
+        let mallory = mallory.clone();
+        attackers.push(tokio::spawn(async move { mallory.report("").await.result }));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let started = Instant::now();
-        let report = test
-            .runtime
-            .invoke(&hello, invocation("victim", Grants::none(), "Bo"))
-            .await;
+        let report = victim.report("Bo").await;
         assert_eq!(report.result.unwrap().output, "Hello, Bo!");
         slowest = slowest.max(started.elapsed());
     }

@@ -3,13 +3,12 @@
 //! connection and vector upserts. Every write must succeed (writers wait for
 //! each other's locks) and every count must come out exact.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sovra_runtime::Grants;
 use sovra_test_artifacts::STORAGE_MIX;
 
-use crate::support::{invocation, output, runtime};
+use crate::support::runtime;
 
 /// Writes of each kind, all started at once.
 const EACH: usize = 200;
@@ -26,7 +25,7 @@ fn all_stores() -> Grants {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_to_every_store_all_succeed_with_exact_counts() {
     let test = runtime();
-    let agent = test.load(STORAGE_MIX);
+    let acme = test.caller(STORAGE_MIX, "acme", all_stores());
     let mut calls = Vec::new();
     for i in 0..EACH {
         for input in [
@@ -35,12 +34,9 @@ async fn concurrent_writers_to_every_store_all_succeed_with_exact_counts() {
             format!("insert:row {i}"),
             format!("upsert:id{i}"),
         ] {
-            let runtime = test.runtime.clone();
-            let agent = Arc::clone(&agent);
+            let acme = acme.clone();
             calls.push(tokio::spawn(async move {
-                let report = runtime
-                    .invoke(&agent, invocation("acme", all_stores(), &input))
-                    .await;
+                let report = acme.report(&input).await;
                 (input, report.result.map(|r| r.output))
             }));
         }
@@ -66,40 +62,22 @@ async fn concurrent_writers_to_every_store_all_succeed_with_exact_counts() {
         (1..=EACH).collect::<Vec<_>>(),
         "each increment saw its own value"
     );
-    let counts = output(
-        &test.runtime,
-        &agent,
-        invocation("acme", all_stores(), "count:"),
-    )
-    .await;
-    assert_eq!(counts, format!("{EACH},{EACH}"));
-    let last = output(
-        &test.runtime,
-        &agent,
-        invocation("acme", all_stores(), "incr:hits"),
-    )
-    .await;
-    assert_eq!(last, (EACH + 1).to_string());
+    assert_eq!(acme.output("count:").await, format!("{EACH},{EACH}"));
+    assert_eq!(acme.output("incr:hits").await, (EACH + 1).to_string());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_held_past_the_busy_timeout_is_unavailable_not_the_agents_fault() {
     let test = runtime();
-    let agent = test.load(STORAGE_MIX);
-    output(
-        &test.runtime,
-        &agent,
-        invocation("acme", all_stores(), "incr:hits"),
-    )
-    .await;
+    let acme = test.caller(STORAGE_MIX, "acme", all_stores());
+    acme.output("incr:hits").await;
     // Another writer (an operator's sqlite3, a stuck backup) holds the
     // tenant's write lock for longer than writers wait.
     let path = test.dir.path().join("tenants/acme/tenant.db");
     let holder = rusqlite::Connection::open(&path).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let mut waits = invocation("acme", all_stores(), "incr:hits");
-    waits.limits.timeout = Duration::from_secs(20);
-    let report = test.runtime.invoke(&agent, waits).await;
+    let waits = acme.with_timeout(Duration::from_secs(20));
+    let report = waits.report("incr:hits").await;
     holder.execute_batch("ROLLBACK").unwrap();
     match report.result {
         Err(sovra_runtime::InvokeError::Unavailable(message)) => {
@@ -109,11 +87,5 @@ async fn storage_held_past_the_busy_timeout_is_unavailable_not_the_agents_fault(
         other => panic!("expected unavailable, got {other:?}"),
     }
     // Once the lock is gone, writes go through and nothing was lost.
-    let next = output(
-        &test.runtime,
-        &agent,
-        invocation("acme", all_stores(), "incr:hits"),
-    )
-    .await;
-    assert_eq!(next, "2");
+    assert_eq!(acme.output("incr:hits").await, "2");
 }

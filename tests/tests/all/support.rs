@@ -1,6 +1,8 @@
 //! Shared set-up for the integration tests: a runtime on a temporary data
-//! directory, guests by path, invocations with grants, and a bystander
-//! tenant whose calls must keep succeeding while a hostile guest runs.
+//! directory (with or without the repository's models), guests by path,
+//! invocations with grants, callers (an agent called as one tenant with its
+//! grants), and a bystander tenant whose calls must keep succeeding while a
+//! hostile guest runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,10 +39,26 @@ pub fn runtime() -> TestRuntime {
 
 impl TestRuntime {
     pub fn load(&self, path: &str) -> Arc<Agent> {
-        self.runtime
-            .load_file(Path::new(path), None)
-            .unwrap_or_else(|e| panic!("loading {path}: {e}"))
+        load(&self.runtime, path)
     }
+
+    /// Loads the agent at `path` and calls it as `tenant` with `grants`.
+    pub fn caller(&self, path: &str, tenant: &str, grants: Grants) -> Caller {
+        Caller::load(&self.runtime, path, tenant, grants)
+    }
+
+    /// Loads the hostile guest at `path`, called by the tenant `mallory`
+    /// with no grants under `limits`.
+    pub fn hostile(&self, path: &str, limits: Limits) -> Caller {
+        self.caller(path, "mallory", Grants::none())
+            .with_limits(limits)
+    }
+}
+
+fn load(runtime: &Runtime, path: &str) -> Arc<Agent> {
+    runtime
+        .load_file(Path::new(path), None)
+        .unwrap_or_else(|e| panic!("loading {path}: {e}"))
 }
 
 pub fn tenant(name: &str) -> TenantId {
@@ -60,6 +78,115 @@ pub fn invocation(tenant_name: &str, grants: Grants, input: &str) -> Invocation 
     Invocation {
         grants,
         ..Invocation::new(tenant(tenant_name), input)
+    }
+}
+
+/// A runtime serving the repository's models.toml, or `None` when the model
+/// files have not been fetched (then `SOVRA_REQUIRE_MODELS` makes it fail).
+pub fn runtime_with_models() -> Option<TestRuntime> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if !root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").exists() {
+        assert!(
+            std::env::var_os("SOVRA_REQUIRE_MODELS").is_none(),
+            "SOVRA_REQUIRE_MODELS is set but the models are missing; run scripts/fetch-models"
+        );
+        eprintln!("skipping: models not fetched (run scripts/fetch-models)");
+        return None;
+    }
+    let registry = sovra_gpu::config::load_registry(&root.join("models.toml")).unwrap();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = config(dir.path());
+    config.models = Arc::new(registry);
+    let runtime = Runtime::new(config).unwrap();
+    Some(TestRuntime { runtime, dir })
+}
+
+/// One agent as one tenant calls it: loaded into a runtime, bound to the
+/// tenant's grants (and, if set, its limits). Clones share the runtime and
+/// the loaded agent, so a clone can be moved into a spawned task.
+#[derive(Clone)]
+pub struct Caller {
+    runtime: Runtime,
+    agent: Arc<Agent>,
+    tenant: String,
+    grants: Grants,
+    limits: Option<Limits>,
+}
+
+impl Caller {
+    /// Loads the agent at `path` into `runtime` and calls it as `tenant`.
+    pub fn load(runtime: &Runtime, path: &str, tenant: &str, grants: Grants) -> Caller {
+        let agent = load(runtime, path);
+        Caller {
+            runtime: runtime.clone(),
+            agent,
+            tenant: tenant.to_owned(),
+            grants,
+            limits: None,
+        }
+    }
+
+    /// The loaded agent.
+    pub fn agent(&self) -> &Arc<Agent> {
+        &self.agent
+    }
+
+    /// The same agent and grants, called as another tenant.
+    pub fn as_tenant(&self, tenant: &str) -> Caller {
+        Caller {
+            tenant: tenant.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// The same agent and tenant, with other grants.
+    pub fn with_grants(&self, grants: Grants) -> Caller {
+        Caller {
+            grants,
+            ..self.clone()
+        }
+    }
+
+    /// The same agent, tenant and grants, under `limits`.
+    pub fn with_limits(&self, limits: Limits) -> Caller {
+        Caller {
+            limits: Some(limits),
+            ..self.clone()
+        }
+    }
+
+    /// [`Caller::with_limits`] of the default limits but for the timeout.
+    pub fn with_timeout(&self, timeout: Duration) -> Caller {
+        self.with_limits(Limits {
+            timeout,
+            ..Limits::default()
+        })
+    }
+
+    /// The invocation of `input` this caller makes.
+    pub fn invocation(&self, input: &str) -> Invocation {
+        let mut invocation = invocation(&self.tenant, self.grants.clone(), input);
+        if let Some(limits) = self.limits {
+            invocation.limits = limits;
+        }
+        invocation
+    }
+
+    /// Runs one invocation of `input` and returns its report.
+    pub async fn report(&self, input: &str) -> InvocationReport {
+        invoke(&self.runtime, &self.agent, self.invocation(input)).await
+    }
+
+    /// The output of a successful invocation of `input`, or a panic naming
+    /// the error.
+    pub async fn output(&self, input: &str) -> String {
+        output(&self.runtime, &self.agent, self.invocation(input)).await
+    }
+
+    /// The error of a failed invocation of `input`, or a panic showing the
+    /// output.
+    pub async fn failure(&self, input: &str) -> InvokeError {
+        failure(&self.runtime, &self.agent, self.invocation(input)).await
     }
 }
 
@@ -94,46 +221,31 @@ pub fn tight_limits() -> Limits {
     }
 }
 
-/// Runs `hostile` while another tenant keeps invoking `hello` and `counter`;
-/// every bystander call must succeed. Returns the hostile invocation's error.
-pub async fn with_bystander(
-    test: &TestRuntime,
-    agent: Arc<Agent>,
-    hostile: Invocation,
-) -> InvokeError {
-    let runtime = test.runtime.clone();
-    let hostile_task = tokio::spawn(async move { runtime.invoke(&agent, hostile).await });
+/// Runs `input` through `hostile` while another tenant keeps invoking
+/// `hello` and `counter`; every bystander call must succeed. Returns the
+/// hostile invocation's error.
+pub async fn with_bystander(test: &TestRuntime, hostile: &Caller, input: &str) -> InvokeError {
+    let hostile_task = tokio::spawn({
+        let (hostile, input) = (hostile.clone(), input.to_owned());
+        async move { hostile.report(&input).await }
+    });
 
-    let hello = test.load(sovra_test_artifacts::HELLO);
-    let counter = test.load(sovra_test_artifacts::COUNTER);
+    let hello = test.caller(sovra_test_artifacts::HELLO, "bystander", Grants::none());
+    let counter = test.caller(
+        sovra_test_artifacts::COUNTER,
+        "bystander",
+        grants(true, false, &[]),
+    );
     let mut served = 0;
     while !hostile_task.is_finished() || served < 5 {
-        let greeting = output(
-            &test.runtime,
-            &hello,
-            invocation("bystander", Grants::none(), "Bo"),
-        )
-        .await;
-        assert_eq!(greeting, "Hello, Bo!");
+        assert_eq!(hello.output("Bo").await, "Hello, Bo!");
         served += 1;
-        let counted = output(
-            &test.runtime,
-            &counter,
-            invocation("bystander", grants(true, false, &[]), "calls"),
-        )
-        .await;
-        assert_eq!(counted, format!("calls: {served}"));
+        assert_eq!(counter.output("calls").await, format!("calls: {served}"));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let report = hostile_task.await.expect("hostile invocation task");
     // The runtime is still up for everyone, the hostile tenant included.
-    let after = output(
-        &test.runtime,
-        &hello,
-        invocation("bystander", Grants::none(), "again"),
-    )
-    .await;
-    assert_eq!(after, "Hello, again!");
+    assert_eq!(hello.output("again").await, "Hello, again!");
     match report.result {
         Ok(response) => panic!("hostile guest succeeded with {:?}", response.output),
         Err(error) => error,
