@@ -1,10 +1,13 @@
 //! The `sovra` binary as an agent author uses it: real processes, real
 //! components, exit codes and messages.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use sovra_test_artifacts::{COUNTER, HELLO, NOTES, SPIN};
+use support::{fails_with, succeeds, text};
 
 fn sovra(data_dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sovra"))
@@ -15,15 +18,11 @@ fn sovra(data_dir: &Path, args: &[&str]) -> Output {
         .expect("sovra runs")
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 #[test]
 fn run_prints_the_response_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out = sovra(dir.path(), &["run", HELLO, "--input", "Ada"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    succeeds(&out);
     assert_eq!(text(&out.stdout), "Hello, Ada!\n");
 }
 
@@ -35,7 +34,7 @@ fn counter_state_survives_between_runs_and_logs_go_to_stderr() {
             dir.path(),
             &["run", COUNTER, "--grant", "kv", "--input", "apples"],
         );
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        succeeds(&out);
         assert_eq!(text(&out.stdout), expected);
         assert!(
             text(&out.stderr).contains("[agent info] counted key=apples"),
@@ -73,64 +72,41 @@ fn input_can_come_from_a_file() {
 fn exit_codes_say_how_it_failed() {
     let dir = tempfile::tempdir().unwrap();
     let denied = sovra(dir.path(), &["run", COUNTER, "--input", "x"]);
-    assert_eq!(denied.status.code(), Some(3));
-    assert!(
-        text(&denied.stderr).contains("has not granted `kv`"),
-        "{}",
-        text(&denied.stderr)
-    );
+    fails_with(&denied, 3, "has not granted `kv`");
 
     let agent_error = sovra(
         dir.path(),
         &["run", NOTES, "--grant", "sql", "--input", "nonsense"],
     );
-    assert_eq!(agent_error.status.code(), Some(1));
-    assert!(
-        text(&agent_error.stderr).contains("invalid-input"),
-        "{}",
-        text(&agent_error.stderr)
-    );
+    fails_with(&agent_error, 1, "invalid-input");
 
     let timeout = sovra(dir.path(), &["run", SPIN, "--timeout", "300ms"]);
-    assert_eq!(timeout.status.code(), Some(4));
-    assert!(
-        text(&timeout.stderr).contains("timed out"),
-        "{}",
-        text(&timeout.stderr)
-    );
+    fails_with(&timeout, 4, "timed out");
 
     let unknown_grant = sovra(dir.path(), &["run", HELLO, "--grant", "root"]);
-    assert_eq!(unknown_grant.status.code(), Some(2));
-    assert!(text(&unknown_grant.stderr).contains("unknown capability `root`"));
+    fails_with(&unknown_grant, 2, "unknown capability `root`");
 }
 
 #[test]
 fn bad_files_are_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let missing = sovra(dir.path(), &["run", "/nonexistent/x.wasm"]);
-    assert_eq!(missing.status.code(), Some(2));
-    assert!(text(&missing.stderr).contains("/nonexistent/x.wasm"));
+    fails_with(&missing, 2, "/nonexistent/x.wasm");
 
     let garbage = dir.path().join("garbage.wasm");
     std::fs::write(&garbage, b"definitely not wasm").unwrap();
     let out = sovra(dir.path(), &["run", garbage.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("not a WebAssembly file"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, 2, "not a WebAssembly file");
 
     let bad_tenant = sovra(dir.path(), &["run", HELLO, "--tenant", "../../etc"]);
-    assert_eq!(bad_tenant.status.code(), Some(2));
-    assert!(text(&bad_tenant.stderr).contains("invalid tenant id"));
+    fails_with(&bad_tenant, 2, "invalid tenant id");
 }
 
 #[test]
 fn inspect_shows_world_capabilities_and_digest() {
     let dir = tempfile::tempdir().unwrap();
     let out = sovra(dir.path(), &["inspect", COUNTER]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    succeeds(&out);
     let shown = text(&out.stdout);
     for needle in [
         "world:   sovra:agent/agent",
@@ -155,7 +131,7 @@ fn publishers_sign_and_anyone_can_verify() {
         dir.path(),
         &["plugin", "keygen", "--out", prefix.to_str().unwrap()],
     );
-    assert_eq!(keygen.status.code(), Some(0), "{}", text(&keygen.stderr));
+    succeeds(&keygen);
     let component = dir.path().join("counter.wasm");
     std::fs::copy(COUNTER, &component).unwrap();
     let component = component.to_str().unwrap();
@@ -163,12 +139,12 @@ fn publishers_sign_and_anyone_can_verify() {
     let public = format!("{}.pub", prefix.display());
 
     let sign = sovra(dir.path(), &["plugin", "sign", component, "--key", &key]);
-    assert_eq!(sign.status.code(), Some(0), "{}", text(&sign.stderr));
+    succeeds(&sign);
     let verify = sovra(
         dir.path(),
         &["plugin", "verify", component, "--publisher", &public],
     );
-    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stderr));
+    succeeds(&verify);
     assert!(text(&verify.stdout).starts_with("verified: sha256:"));
 
     // Another publisher's key, or a changed component, is refused.
@@ -187,12 +163,7 @@ fn publishers_sign_and_anyone_can_verify() {
             &format!("{}.pub", other.display()),
         ],
     );
-    assert_eq!(wrong.status.code(), Some(3));
-    assert!(
-        text(&wrong.stderr).contains("not"),
-        "{}",
-        text(&wrong.stderr)
-    );
+    fails_with(&wrong, 3, "not");
     let mut bytes = std::fs::read(component).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xFF;
@@ -201,12 +172,7 @@ fn publishers_sign_and_anyone_can_verify() {
         dir.path(),
         &["plugin", "verify", component, "--publisher", &public],
     );
-    assert_eq!(tampered.status.code(), Some(3));
-    assert!(
-        text(&tampered.stderr).contains("component digest does not match"),
-        "{}",
-        text(&tampered.stderr)
-    );
+    fails_with(&tampered, 3, "component digest does not match");
 }
 
 #[test]
@@ -235,12 +201,7 @@ fn asking_for_a_gpu_where_there_is_none_is_a_clear_error() {
             "run", HELLO, "--models", models, "--device", "cuda", "--input", "x",
         ],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("cannot use cuda:0"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, 2, "cannot use cuda:0");
     // auto falls back to the CPU and runs.
     let out = sovra(
         dir.path(),
@@ -248,14 +209,9 @@ fn asking_for_a_gpu_where_there_is_none_is_a_clear_error() {
             "run", HELLO, "--models", models, "--device", "auto", "--input", "x",
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    succeeds(&out);
     let out = sovra(dir.path(), &["run", HELLO, "--device", "tpu"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("`tpu` is not a device"),
-        "{}",
-        text(&out.stderr)
-    );
+    fails_with(&out, 2, "`tpu` is not a device");
 }
 
 #[test]
@@ -317,7 +273,7 @@ fn run_compiles_in_a_worker_under_the_compile_limits() {
     }
     // Within the limits it compiles once, in the worker, and runs.
     let out = sovra(dir.path(), &["run", HELLO, "--input", "Ada"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    succeeds(&out);
     assert_eq!(text(&out.stdout), "Hello, Ada!\n");
 }
 
@@ -329,11 +285,11 @@ fn audit_verify_prints_each_chain_head_and_names_tampered_records() {
             dir.path(),
             &["run", HELLO, "--tenant", tenant, "--input", "Ada"],
         );
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        succeeds(&out);
     }
     let data = dir.path().to_str().unwrap();
     let out = sovra(dir.path(), &["audit", "verify", "--data-dir", data]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    succeeds(&out);
     let report = text(&out.stdout);
     assert!(
         report.contains("intact  acme  2 records  head "),

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sovra_test_artifacts::{COUNTER, HELLO, SPIN};
-use support::{Client, Node, OP, install, invoke, publish, publisher, tenant};
+use support::{
+    Client, Node, OP, install, invoke, publish, publisher, start_node, tenant, tenant_with,
+};
 
 /// The open-files limit the tests give the node: the common default.
 const OPEN_FILES: u64 = 1024;
@@ -69,12 +71,7 @@ fn json_error(answer: &str) -> (u16, String) {
 
 /// A published `hello` and a tenant with it installed: (tenant key).
 fn hello_for(client: &Client, tenant_id: &str) -> String {
-    let key = tenant(client, tenant_id);
-    let publisher = publisher(client, "pub");
-    publish(client, &publisher, HELLO);
-    let reply = install(client, tenant_id, &key, "hello", json!({}));
-    assert_eq!(reply.status, 200, "{}", reply.text);
-    key
+    tenant_with(client, tenant_id, &[(HELLO, "hello", json!({}))])
 }
 
 #[test]
@@ -122,8 +119,7 @@ fn idle_sockets_beyond_the_connection_cap_do_not_lock_callers_out() {
 
 #[test]
 fn slow_headers_and_idle_keep_alive_connections_are_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "[limits]\nheader-timeout = \"500ms\"");
+    let (_dir, node, _) = start_node("[limits]\nheader-timeout = \"500ms\"");
     // Headers that never end.
     let slow = raw_exchange(
         &node,
@@ -153,8 +149,7 @@ fn slow_headers_and_idle_keep_alive_connections_are_closed() {
 
 #[test]
 fn every_error_the_node_sends_is_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "[limits]\nmax-body = \"1KiB\"");
+    let (_dir, node, _) = start_node("[limits]\nmax-body = \"1KiB\"");
     let wait = Duration::from_secs(10);
     let many_headers: String = (0..300).map(|i| format!("x-h{i}: v\r\n")).collect();
     let huge_header = format!("x-big: {}\r\n", "a".repeat(100 << 10));
@@ -220,9 +215,7 @@ fn every_error_the_node_sends_is_json() {
 
 #[test]
 fn bodies_must_be_objects_of_the_documented_fields() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
+    let (_dir, _node, client) = start_node("");
     let key = hello_for(&client, "acme");
     let operator = OP;
     let cases: [(&str, &str, Option<&str>, Value); 8] = [
@@ -282,9 +275,7 @@ fn bodies_must_be_objects_of_the_documented_fields() {
 
 #[test]
 fn the_operator_naming_a_missing_tenant_gets_404() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
+    let (_dir, _node, client) = start_node("");
     hello_for(&client, "acme");
     let body = json!({"version": "0.1.0"});
     for (method, path, body) in [
@@ -306,9 +297,7 @@ fn the_operator_naming_a_missing_tenant_gets_404() {
 
 #[test]
 fn publisher_keys_that_are_not_valid_ed25519_points_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
+    let (_dir, _node, client) = start_node("");
     for (name, public_key) in [
         ("all-ones", "ff".repeat(32)),
         ("identity", format!("01{}", "00".repeat(31))),
@@ -335,14 +324,12 @@ fn publisher_keys_that_are_not_valid_ed25519_points_are_refused() {
 
 #[test]
 fn answered_invocations_are_in_the_history_after_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
-    let key = tenant(&client, "acme");
-    let publisher = publisher(&client, "pub");
-    publish(&client, &publisher, COUNTER);
-    let reply = install(&client, "acme", &key, "counter", json!({"kv": true}));
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    let (dir, node, client) = start_node("");
+    let key = tenant_with(
+        &client,
+        "acme",
+        &[(COUNTER, "counter", json!({"kv": true}))],
+    );
 
     // Answers from several clients at once, then a crash right after the
     // last one arrives.
@@ -369,12 +356,7 @@ fn answered_invocations_are_in_the_history_after_kill_9() {
     let history = node
         .client()
         .get("/v1/tenants/acme/invocations?limit=500", Some(&key));
-    let recorded: Vec<&str> = history.body["invocations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["invocation_id"].as_str().unwrap())
-        .collect();
+    let recorded = history.column("invocations", "invocation_id");
     let missing: Vec<&String> = answered
         .iter()
         .filter(|id| !recorded.contains(&id.as_str()))
@@ -390,13 +372,15 @@ fn answered_invocations_are_in_the_history_after_kill_9() {
 
 #[test]
 fn while_draining_the_port_stays_open_and_readiness_is_503() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
-    let key = hello_for(&client, "acme");
-    publish(&client, &support::publisher(&client, "spinner"), SPIN);
-    let reply = install(&client, "acme", &key, "spin", json!({"timeout_ms": 3000}));
-    assert_eq!(reply.status, 200, "{}", reply.text);
+    let (_dir, node, client) = start_node("");
+    let key = tenant_with(
+        &client,
+        "acme",
+        &[
+            (HELLO, "hello", json!({})),
+            (SPIN, "spin", json!({"timeout_ms": 3000})),
+        ],
+    );
 
     let in_flight = {
         let (client, key) = (client.clone(), key.clone());
@@ -479,9 +463,7 @@ fn thousands_of_tenants_each_write_kv_under_a_1024_descriptor_limit() {
 
 #[test]
 fn refusals_are_audited_in_the_named_tenants_chain_without_the_secret() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
+    let (dir, node, client) = start_node("");
     let acme = hello_for(&client, "acme");
     let globex = tenant(&client, "globex");
     let made_up = "sk-made-up-secret-0123456789abcdef";
@@ -489,12 +471,7 @@ fn refusals_are_audited_in_the_named_tenants_chain_without_the_secret() {
     assert_eq!(invoke(&client, "acme", &globex, "hello", "x").status, 403);
     assert_eq!(client.get("/v1/tenants", None).status, 401);
     let history = client.get("/v1/tenants/acme/invocations", Some(&acme));
-    let outcomes: Vec<&str> = history.body["invocations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = history.column("invocations", "outcome");
     assert!(outcomes.contains(&"refused-401"), "{outcomes:?}");
     assert!(outcomes.contains(&"refused-403"), "{outcomes:?}");
     node.stop();

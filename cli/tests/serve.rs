@@ -7,14 +7,13 @@ use serde_json::{Value, json};
 use sovra_server::signature::PublisherKey;
 use sovra_test_artifacts::{COUNTER, HELLO, NET_CONNECT, SPIN};
 use support::{
-    Node, OP, OPERATOR_TOKEN, install, invoke, publish, publisher, signature, sovra, tenant,
+    Node, OP, OPERATOR_TOKEN, fails_with, install, invoke, publish, publisher, signature, sovra,
+    start_node, succeeds, tenant, tenant_with, text,
 };
 
 #[test]
 fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
+    let (dir, node, client) = start_node("");
     assert_eq!(client.get("/healthz", None).status, 200);
     assert_eq!(client.get("/readyz", None).status, 200);
     let acme = tenant(&client, "acme");
@@ -22,11 +21,7 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
     // The publisher's side, through the CLI: keygen, sign, submit.
     let prefix = dir.path().join("publisher");
     let out = sovra(&["plugin", "keygen", "--out", prefix.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let public = std::fs::read_to_string(dir.path().join("publisher.pub")).unwrap();
     let registered = client.post(
         "/v1/publishers",
@@ -44,11 +39,7 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
         "--key",
         key_file.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(&out);
     let out = sovra(&[
         "plugin",
         "submit",
@@ -56,12 +47,8 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
         "--node",
         &node.url,
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("submitted hello@0.1.0"));
+    succeeds(&out);
+    assert!(text(&out.stdout).contains("submitted hello@0.1.0"));
 
     // Pending: invisible to tenants, not installable.
     let listed = client.get("/v1/plugins", Some(&acme));
@@ -132,22 +119,19 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
     drop(node);
 
     // The publisher log verifies offline, and tampering is caught.
-    let out = sovra(&[
+    let verify_log = [
         "plugin",
         "log",
         "--data-dir",
         data.to_str().unwrap(),
         "--verify",
-    ]);
+    ];
+    let out = sovra(&verify_log);
+    succeeds(&out);
+    let shown = text(&out.stdout);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("approved") && text.contains("verified: 6 entries"),
-        "{text}"
+        shown.contains("approved") && shown.contains("verified: 6 entries"),
+        "{shown}"
     );
     let db = rusqlite_connection(&data);
     db.execute(
@@ -156,19 +140,8 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
     )
     .unwrap();
     drop(db);
-    let out = sovra(&[
-        "plugin",
-        "log",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--verify",
-    ]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("tampered"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = sovra(&verify_log);
+    fails_with(&out, 3, "tampered");
 }
 
 /// The node database, opened the way an attacker with disk access would.
@@ -178,9 +151,7 @@ fn rusqlite_connection(data: &std::path::Path) -> rusqlite::Connection {
 
 #[test]
 fn every_bad_submission_is_refused_by_name_and_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "[limits]\nmax-plugin = \"4MiB\"");
-    let client = node.client();
+    let (_dir, node, client) = start_node("[limits]\nmax-plugin = \"4MiB\"");
     let key = publisher(&client, "acme-labs");
     let hello = std::fs::read(HELLO).unwrap();
     let sign = |bytes: &[u8]| signature(&key, bytes);
@@ -310,12 +281,7 @@ fn every_bad_submission_is_refused_by_name_and_leaves_nothing_behind() {
     );
     assert_eq!(std::fs::read_dir(&artifacts).unwrap().count(), 1);
     let log = client.get("/v1/log", OP);
-    let actions: Vec<&str> = log.body["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = log.column("entries", "action");
     assert_eq!(
         actions,
         ["publisher-registered", "submitted", "publisher-registered"]
@@ -328,9 +294,7 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 #[test]
 fn tenants_cannot_reach_each_other_and_yanked_versions_stay_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
+    let (_dir, _node, client) = start_node("");
     let acme = tenant(&client, "acme");
     let globex = tenant(&client, "globex");
     let key = publisher(&client, "pub");
@@ -442,20 +406,16 @@ fn tenants_cannot_reach_each_other_and_yanked_versions_stay_out() {
 
 #[test]
 fn hostile_agents_fail_alone_and_the_node_drains_on_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(
-        dir.path(),
-        "[limits]\ntenant-rate = 1000\ntenant-burst = 1000\nmax-body = \"16KiB\"",
+    let (_dir, node, client) =
+        start_node("[limits]\ntenant-rate = 1000\ntenant-burst = 1000\nmax-body = \"16KiB\"");
+    let acme = tenant_with(
+        &client,
+        "acme",
+        &[
+            (HELLO, "hello", json!({})),
+            (SPIN, "spin", json!({"timeout_ms": 1000})),
+        ],
     );
-    let client = node.client();
-    let acme = tenant(&client, "acme");
-    let key = publisher(&client, "pub");
-    publish(&client, &key, HELLO);
-    publish(&client, &key, SPIN);
-    for (plugin, grants) in [("hello", json!({})), ("spin", json!({"timeout_ms": 1000}))] {
-        let reply = install(&client, "acme", &acme, plugin, grants);
-        assert_eq!(reply.status, 200, "{}", reply.text);
-    }
     let spun = invoke(&client, "acme", &acme, "spin", "");
     assert_eq!(spun.status, 504, "{}", spun.text);
     assert_eq!(spun.code(), "timeout");
@@ -488,9 +448,7 @@ fn hostile_agents_fail_alone_and_the_node_drains_on_shutdown() {
 
 #[test]
 fn a_tenant_over_its_rate_gets_429_with_retry_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "[limits]\ntenant-rate = 1\ntenant-burst = 3");
-    let client = node.client();
+    let (_dir, _node, client) = start_node("[limits]\ntenant-rate = 1\ntenant-burst = 3");
     let acme = tenant(&client, "acme");
     let globex = tenant(&client, "globex");
     let key = publisher(&client, "pub");
@@ -524,9 +482,7 @@ fn a_submission_that_exhausts_the_compile_worker_is_refused_and_the_node_lives_o
         ("max-memory = \"64MiB\"", "limits"),
         ("timeout = \"1ms\"", "longer than"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let node = Node::start(dir.path(), &format!("[compile]\n{limits}"));
-        let client = node.client();
+        let (_dir, _node, client) = start_node(&format!("[compile]\n{limits}"));
         let key = publisher(&client, "pub");
         let hello = std::fs::read(HELLO).unwrap();
         let refused = client.submit(&hello, Some(&signature(&key, &hello)));
@@ -565,12 +521,7 @@ fn models_file() -> Option<std::path::PathBuf> {
 #[test]
 fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
     let Some(models) = models_file() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(
-        dir.path(),
-        &format!("models = {:?}", models.to_str().unwrap()),
-    );
-    let client = node.client();
+    let (_dir, _node, client) = start_node(&format!("models = {:?}", models.to_str().unwrap()));
     let acme = tenant(&client, "acme");
     let models = client.get("/v1/models", Some(&acme));
     assert!(models.text.contains("\"smollm2\""), "{}", models.text);
@@ -657,20 +608,15 @@ fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
 
 #[test]
 fn ceilings_lowered_after_an_install_apply_to_it_and_hung_up_calls_finish_before_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(dir.path(), "");
-    let client = node.client();
-    let acme = tenant(&client, "acme");
-    let key = publisher(&client, "pub");
-    publish(&client, &key, COUNTER);
-    publish(&client, &key, SPIN);
-    for (plugin, grants) in [
-        ("counter", json!({"kv": true})),
-        ("spin", json!({"timeout_ms": 1500})),
-    ] {
-        let reply = install(&client, "acme", &acme, plugin, grants);
-        assert_eq!(reply.status, 200, "{}", reply.text);
-    }
+    let (dir, node, client) = start_node("");
+    let acme = tenant_with(
+        &client,
+        "acme",
+        &[
+            (COUNTER, "counter", json!({"kv": true})),
+            (SPIN, "spin", json!({"timeout_ms": 1500})),
+        ],
+    );
     assert_eq!(invoke(&client, "acme", &acme, "counter", "x").status, 200);
 
     // A caller that hangs up, then the node is told to stop: the call still
@@ -701,12 +647,7 @@ fn ceilings_lowered_after_an_install_apply_to_it_and_hung_up_calls_finish_before
     assert_eq!(denied.status, 403, "{}", denied.text);
     assert_eq!(denied.code(), "not-granted");
     let history = client.get("/v1/tenants/acme/invocations", Some(&acme));
-    let outcomes: Vec<&str> = history.body["invocations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["outcome"].as_str().unwrap())
-        .collect();
+    let outcomes = history.column("invocations", "outcome");
     assert_eq!(
         outcomes,
         ["not-granted", "timeout", "ok"],

@@ -1,11 +1,12 @@
 //! A real node for end-to-end tests: the `sovra` binary serving on a
-//! loopback port from its own data directory, and a small HTTP client.
+//! loopback port from its own data directory, a small HTTP client, the
+//! marketplace steps the tests share, and checks on `sovra` runs.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -32,6 +33,17 @@ pub fn config(dir: &Path, extra: &str) -> PathBuf {
         .unwrap();
     }
     path
+}
+
+/// Starts a node over a new temporary directory (its config with `extra`
+/// lines) and returns the directory, the node and a client for it. The
+/// directory is deleted when it is dropped, after the node: bind it to a
+/// name (`_dir` if the test does not use it), never to `_`.
+pub fn start_node(extra: &str) -> (tempfile::TempDir, Node, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), extra);
+    let client = node.client();
+    (dir, node, client)
 }
 
 impl Node {
@@ -167,6 +179,17 @@ impl Reply {
     pub fn message(&self) -> &str {
         self.body["error"]["message"].as_str().unwrap_or("")
     }
+
+    /// The string `field` of each record in the body's array `list`, as in
+    /// `history.column("invocations", "outcome")`.
+    pub fn column(&self, list: &str, field: &str) -> Vec<&str> {
+        self.body[list]
+            .as_array()
+            .unwrap_or_else(|| panic!("no array {list:?} in {}", self.text))
+            .iter()
+            .map(|record| record[field].as_str().unwrap())
+            .collect()
+    }
 }
 
 impl Client {
@@ -271,12 +294,32 @@ fn reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {
 }
 
 /// Runs the `sovra` binary to completion.
-pub fn sovra(args: &[&str]) -> std::process::Output {
+pub fn sovra(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sovra"))
         .args(args)
         .env_remove("SOVRA_LOG")
         .output()
         .expect("sovra runs")
+}
+
+/// Output bytes as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that a `sovra` run exited 0; shows its stderr otherwise.
+#[track_caller]
+pub fn succeeds(out: &Output) {
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// Asserts that a `sovra` run exited with `code` and said `needle` on
+/// stderr; shows its stderr otherwise.
+#[track_caller]
+pub fn fails_with(out: &Output, code: i32, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
 }
 
 // Marketplace and tenant steps the node tests share.
@@ -332,6 +375,22 @@ pub fn publish(client: &Client, key: &PublisherKey, path: &str) -> String {
     );
     assert_eq!(approved.status, 200, "{}", approved.text);
     plugin["digest"].as_str().unwrap().to_owned()
+}
+
+/// A new tenant with plugins installed: each `(path, plugin, grants)`
+/// published from `path` (by one new publisher, `pub`) and installed as
+/// `plugin` with `grants`. Returns the tenant's key.
+pub fn tenant_with(client: &Client, id: &str, plugins: &[(&str, &str, Value)]) -> String {
+    let key = tenant(client, id);
+    let publisher = publisher(client, "pub");
+    for (path, _, _) in plugins {
+        publish(client, &publisher, path);
+    }
+    for (_, plugin, grants) in plugins {
+        let installed = install(client, id, &key, plugin, grants.clone());
+        assert_eq!(installed.status, 200, "{plugin}: {}", installed.text);
+    }
+    key
 }
 
 /// Installs version 0.1.0 of `plugin` for `tenant` with `grants`.
