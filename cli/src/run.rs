@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +12,11 @@ use clap::Args;
 use sovra_gpu::config::load_registry_on;
 use sovra_gpu::cuda::DeviceChoice;
 use sovra_runtime::guest_text::escaped_lines;
+use sovra_runtime::tools::{InstalledTool, StaticTools};
 use sovra_runtime::units::{parse_bytes, parse_duration};
 use sovra_runtime::{
-    AgentManifest, Capability, Invocation, InvocationReport, Runtime, RuntimeConfig, TenantId,
+    Agent, AgentManifest, Capability, Invocation, InvocationReport, Runtime, RuntimeConfig,
+    TenantId, World,
 };
 
 use sovra_runtime::policy::{self, Ceilings, Effective, Grant};
@@ -46,6 +48,14 @@ pub struct RunArgs {
     /// A model the agent may use (repeatable).
     #[arg(long = "allow-model")]
     allow_model: Vec<String>,
+    /// A tool component (world `tool`) to make available, known by its
+    /// manifest's name; it runs with what its own manifest asks for
+    /// (repeatable).
+    #[arg(long = "tool")]
+    tools: Vec<PathBuf>,
+    /// A tool the agent may call, by name (repeatable).
+    #[arg(long = "allow-tool")]
+    allow_tool: Vec<String>,
     /// Wall-clock limit, such as 500ms or 5s (default: the manifest's, else 5s).
     #[arg(long, value_parser = parse_duration)]
     timeout: Option<Duration>,
@@ -106,71 +116,123 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     if let Some(models) = &args.models {
         config.models = Arc::new(load_registry_on(models, args.device).code(Code::Usage)?);
     }
-    let bytes = read_component(&args.component)
-        .with_context(|| format!("cannot load {}", args.component.display()))
-        .code(Code::Usage)?;
-    let compiled_dir = config.compiled_dir.clone();
     let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
-    let runtime = Runtime::new(config).code(Code::Host)?;
-    if let Some(compiled_dir) = compiled_dir {
-        compile_in_a_worker(&args, &bytes, &runtime, &compiled_dir, &tokio)?;
-    }
-    let agent = runtime
-        .load(&bytes, manifest)
-        .with_context(|| format!("cannot load {}", args.component.display()))
-        .code(Code::Usage)?;
+    let loader = Loader {
+        compiled_dir: config.compiled_dir.clone(),
+        runtime: Runtime::new(config).code(Code::Host)?,
+        tokio: &tokio,
+        worker_limits: CompileLimits {
+            timeout: args.compile_timeout,
+            max_memory: args.compile_max_memory,
+        },
+    };
+    let agent = loader.load(&args.component, manifest)?;
+    let tools = loader.tools(&args.tools)?;
+    let runtime = loader.runtime;
     // The same policy a node applies to an install, under the local ceilings.
     let Effective { grants, limits } =
         policy::effective(agent.manifest(), &grant, &Ceilings::local());
-    let invocation = Invocation {
-        tenant,
-        grants,
-        limits,
-        input,
-        metadata: args.metadata.clone(),
-        events: None,
-    };
+    let mut invocation = Invocation::new(tenant, input);
+    invocation.grants = grants;
+    invocation.limits = limits;
+    invocation.metadata = args.metadata.clone();
+    invocation.tools = Some(Arc::new(tools));
     let report = tokio.block_on(runtime.invoke(&agent, invocation));
     runtime.audit().flush();
     print_report(report)
 }
 
-/// Compiles the component in a worker process under the compile limits
-/// unless it is compiled already, as a node does with a submission: a
-/// component crafted to exhaust the compiler costs a child process and ends
-/// in a clear error, not in this process running out of time or memory.
-fn compile_in_a_worker(
-    args: &RunArgs,
-    bytes: &[u8],
-    runtime: &Runtime,
-    compiled_dir: &std::path::Path,
-    tokio: &tokio::runtime::Runtime,
-) -> Result<(), Failure> {
-    if runtime.is_compiled(&Digest::of(bytes)) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(compiled_dir)
-        .with_context(|| format!("cannot create {}", compiled_dir.display()))
-        .code(Code::Host)?;
-    let worker = CompileWorker {
-        program: std::env::current_exe()
-            .context("cannot find the sovra binary for the compile worker")
-            .code(Code::Host)?,
-        limits: CompileLimits {
-            timeout: args.compile_timeout,
-            max_memory: args.compile_max_memory,
-        },
-    };
-    match tokio.block_on(worker.compile(&args.component, compiled_dir)) {
-        Ok(()) => Ok(()),
-        // Not a component at all, or malformed: the load says what is wrong.
-        Err(CompileError::Invalid(_)) => Ok(()),
-        Err(error @ (CompileError::TimedOut(_) | CompileError::Crashed(_))) => {
-            Err(anyhow::Error::new(error))
-                .with_context(|| format!("cannot load {}", args.component.display()))
-                .code(Code::Limit)
+/// Loads components for one run: each compiled in a worker first.
+struct Loader<'a> {
+    compiled_dir: Option<PathBuf>,
+    runtime: Runtime,
+    tokio: &'a tokio::runtime::Runtime,
+    worker_limits: CompileLimits,
+}
+
+impl Loader<'_> {
+    /// The component at `path`, compiled and loaded (`manifest` overrides
+    /// its own).
+    fn load(&self, path: &Path, manifest: Option<AgentManifest>) -> Result<Arc<Agent>, Failure> {
+        let bytes = read_component(path)
+            .with_context(|| format!("cannot load {}", path.display()))
+            .code(Code::Usage)?;
+        if let Some(compiled_dir) = &self.compiled_dir {
+            self.compile_in_a_worker(path, &bytes, compiled_dir)?;
         }
-        Err(error) => Err(anyhow::Error::new(error)).code(Code::Host),
+        self.runtime
+            .load(&bytes, manifest)
+            .with_context(|| format!("cannot load {}", path.display()))
+            .code(Code::Usage)
+    }
+
+    /// The `--tool` components, each granted what its manifest asks for
+    /// (under the local ceilings).
+    fn tools(&self, paths: &[PathBuf]) -> Result<StaticTools, Failure> {
+        let mut tools = StaticTools::new();
+        for path in paths {
+            let tool = self.load(path, None)?;
+            if tool.manifest().world != World::Tool {
+                return Err(anyhow::anyhow!(
+                    "{} is not a tool: its world is `{}`",
+                    path.display(),
+                    tool.manifest().world.as_str()
+                ))
+                .code(Code::Usage);
+            }
+            let asked = &tool.manifest().capabilities;
+            let grant = Grant {
+                kv: asked.kv,
+                sql: asked.sql,
+                vector: asked.vector,
+                models: asked.models.clone(),
+                tools: asked.tools.clone(),
+                ..Grant::default()
+            };
+            let Effective { grants, limits } =
+                policy::effective(tool.manifest(), &grant, &Ceilings::local());
+            tools.add(InstalledTool {
+                agent: tool,
+                grants,
+                limits,
+            });
+        }
+        Ok(tools)
+    }
+
+    /// Compiles the component in a worker process under the compile limits
+    /// unless it is compiled already, as a node does with a submission: a
+    /// component crafted to exhaust the compiler costs a child process and ends
+    /// in a clear error, not in this process running out of time or memory.
+    fn compile_in_a_worker(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        compiled_dir: &Path,
+    ) -> Result<(), Failure> {
+        if self.runtime.is_compiled(&Digest::of(bytes)) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(compiled_dir)
+            .with_context(|| format!("cannot create {}", compiled_dir.display()))
+            .code(Code::Host)?;
+        let worker = CompileWorker {
+            program: std::env::current_exe()
+                .context("cannot find the sovra binary for the compile worker")
+                .code(Code::Host)?,
+            limits: self.worker_limits,
+        };
+        match self.tokio.block_on(worker.compile(path, compiled_dir)) {
+            Ok(()) => Ok(()),
+            // Not a component at all, or malformed: the load says what is wrong.
+            Err(CompileError::Invalid(_)) => Ok(()),
+            Err(error @ (CompileError::TimedOut(_) | CompileError::Crashed(_))) => {
+                Err(anyhow::Error::new(error))
+                    .with_context(|| format!("cannot load {}", path.display()))
+                    .code(Code::Limit)
+            }
+            Err(error) => Err(anyhow::Error::new(error)).code(Code::Host),
+        }
     }
 }
 
@@ -197,12 +259,16 @@ fn grant(args: &RunArgs) -> anyhow::Result<Grant> {
             Some(Capability::Inference) => {
                 anyhow::bail!("grant inference by naming models with --allow-model NAME")
             }
+            Some(Capability::Tools) => {
+                anyhow::bail!("grant tools by naming them with --allow-tool NAME")
+            }
             None => {
                 anyhow::bail!("unknown capability `{name}` in --grant (known: kv, sql, vector)")
             }
         }
     }
     grant.models = args.allow_model.iter().cloned().collect::<BTreeSet<_>>();
+    grant.tools = args.allow_tool.iter().cloned().collect::<BTreeSet<_>>();
     grant.timeout_ms = args.timeout.map(|t| t.as_millis().max(1) as u64);
     grant.max_memory = args.max_memory;
     Ok(grant)

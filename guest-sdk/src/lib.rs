@@ -64,6 +64,7 @@ pub mod tool_bindings {
             "sovra:agent/sql@0.1.0": crate::bindings::sovra::agent::sql,
             "sovra:agent/log@0.1.0": crate::bindings::sovra::agent::log,
             "sovra:agent/vector@0.1.0": crate::bindings::sovra::agent::vector,
+            "sovra:agent/tools@0.1.0": crate::bindings::sovra::agent::tools,
         },
     });
 }
@@ -73,12 +74,13 @@ pub mod kv;
 pub mod log;
 mod request;
 pub mod sql;
+pub mod tools;
 pub mod vector;
 
 pub use bindings::exports::sovra::agent::handler::Guest as Agent;
 pub use bindings::exports::sovra::agent::handler::{Request, Response};
-pub use bindings::sovra::agent::types::{Error, Pair};
-pub use tool_bindings::exports::sovra::agent::tool_handler::{Guest as Tool, ToolInfo};
+pub use bindings::sovra::agent::types::{Error, Pair, ToolInfo};
+pub use tool_bindings::exports::sovra::agent::tool_handler::Guest as Tool;
 
 /// Exports `$agent` (a type implementing [`Agent`]) as this component's
 /// handler, and embeds the crate's `agent.toml` as the component's manifest.

@@ -34,8 +34,9 @@ pub mod tool {
             "sovra:agent/sql": super::sovra::agent::sql,
             "sovra:agent/log": super::sovra::agent::log,
             "sovra:agent/vector": super::sovra::agent::vector,
+            "sovra:agent/tools": super::sovra::agent::tools,
         },
     });
 }
 
-pub use sovra::agent::types::{Error as GuestError, Pair};
+pub use sovra::agent::types::{Error as GuestError, Pair, ToolInfo};

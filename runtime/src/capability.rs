@@ -24,6 +24,8 @@ pub enum Capability {
     Inference,
     /// `sovra:agent/vector`: the tenant's vector memory.
     Vector,
+    /// `sovra:agent/tools`: tool plugins on the tenant's grant.
+    Tools,
 }
 
 impl Capability {
@@ -33,6 +35,7 @@ impl Capability {
             Capability::Sql => "sql",
             Capability::Inference => "inference",
             Capability::Vector => "vector",
+            Capability::Tools => "tools",
         }
     }
 
@@ -43,6 +46,7 @@ impl Capability {
             "sql" => Some(Capability::Sql),
             "inference" => Some(Capability::Inference),
             "vector" => Some(Capability::Vector),
+            "tools" => Some(Capability::Tools),
             _ => None,
         }
     }
@@ -91,6 +95,7 @@ pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport>
                 "sql" => Ok(ImportNeed::Grant(Capability::Sql)),
                 "inference" => Ok(ImportNeed::Grant(Capability::Inference)),
                 "vector" => Ok(ImportNeed::Grant(Capability::Vector)),
+                "tools" => Ok(ImportNeed::Grant(Capability::Tools)),
                 _ => Err(unsupported("")),
             }
         }
@@ -116,6 +121,9 @@ pub struct Grants {
     pub vector: bool,
     /// Models the agent may name. Empty means no inference.
     pub models: BTreeSet<String>,
+    /// Tools (installed tool plugins, by name) the agent may call. Empty
+    /// means no tools.
+    pub tools: BTreeSet<String>,
 }
 
 impl Grants {
@@ -130,11 +138,16 @@ impl Grants {
             Capability::Sql => self.sql,
             Capability::Inference => !self.models.is_empty(),
             Capability::Vector => self.vector,
+            Capability::Tools => !self.tools.is_empty(),
         }
     }
 
     pub fn allows_model(&self, model: &str) -> bool {
         self.models.contains(model)
+    }
+
+    pub fn allows_tool(&self, tool: &str) -> bool {
+        self.tools.contains(tool)
     }
 }
 
@@ -151,6 +164,10 @@ mod tests {
         assert_eq!(
             classify_import("sovra:agent/kv@0.1.3"),
             Ok(ImportNeed::Grant(Capability::Kv))
+        );
+        assert_eq!(
+            classify_import("sovra:agent/tools@0.1.0"),
+            Ok(ImportNeed::Grant(Capability::Tools))
         );
         assert_eq!(
             classify_import("wasi:cli/environment@0.2.4"),

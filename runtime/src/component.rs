@@ -94,6 +94,7 @@ pub fn check_manifest_matches(
             crate::Capability::Sql => manifest.capabilities.sql,
             crate::Capability::Inference => !manifest.capabilities.models.is_empty(),
             crate::Capability::Vector => manifest.capabilities.vector,
+            crate::Capability::Tools => !manifest.capabilities.tools.is_empty(),
         };
         if !requested {
             return Err(LoadError::ManifestMismatch(format!(

@@ -15,6 +15,7 @@ use crate::error::InvokeError;
 use crate::limits::Limits;
 use crate::names::TenantId;
 use crate::sandbox::LogLine;
+use crate::tools::{CallChain, ToolCatalog};
 
 /// One call of an agent, with everything the host decides about it.
 #[derive(Debug, Clone)]
@@ -26,6 +27,11 @@ pub struct Invocation {
     pub metadata: Vec<(String, String)>,
     /// Where to send events while the agent runs (for streaming callers).
     pub events: Option<EventSink>,
+    /// Where the agent's `call-tool` finds the tenant's tools (none: every
+    /// tool is `not-found`).
+    pub tools: Option<Arc<dyn ToolCatalog>>,
+    /// Set by the host on a tool's own invocation: who called it, how deep.
+    pub call_chain: Option<CallChain>,
 }
 
 /// Receives an invocation's [`LiveEvent`]s as they happen. Their number is
@@ -51,6 +57,8 @@ impl Invocation {
             input: input.into(),
             metadata: Vec::new(),
             events: None,
+            tools: None,
+            call_chain: None,
         }
     }
 }
@@ -99,6 +107,9 @@ pub struct InvocationReport {
     /// Tokens each model computed for this invocation, however each
     /// generation ended (finished, cancelled, dropped or cut by the deadline).
     pub usage: Vec<ModelUsage>,
+    /// Calls to sovra host functions the agent made (a tool's count toward
+    /// its caller's budget).
+    pub host_calls: u64,
     pub duration: Duration,
     /// Resolves once the invocation's audit record is durable: a caller that
     /// promises the record survives a crash awaits it before answering.

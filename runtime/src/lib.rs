@@ -1,7 +1,7 @@
 //! `sovra-runtime`: the sovra host. It runs untrusted agent components
 //! (wasm32-wasip2, `sovra:agent` worlds) in a fresh wasmtime sandbox per
 //! invocation, holding only what the tenant granted: inference on allowed
-//! models, the tenant's own SQLite storage, logging.
+//! models, the tenant's own SQLite storage, its tools, logging.
 //!
 //! ```no_run
 //! use sovra_runtime::{Grants, Invocation, Runtime, RuntimeConfig, TenantId};
@@ -22,7 +22,9 @@
 //! Guide to the modules: [`capability`] decides what a component may import
 //! and what a tenant granted; `host` implements each `sovra:agent` interface;
 //! [`limits`] names every limit and the attack it stops; [`storage`] holds
-//! the per-tenant databases; [`audit`] records every invocation.
+//! the per-tenant databases; [`tools`] is how an agent's tool calls reach
+//! the tenant's tool plugins; [`policy`] computes what an invocation runs
+//! with; [`audit`] records every invocation.
 
 pub mod audit;
 mod bindings;
@@ -44,6 +46,7 @@ pub mod policy;
 mod runtime;
 mod sandbox;
 pub mod storage;
+pub mod tools;
 pub mod units;
 
 pub use capability::{Capability, Grants};

@@ -73,6 +73,31 @@ pub const MAX_WASI_RANDOM_BYTES: u64 = 1 << 20;
 /// Stops: a flood of host calls monopolising storage or the log pipeline.
 pub const MAX_HOST_CALLS: u64 = 100_000;
 
+/// How deep tool calls nest: an agent's call is depth 1, a tool that calls a
+/// tool makes depth 2, and so on.
+/// Stops: tools calling each other in a cycle until the node runs out of
+/// sandboxes.
+pub const MAX_TOOL_DEPTH: u32 = 4;
+
+/// Tool calls one invocation may make (each tool's own calls count toward
+/// its own invocation).
+/// Stops: fan-out that multiplies one invocation into hundreds of sandboxes.
+pub const MAX_TOOL_CALLS: u32 = 32;
+
+/// Share of its caller's remaining time a tool call may take, in percent.
+/// Stops: a tool that runs out the clock leaving its caller no time to
+/// handle the failure and answer.
+pub const TOOL_TIME_SHARE_PERCENT: u32 = 90;
+
+/// Size of a tool's input JSON Schema.
+/// Stops: a tool whose schema takes the host long to compile or to apply.
+pub const MAX_TOOL_SCHEMA_BYTES: usize = 64 * KIB as usize;
+
+/// How long a tool may take to describe itself (the host asks once per
+/// component and keeps the answer).
+/// Stops: a tool whose `describe` spins to stall every caller of `list-tools`.
+pub const TOOL_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Bytes of stdout, and separately of stderr, captured per invocation.
 /// Stops: output floods filling host memory or logs.
 pub const MAX_CAPTURED_OUTPUT: usize = 64 * KIB as usize;

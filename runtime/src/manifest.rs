@@ -70,6 +70,9 @@ pub struct RequestedCapabilities {
     /// Model names the agent wants to use.
     #[serde(default)]
     pub models: BTreeSet<String>,
+    /// Tools (tool plugins, by name) the agent wants to call.
+    #[serde(default)]
+    pub tools: BTreeSet<String>,
 }
 
 /// Limits an agent asks for: used when the tenant's grant sets none, and never

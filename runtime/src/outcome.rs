@@ -80,6 +80,20 @@ pub(crate) fn classify_trap(
     }
 }
 
+/// The guest error of `kind` with `message` (a tool's error, as its caller
+/// sees it).
+pub(crate) fn guest_error(kind: AgentErrorKind, message: String) -> GuestError {
+    match kind {
+        AgentErrorKind::AccessDenied => GuestError::AccessDenied(message),
+        AgentErrorKind::NotFound => GuestError::NotFound(message),
+        AgentErrorKind::InvalidInput => GuestError::InvalidInput(message),
+        AgentErrorKind::QuotaExceeded => GuestError::QuotaExceeded(message),
+        AgentErrorKind::LimitExceeded => GuestError::LimitExceeded(message),
+        AgentErrorKind::Unavailable => GuestError::Unavailable(message),
+        AgentErrorKind::Internal => GuestError::Internal(message),
+    }
+}
+
 pub(crate) fn agent_error(error: GuestError) -> AgentError {
     let (kind, message) = match error {
         GuestError::AccessDenied(m) => (AgentErrorKind::AccessDenied, m),

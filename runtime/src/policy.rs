@@ -40,6 +40,10 @@ pub struct Grant {
     /// Models the agent may name; none means no inference.
     #[serde(default)]
     pub models: BTreeSet<String>,
+    /// Tools (the tenant's installed tool plugins, by name) the agent may
+    /// call; none means no tools. Each runs under its own install's grants.
+    #[serde(default)]
+    pub tools: BTreeSet<String>,
     /// Wall-clock limit in milliseconds (default: the manifest's).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -55,6 +59,7 @@ impl Grant {
             Capability::Sql => self.sql,
             Capability::Vector => self.vector,
             Capability::Inference => !self.models.is_empty(),
+            Capability::Tools => !self.tools.is_empty(),
         }
     }
 }
@@ -87,11 +92,12 @@ impl Ceilings {
     }
 }
 
-const ALL_CAPABILITIES: [Capability; 4] = [
+const ALL_CAPABILITIES: [Capability; 5] = [
     Capability::Kv,
     Capability::Sql,
     Capability::Vector,
     Capability::Inference,
+    Capability::Tools,
 ];
 
 /// What an invocation runs with.
@@ -150,6 +156,7 @@ pub fn check_requested(
             Capability::Sql => requests.sql,
             Capability::Vector => requests.vector,
             Capability::Inference => !requests.models.is_empty(),
+            Capability::Tools => !requests.tools.is_empty(),
         };
         if grant.grants(capability) && !asked {
             return Err(PolicyError::NotRequested(format!(
@@ -160,6 +167,11 @@ pub fn check_requested(
     if let Some(model) = grant.models.iter().find(|m| !requests.models.contains(*m)) {
         return Err(PolicyError::NotRequested(format!(
             "{name} does not request model `{model}`"
+        )));
+    }
+    if let Some(tool) = grant.tools.iter().find(|t| !requests.tools.contains(*t)) {
+        return Err(PolicyError::NotRequested(format!(
+            "{name} does not request tool `{tool}`"
         )));
     }
     Ok(())
@@ -178,6 +190,11 @@ pub fn effective(manifest: &AgentManifest, grant: &Grant, ceilings: &Ceilings) -
             vector: allowed(Capability::Vector),
             models: if allowed(Capability::Inference) {
                 grant.models.clone()
+            } else {
+                BTreeSet::new()
+            },
+            tools: if allowed(Capability::Tools) {
+                grant.tools.clone()
             } else {
                 BTreeSet::new()
             },
@@ -285,6 +302,26 @@ mod tests {
         };
         let error = check_requested("a", &asks.capabilities, &other_model).unwrap_err();
         assert!(error.to_string().contains("model `x`"), "{error}");
+        let a_tool = Grant {
+            tools: ["calculator".to_owned()].into(),
+            ..Grant::default()
+        };
+        let error = check_requested("a", &asks.capabilities, &a_tool).unwrap_err();
+        assert!(error.to_string().contains("`tools`"), "{error}");
+        let asks_tools = manifest("tools = [\"calculator\"]");
+        assert!(check_requested("a", &asks_tools.capabilities, &a_tool).is_ok());
+        let other_tool = Grant {
+            tools: ["shell".to_owned()].into(),
+            ..Grant::default()
+        };
+        let error = check_requested("a", &asks_tools.capabilities, &other_tool).unwrap_err();
+        assert!(error.to_string().contains("tool `shell`"), "{error}");
+        assert_eq!(
+            effective(&asks_tools, &a_tool, &Ceilings::node_default())
+                .grants
+                .tools,
+            a_tool.tools
+        );
         for bad in [
             Grant {
                 timeout_ms: Some(0),

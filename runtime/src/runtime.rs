@@ -25,13 +25,17 @@ use crate::error::{AgentError, AgentErrorKind, InvokeError, LoadError};
 use crate::fair_share::{ExecutionSlots, Turns};
 use crate::invocation::{AgentResponse, Invocation, InvocationReport};
 use crate::limits::{
-    HOST_CALL_GRACE, MAX_COMPONENT_BYTES, MAX_CONCURRENT_INVOCATIONS, MAX_HOSTCALL_BYTES,
-    MAX_INPUT_BYTES, MemoryLimiter,
+    HOST_CALL_GRACE, MAX_COMPONENT_BYTES, MAX_CONCURRENT_INVOCATIONS, MAX_HOST_CALLS,
+    MAX_HOSTCALL_BYTES, MAX_INPUT_BYTES, MemoryLimiter, TOOL_DESCRIBE_TIMEOUT,
 };
 use crate::manifest::{AgentManifest, World};
+use crate::names::TenantId;
 use crate::outcome::{agent_error, classify_trap};
-use crate::sandbox::{DeadlineExceeded, GrantedStorage, Identity, InferenceAccess, Sandbox};
+use crate::sandbox::{
+    Access, DeadlineExceeded, GrantedStorage, Identity, InferenceAccess, Sandbox, ToolAccess,
+};
 use crate::storage::{StorageError, TenantStores};
+use crate::tools::DescribedTool;
 
 /// How a node's runtime is set up.
 #[derive(Debug, Clone)]
@@ -132,6 +136,8 @@ struct Inner {
     linker: Linker<Sandbox>,
     compile_cache: CompileCache,
     entries: Mutex<HashMap<Digest, Entry>>,
+    /// How each tool component described itself, by digest.
+    described: Mutex<HashMap<Digest, Arc<DescribedTool>>>,
     stores: TenantStores,
     audit: AuditLog,
     models: Arc<ModelRegistry>,
@@ -183,6 +189,7 @@ impl Runtime {
                 linker,
                 compile_cache,
                 entries: Mutex::new(HashMap::new()),
+                described: Mutex::new(HashMap::new()),
                 stores: TenantStores::new(
                     data_dir.join("tenants"),
                     config.storage_quota,
@@ -325,6 +332,7 @@ impl Runtime {
         let started_at = SystemTime::now();
         let started = Instant::now();
         let tenant = invocation.tenant.clone();
+        let parent = invocation.call_chain.as_ref().map(|c| c.parent.clone());
         let (report, denials) = self
             .run(agent, invocation, invocation_id)
             .instrument(span.clone())
@@ -354,6 +362,7 @@ impl Runtime {
             error: report.result.as_ref().err().map(ToString::to_string),
             denials,
             usage: report.usage.clone(),
+            parent,
         });
         InvocationReport { audited, ..report }
     }
@@ -361,7 +370,7 @@ impl Runtime {
     async fn run(
         &self,
         agent: &Agent,
-        invocation: Invocation,
+        mut invocation: Invocation,
         invocation_id: String,
     ) -> (InvocationReport, Vec<String>) {
         let empty = |result, denials| {
@@ -375,6 +384,7 @@ impl Runtime {
                     dropped_logs: 0,
                     generated_tokens: 0,
                     usage: Vec::new(),
+                    host_calls: 0,
                     duration: Duration::ZERO,
                     audited: AuditReceipt::default(),
                 },
@@ -407,58 +417,30 @@ impl Runtime {
                 );
             }
         }
-        let Ok(_sandbox) = self.inner.sandboxes.acquire().await else {
-            return empty(
-                InvokeError::Unavailable("the runtime is shutting down".into()),
-                Vec::new(),
-            );
+        let call = match agent.entry {
+            Entry::Handler(_) => Call::Handle(bindings::exports::sovra::agent::handler::Request {
+                input: std::mem::take(&mut invocation.input),
+                metadata: std::mem::take(&mut invocation.metadata)
+                    .into_iter()
+                    .map(|(key, value)| bindings::Pair { key, value })
+                    .collect(),
+            }),
+            Entry::Tool(_) => Call::Tool(std::mem::take(&mut invocation.input)),
         };
-        let (store, stdio) = match self.new_store(agent, &invocation, &invocation_id) {
-            Ok(parts) => parts,
+        let Executed {
+            result,
+            sandbox,
+            stdio,
+        } = match self.execute(agent, &invocation, &invocation_id, call).await {
+            Ok(executed) => executed,
             Err(error) => return empty(error, Vec::new()),
         };
-        let mut store = store;
-        let limits = invocation.limits;
-        let request = bindings::exports::sovra::agent::handler::Request {
-            input: invocation.input,
-            metadata: invocation
-                .metadata
-                .into_iter()
-                .map(|(key, value)| bindings::Pair { key, value })
-                .collect(),
-        };
-        // The guest runs once its tenant's turn at a slot has come: first on
-        // this task's thread, moved to the guest executor if it runs long.
-        let turns = Arc::clone(&store.data().turns);
-        let reservation = turns.reserve();
-        let entry = agent.entry.clone();
-        let guest = Box::pin(async move {
-            store.data().turns.begin_with(reservation).await;
-            store.data().turns.start_inline();
-            let call = call_entry(&entry, &mut store, request);
-            let outcome = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
-            store.data().turns.end();
-            (outcome, store)
+        let result = result.and_then(|answer| match answer {
+            Answer::Response(response) => Ok(response),
+            Answer::Described(_) => Err(InvokeError::Internal(
+                "a call answered with a description".into(),
+            )),
         });
-        let (outcome, store) = match self.run_inline_then_move(guest, &turns).await {
-            Ok(finished) => finished,
-            Err(error) => {
-                turns.end();
-                return empty(
-                    InvokeError::Internal(format!("the invocation's task failed: {error}")),
-                    Vec::new(),
-                );
-            }
-        };
-        let result = match outcome {
-            Err(_elapsed) => Err(InvokeError::Timeout {
-                limit: limits.timeout,
-            }),
-            Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), limits)),
-            Ok(Ok(Err(guest_error))) => Err(InvokeError::Agent(agent_error(guest_error))),
-            Ok(Ok(Ok(response))) => Ok(response),
-        };
-        let sandbox = store.into_data();
         let usage = crate::invocation::usage_by_model(&sandbox.meters);
         let result = result.map_err(|error| blame_the_host_for_its_unavailability(error, &sandbox));
         (
@@ -471,11 +453,111 @@ impl Runtime {
                 dropped_logs: sandbox.logs.dropped,
                 generated_tokens: usage.iter().map(|u| u.generated_tokens).sum(),
                 usage,
+                host_calls: sandbox.host_calls,
                 duration: Duration::ZERO,
                 audited: AuditReceipt::default(),
             },
             sandbox.denials,
         )
+    }
+
+    /// Runs `call` on a fresh instance of `agent` in a fresh sandbox set up
+    /// for `invocation`, once its tenant's turn at an execution slot has
+    /// come: first on this task's thread, moved to the guest executor if it
+    /// runs long.
+    async fn execute(
+        &self,
+        agent: &Agent,
+        invocation: &Invocation,
+        invocation_id: &str,
+        call: Call,
+    ) -> Result<Executed, InvokeError> {
+        let Ok(_sandbox) = self.inner.sandboxes.acquire().await else {
+            return Err(InvokeError::Unavailable(
+                "the runtime is shutting down".into(),
+            ));
+        };
+        let (mut store, stdio) = self.new_store(agent, invocation, invocation_id)?;
+        let limits = invocation.limits;
+        let turns = Arc::clone(&store.data().turns);
+        let reservation = turns.reserve();
+        let entry = agent.entry.clone();
+        let guest = Box::pin(async move {
+            store.data().turns.begin_with(reservation).await;
+            store.data().turns.start_inline();
+            let call = call_entry(&entry, &mut store, call);
+            let outcome = tokio::time::timeout(limits.timeout + HOST_CALL_GRACE, call).await;
+            store.data().turns.end();
+            (outcome, store)
+        });
+        let (outcome, store) = match self.run_inline_then_move(guest, &turns).await {
+            Ok(finished) => finished,
+            Err(error) => {
+                turns.end();
+                return Err(InvokeError::Internal(format!(
+                    "the invocation's task failed: {error}"
+                )));
+            }
+        };
+        let result = match outcome {
+            Err(_elapsed) => Err(InvokeError::Timeout {
+                limit: limits.timeout,
+            }),
+            Ok(Err(trap)) => Err(classify_trap(&trap, store.data(), limits)),
+            Ok(Ok(Err(guest_error))) => Err(InvokeError::Agent(agent_error(guest_error))),
+            Ok(Ok(Ok(answer))) => Ok(answer),
+        };
+        Ok(Executed {
+            result,
+            sandbox: store.into_data(),
+            stdio,
+        })
+    }
+
+    /// How `tool` describes itself, with its input schema compiled: asked
+    /// once per component (in a sandbox with no grants, as `tenant`, under
+    /// [`TOOL_DESCRIBE_TIMEOUT`]) and kept.
+    pub(crate) async fn describe_tool(
+        &self,
+        tool: &Agent,
+        tenant: &TenantId,
+    ) -> Result<Arc<DescribedTool>, String> {
+        let digest = tool.info.digest;
+        if let Some(known) = self
+            .inner
+            .described
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok(Arc::clone(known));
+        }
+        if !matches!(tool.entry, Entry::Tool(_)) {
+            return Err("it is not a tool (its world is `agent`)".into());
+        }
+        let mut invocation = Invocation::new(tenant.clone(), "");
+        invocation.limits.timeout = TOOL_DESCRIBE_TIMEOUT;
+        let id = format!("{}-describe", self.next_invocation_id());
+        let executed = self
+            .execute(tool, &invocation, &id, Call::Describe)
+            .await
+            .map_err(|e| format!("it could not describe itself: {e}"))?;
+        let info = match executed.result {
+            Ok(Answer::Described(info)) => info,
+            Ok(Answer::Response(_)) => return Err("it answered `describe` with a response".into()),
+            Err(error) => return Err(format!("it could not describe itself: {error}")),
+        };
+        let described = Arc::new(DescribedTool::new(
+            info.name,
+            info.description,
+            info.input_schema,
+        )?);
+        self.inner
+            .described
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest, Arc::clone(&described));
+        Ok(described)
     }
 
     /// Polls `guest` here until it finishes, or until it has run past its
@@ -546,15 +628,27 @@ impl Runtime {
                 agent: agent.manifest.name.clone(),
                 invocation_id: invocation_id.to_owned(),
             }),
-            GrantedStorage {
-                kv: db.clone().filter(|_| wants_kv),
-                sql: db.clone().filter(|_| wants_sql),
-                vector: db.filter(|_| wants_vector),
-            },
-            InferenceAccess {
-                registry: Arc::clone(&self.inner.models),
-                grants: Arc::new(invocation.grants.clone()),
-                deadline,
+            Access {
+                storage: GrantedStorage {
+                    kv: db.clone().filter(|_| wants_kv),
+                    sql: db.clone().filter(|_| wants_sql),
+                    vector: db.filter(|_| wants_vector),
+                },
+                inference: InferenceAccess {
+                    registry: Arc::clone(&self.inner.models),
+                    grants: Arc::new(invocation.grants.clone()),
+                    deadline,
+                },
+                tools: ToolAccess {
+                    catalog: invocation.tools.clone(),
+                    runtime: self.clone(),
+                    depth: invocation.call_chain.as_ref().map_or(0, |c| c.depth),
+                    calls: 0,
+                },
+                host_call_limit: invocation
+                    .call_chain
+                    .as_ref()
+                    .map_or(MAX_HOST_CALLS, |c| c.host_calls_left),
             },
             invocation.events.clone(),
             Arc::clone(&turns),
@@ -617,39 +711,78 @@ fn blame_the_host_for_its_unavailability(error: InvokeError, sandbox: &Sandbox) 
     }
 }
 
-/// Instantiates the agent's template in `store` and calls its entry point.
+/// What is asked of an instance.
+enum Call {
+    /// An agent's `handle`.
+    Handle(bindings::exports::sovra::agent::handler::Request),
+    /// A tool's `call`, with its input.
+    Tool(String),
+    /// A tool's `describe`.
+    Describe,
+}
+
+/// What an instance answered.
+enum Answer {
+    Response(AgentResponse),
+    Described(bindings::ToolInfo),
+}
+
+/// A finished call and the sandbox it ran in.
+struct Executed {
+    result: Result<Answer, InvokeError>,
+    sandbox: Sandbox,
+    stdio: crate::host::wasi::CapturedStdio,
+}
+
+/// Instantiates the agent's template in `store` and makes `call`.
 async fn call_entry(
     entry: &Entry,
     store: &mut Store<Sandbox>,
-    request: bindings::exports::sovra::agent::handler::Request,
-) -> wasmtime::Result<Result<AgentResponse, GuestError>> {
-    match entry {
-        Entry::Handler(pre) => {
+    call: Call,
+) -> wasmtime::Result<Result<Answer, GuestError>> {
+    let response = |output| {
+        Answer::Response(AgentResponse {
+            output,
+            metadata: Vec::new(),
+        })
+    };
+    match (entry, call) {
+        (Entry::Handler(pre), Call::Handle(request)) => {
             let instance = pre.instantiate_async(&mut *store).await?;
             let result = instance
                 .sovra_agent_handler()
                 .call_handle(&mut *store, &request)
                 .await?;
-            Ok(result.map(|response| AgentResponse {
-                output: response.output,
-                metadata: response
-                    .metadata
-                    .into_iter()
-                    .map(|pair| (pair.key, pair.value))
-                    .collect(),
+            Ok(result.map(|response| {
+                Answer::Response(AgentResponse {
+                    output: response.output,
+                    metadata: response
+                        .metadata
+                        .into_iter()
+                        .map(|pair| (pair.key, pair.value))
+                        .collect(),
+                })
             }))
         }
-        Entry::Tool(pre) => {
+        (Entry::Tool(pre), Call::Tool(input)) => {
             let instance = pre.instantiate_async(&mut *store).await?;
             let result = instance
                 .sovra_agent_tool_handler()
-                .call_call(&mut *store, &request.input)
+                .call_call(&mut *store, &input)
                 .await?;
-            Ok(result.map(|output| AgentResponse {
-                output,
-                metadata: Vec::new(),
-            }))
+            Ok(result.map(response))
         }
+        (Entry::Tool(pre), Call::Describe) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            let info = instance
+                .sovra_agent_tool_handler()
+                .call_describe(&mut *store)
+                .await?;
+            Ok(Ok(Answer::Described(info)))
+        }
+        _ => Err(wasmtime::Error::msg(
+            "the call does not match the component's world",
+        )),
     }
 }
 

@@ -17,11 +17,13 @@ use crate::capability::Grants;
 use crate::fair_share::Turns;
 use crate::invocation::{EventSink, LiveEvent};
 use crate::limits::{
-    MAX_HOST_CALLS, MAX_LOG_BYTES, MAX_LOG_FIELD_BYTES, MAX_LOG_FIELDS, MAX_LOG_LINES,
-    MAX_LOG_MESSAGE_BYTES, MAX_RESOURCES, MemoryLimiter,
+    MAX_LOG_BYTES, MAX_LOG_FIELD_BYTES, MAX_LOG_FIELDS, MAX_LOG_LINES, MAX_LOG_MESSAGE_BYTES,
+    MAX_RESOURCES, MemoryLimiter,
 };
 use crate::names::TenantId;
+use crate::runtime::Runtime;
 use crate::storage::TenantDb;
+use crate::tools::ToolCatalog;
 
 /// Who is running, for log fields and engine requests. Set by the host.
 #[derive(Debug, Clone)]
@@ -132,13 +134,29 @@ pub(crate) struct InferenceAccess {
     pub(crate) deadline: Instant,
 }
 
+/// What the tools capability may reach: the tenant's tools, and where this
+/// invocation sits in a chain of tool calls.
+#[derive(Debug)]
+pub(crate) struct ToolAccess {
+    pub(crate) catalog: Option<Arc<dyn ToolCatalog>>,
+    /// The runtime that runs each tool call in a sandbox of its own.
+    pub(crate) runtime: Runtime,
+    /// 0 for an agent a caller invoked, the chain's depth for a tool.
+    pub(crate) depth: u32,
+    /// Tool calls made so far.
+    pub(crate) calls: u32,
+}
+
 /// Store data of one invocation.
 pub(crate) struct Sandbox {
     pub(crate) table: ResourceTable,
     pub(crate) wasi: WasiCtx,
     pub(crate) limiter: MemoryLimiter,
     pub(crate) identity: Arc<Identity>,
-    host_calls: u64,
+    pub(crate) host_calls: u64,
+    /// Host calls this invocation may make: [`MAX_HOST_CALLS`](crate::limits::MAX_HOST_CALLS), or what its
+    /// caller had left for a tool.
+    pub(crate) host_call_limit: u64,
     /// Present only when the tenant granted `kv`.
     pub(crate) kv: Option<Arc<TenantDb>>,
     /// Present only when the tenant granted `sql`.
@@ -146,6 +164,7 @@ pub(crate) struct Sandbox {
     /// Present only when the tenant granted `vector`.
     pub(crate) vector: Option<Arc<TenantDb>>,
     pub(crate) inference: InferenceAccess,
+    pub(crate) tools: ToolAccess,
     pub(crate) logs: LogBuffer,
     /// Capabilities and models refused during this invocation, for the audit.
     pub(crate) denials: Vec<String>,
@@ -160,16 +179,31 @@ pub(crate) struct Sandbox {
     pub(crate) turns: Arc<Turns>,
 }
 
+/// Everything an invocation may reach through the host, and how many host
+/// calls it may make.
+#[derive(Debug)]
+pub(crate) struct Access {
+    pub(crate) storage: GrantedStorage,
+    pub(crate) inference: InferenceAccess,
+    pub(crate) tools: ToolAccess,
+    pub(crate) host_call_limit: u64,
+}
+
 impl Sandbox {
     pub(crate) fn new(
         wasi: WasiCtx,
         limiter: MemoryLimiter,
         identity: Arc<Identity>,
-        storage: GrantedStorage,
-        inference: InferenceAccess,
+        access: Access,
         events: Option<EventSink>,
         turns: Arc<Turns>,
     ) -> Self {
+        let Access {
+            storage,
+            inference,
+            tools,
+            host_call_limit,
+        } = access;
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         Sandbox {
@@ -178,10 +212,12 @@ impl Sandbox {
             limiter,
             identity,
             host_calls: 0,
+            host_call_limit,
             kv: storage.kv,
             sql: storage.sql,
             vector: storage.vector,
             inference,
+            tools,
             logs: LogBuffer::default(),
             denials: Vec::new(),
             events,
@@ -199,12 +235,14 @@ impl Sandbox {
         }
     }
 
-    /// Counts one call to a sovra host function; traps past [`MAX_HOST_CALLS`].
+    /// Counts one call to a sovra host function; traps past the
+    /// invocation's limit (at most [`MAX_HOST_CALLS`](crate::limits::MAX_HOST_CALLS) for a whole chain of
+    /// tool calls).
     pub(crate) fn charge_host_call(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;
-        if self.host_calls > MAX_HOST_CALLS {
+        if self.host_calls > self.host_call_limit {
             return Err(wasmtime::Error::new(HostCallLimitExceeded {
-                limit: MAX_HOST_CALLS,
+                limit: self.host_call_limit,
             }));
         }
         Ok(())

@@ -116,6 +116,7 @@ impl RefusalAudit {
             error: Some(format!("{} {code}: {method} {shown}", status.as_u16())),
             denials: Vec::new(),
             usage: Vec::new(),
+            parent: None,
         });
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use sovra_runtime::{Inspection, LoadError, Runtime};
 
 use crate::api::ApiError;
-use crate::db::{AddPlugin, PluginRow, PluginState, Requests, now_ms};
+use crate::db::{AddPlugin, PluginRow, PluginState, now_ms};
 use crate::signature::{PluginSignature, PublisherId, SignatureError};
 use crate::state::AppState;
 
@@ -118,12 +118,7 @@ pub async fn submit(
         size: bytes.len() as i64,
         world: info.world.as_str().to_owned(),
         description: manifest.description.clone(),
-        requests: Requests {
-            kv: manifest.capabilities.kv,
-            sql: manifest.capabilities.sql,
-            vector: manifest.capabilities.vector,
-            models: manifest.capabilities.models.iter().cloned().collect(),
-        },
+        requests: manifest.capabilities.clone(),
         state: PluginState::Pending,
         submitted_ms: now_ms(),
     };

@@ -30,6 +30,9 @@ pub(super) struct StoredRecord<'a> {
     /// As stored (a JSON array), when the invocation used a model; hashed
     /// only then, so records from before usage was kept verify as they were.
     pub(super) usage: Option<&'a str>,
+    /// The calling invocation of a tool's own; hashed only when there is one
+    /// (tagged, so it cannot pass for `usage`).
+    pub(super) parent: Option<&'a str>,
 }
 
 /// The hash of a record that follows `prev`.
@@ -45,8 +48,13 @@ pub(super) fn record_hash(prev: &str, record: &StoredRecord<'_>) -> String {
         record.error,
         record.denials,
     ]);
-    if let (Some(usage), Some(list)) = (record.usage, fields.as_array_mut()) {
-        list.push(usage.into());
+    if let Some(list) = fields.as_array_mut() {
+        if let Some(usage) = record.usage {
+            list.push(usage.into());
+        }
+        if let Some(parent) = record.parent {
+            list.push(serde_json::json!({ "parent": parent }));
+        }
     }
     let mut hasher = Sha256::new();
     hasher.update(prev.as_bytes());
@@ -90,7 +98,7 @@ impl ChainReport {
 pub fn verify(conn: &Connection, tenant: Option<&str>) -> rusqlite::Result<Vec<ChainReport>> {
     let mut stmt = conn.prepare(
         "SELECT id, invocation_id, tenant, agent, agent_digest, started_at_ms, duration_us,
-                outcome, error, denials, prev_hash, hash, usage
+                outcome, error, denials, prev_hash, hash, usage, parent
          FROM invocations WHERE ?1 IS NULL OR tenant = ?1 ORDER BY tenant, id",
     )?;
     let mut rows = stmt.query(params![tenant])?;
@@ -103,7 +111,7 @@ pub fn verify(conn: &Connection, tenant: Option<&str>) -> rusqlite::Result<Vec<C
         let (outcome, error, denials): (String, Option<String>, String) =
             (row.get(7)?, row.get(8)?, row.get(9)?);
         let (prev_hash, hash): (Option<String>, Option<String>) = (row.get(10)?, row.get(11)?);
-        let usage: Option<String> = row.get(12)?;
+        let (usage, parent): (Option<String>, Option<String>) = (row.get(12)?, row.get(13)?);
         if reports.last().is_none_or(|r| r.tenant != row_tenant) {
             reports.push(ChainReport {
                 tenant: row_tenant.clone(),
@@ -142,6 +150,7 @@ pub fn verify(conn: &Connection, tenant: Option<&str>) -> rusqlite::Result<Vec<C
             error: error.as_deref(),
             denials: &denials,
             usage: usage.as_deref(),
+            parent: parent.as_deref(),
         };
         if record_hash(&prev_hash, &stored) != hash {
             report

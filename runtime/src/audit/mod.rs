@@ -66,6 +66,9 @@ pub struct AuditRecord {
     /// Tokens each model computed for it (the ground for usage and quotas).
     #[serde(default)]
     pub usage: Vec<ModelUsage>,
+    /// The invocation that called this one as a tool, if any.
+    #[serde(default)]
+    pub parent: Option<String>,
 }
 
 /// A recorded invocation's place in the log; awaiting [`Self::durable`]
@@ -270,7 +273,7 @@ impl AuditLog {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT invocation_id, tenant, agent, agent_digest, started_at_ms, duration_us,
-                        outcome, error, denials, usage
+                        outcome, error, denials, usage, parent
                  FROM invocations WHERE tenant = ?1
                  ORDER BY started_at_ms DESC, id DESC LIMIT ?2",
             )?;
@@ -290,6 +293,7 @@ impl AuditLog {
                         .get::<_, Option<String>>(9)?
                         .and_then(|u| serde_json::from_str(&u).ok())
                         .unwrap_or_default(),
+                    parent: row.get(10)?,
                 })
             })?;
             rows.collect()
@@ -421,8 +425,9 @@ fn write_batch(
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO invocations (invocation_id, tenant, agent, agent_digest,
-                 started_at_ms, duration_us, outcome, error, denials, prev_hash, hash, usage)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 started_at_ms, duration_us, outcome, error, denials, prev_hash, hash, usage,
+                 parent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for record in records {
             let denials = serde_json::to_string(&record.denials).unwrap_or_else(|_| "[]".into());
@@ -446,6 +451,7 @@ fn write_batch(
                     error: record.error.as_deref(),
                     denials: &denials,
                     usage: usage.as_deref(),
+                    parent: record.parent.as_deref(),
                 },
             );
             let inserted = insert.execute(params![
@@ -461,6 +467,7 @@ fn write_batch(
                 prev,
                 hash,
                 usage,
+                record.parent,
             ])?;
             if inserted == 1 {
                 moved.insert(record.tenant.clone(), hash);
@@ -488,7 +495,8 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
              denials TEXT NOT NULL,
              prev_hash TEXT,
              hash TEXT,
-             usage TEXT
+             usage TEXT,
+             parent TEXT
          );
          CREATE INDEX IF NOT EXISTS invocations_by_tenant
              ON invocations (tenant, started_at_ms);
@@ -499,7 +507,7 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
         .prepare("SELECT name FROM pragma_table_info('invocations')")?
         .query_map([], |row| row.get(0))?
         .collect::<Result<_, _>>()?;
-    for column in ["prev_hash", "hash", "usage"] {
+    for column in ["prev_hash", "hash", "usage", "parent"] {
         if !columns.iter().any(|c| c == column) {
             conn.execute_batch(&format!("ALTER TABLE invocations ADD COLUMN {column} TEXT"))?;
         }
@@ -534,6 +542,7 @@ mod tests {
                 prompt_tokens: 3,
                 generated_tokens: 4,
             }],
+            parent: None,
         }
     }
 
@@ -629,9 +638,14 @@ mod tests {
         let db = dir.path().join("audit.db");
         {
             let log = AuditLog::open(&db).unwrap();
-            for id in ["a1", "a2", "a3", "a4"] {
+            for id in ["a1", "a2", "a3"] {
                 log.record(record(id));
             }
+            // A tool's own invocation, called by a3.
+            log.record(AuditRecord {
+                parent: Some("a3".into()),
+                ..record("a4")
+            });
             log.record(AuditRecord {
                 tenant: "globex".into(),
                 ..record("g1")
@@ -683,6 +697,14 @@ mod tests {
              UPDATE invocations SET id = CASE invocation_id WHEN 'a2' THEN 3 ELSE 2 END
                  WHERE invocation_id IN ('a2', 'a3')",
             "does not follow",
+        );
+        broken(
+            "UPDATE invocations SET parent = 'a1' WHERE invocation_id = 'a4'",
+            "a4) was altered",
+        );
+        broken(
+            "UPDATE invocations SET parent = 'a3' WHERE invocation_id = 'a2'",
+            "a2) was altered",
         );
         broken(
             "UPDATE invocations SET hash = NULL WHERE invocation_id = 'a4'",

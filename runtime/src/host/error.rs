@@ -24,6 +24,8 @@ pub enum HostError {
     NotGranted(&'static str),
     /// The model is not on the tenant's allowlist.
     ModelNotAllowed(String),
+    /// The tool is not on the tenant's grant for this agent.
+    ToolNotAllowed(String),
     /// The tenant's storage failed or refused.
     Storage(StorageError),
     /// The inference engine failed or refused.
@@ -79,6 +81,11 @@ pub(crate) fn convert(sandbox: &mut Sandbox, error: HostError) -> wasmtime::Resu
         HostError::ModelNotAllowed(model) => {
             let message = format!("model `{model}` is not on this tenant's allowlist");
             sandbox.denials.push(format!("model: {model}"));
+            GuestError::AccessDenied(message)
+        }
+        HostError::ToolNotAllowed(tool) => {
+            let message = format!("tool `{tool}` is not granted to this agent");
+            sandbox.denials.push(format!("tool: {tool}"));
             GuestError::AccessDenied(message)
         }
         HostError::Storage(error) => storage(sandbox, error),

@@ -7,6 +7,7 @@ pub(crate) mod inference;
 mod kv;
 mod log;
 mod sql;
+mod tools;
 mod vector;
 pub(crate) mod wasi;
 

@@ -20,13 +20,14 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sovra_runtime::audit::NotAudited;
+use sovra_runtime::tools::{InstalledTool, ToolCatalog, ToolLookup};
 use sovra_runtime::{Invocation, InvocationReport, InvokeError, LiveEvent, LogLine, TenantId};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use super::body::JsonObject;
-use super::tenant::ready_install;
+use super::tenant::{NOT_INSTALLED, ready_install};
 use super::{ApiError, OperatorToo, require_serving, require_tenant};
 use crate::limiter::Refusal;
 use crate::state::{AppState, ReadyInstall};
@@ -64,6 +65,9 @@ pub async fn invoke(
     invocation.grants = ready.grants.clone();
     invocation.limits = ready.limits;
     invocation.metadata = body.metadata.into_iter().collect();
+    invocation.tools = Some(Arc::new(NodeTools {
+        state: Arc::clone(&state),
+    }));
     let streamed = body.stream || accepts_event_stream(&headers);
     if !streamed {
         let outcome = spawn_invocation(state, tenant, ready, invocation, permit)
@@ -107,6 +111,29 @@ pub async fn invoke(
     Ok(Sse::new(live.chain(last))
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// A tenant's tools on this node: its installs of tool plugins, each with
+/// its own install's grants and limits.
+#[derive(Debug)]
+struct NodeTools {
+    state: Arc<AppState>,
+}
+
+impl ToolCatalog for NodeTools {
+    fn tool<'a>(&'a self, tenant: &'a TenantId, name: &'a str) -> ToolLookup<'a> {
+        Box::pin(async move {
+            match ready_install(&self.state, tenant.as_str(), name).await {
+                Ok(ready) => Ok(Some(InstalledTool {
+                    agent: Arc::clone(&ready.agent),
+                    grants: ready.grants.clone(),
+                    limits: ready.limits,
+                })),
+                Err(error) if error.code == NOT_INSTALLED => Ok(None),
+                Err(error) => Err(error.message),
+            }
+        })
+    }
 }
 
 /// Whether the client asked for server-sent events by its `Accept` header.

@@ -137,9 +137,12 @@ pub async fn list_installs(
     ))
 }
 
+/// The error code of a plugin the tenant has not installed.
+pub(super) const NOT_INSTALLED: &str = "not-installed";
+
 fn no_install(tenant: &str, plugin: &str) -> ApiError {
     ApiError::not_found(
-        "not-installed",
+        NOT_INSTALLED,
         format!("tenant `{tenant}` has not installed `{plugin}`"),
     )
 }
@@ -267,6 +270,7 @@ pub async fn history(
                 "outcome": r.outcome,
                 "error": r.error,
                 "denials": r.denials,
+                "parent": r.parent,
             })
         })
         .collect();

@@ -5,6 +5,7 @@
 mod support;
 
 // One module per guest.
+mod calculator;
 mod chat;
 mod counter;
 mod deep_recursion;
@@ -13,12 +14,17 @@ mod hello;
 mod host_call_flood;
 mod huge_output;
 mod memory_bomb;
+mod nested_tool;
 mod net_connect;
 mod notes;
+mod planner;
 mod probe;
 mod rag;
+mod retrieval;
 mod spin;
 mod storage_mix;
+mod tool_caller;
+mod units;
 
 // Cross-cutting suites.
 mod isolation;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use sovra_runtime::tools::{InstalledTool, StaticTools, ToolCatalog};
 use sovra_runtime::{
     Agent, Grants, Invocation, InvocationReport, InvokeError, Limits, Runtime, RuntimeConfig,
     TenantId,
@@ -111,6 +112,7 @@ pub struct Caller {
     tenant: String,
     grants: Grants,
     limits: Option<Limits>,
+    tools: Option<Arc<dyn ToolCatalog>>,
 }
 
 impl Caller {
@@ -123,6 +125,7 @@ impl Caller {
             tenant: tenant.to_owned(),
             grants,
             limits: None,
+            tools: None,
         }
     }
 
@@ -155,6 +158,14 @@ impl Caller {
         }
     }
 
+    /// The same caller, finding its tenant's tools in `tools`.
+    pub fn with_tools(&self, tools: impl ToolCatalog + 'static) -> Caller {
+        Caller {
+            tools: Some(Arc::new(tools)),
+            ..self.clone()
+        }
+    }
+
     /// [`Caller::with_limits`] of the default limits but for the timeout.
     pub fn with_timeout(&self, timeout: Duration) -> Caller {
         self.with_limits(Limits {
@@ -169,6 +180,7 @@ impl Caller {
         if let Some(limits) = self.limits {
             invocation.limits = limits;
         }
+        invocation.tools = self.tools.clone();
         invocation
     }
 
@@ -250,4 +262,18 @@ pub async fn with_bystander(test: &TestRuntime, hostile: &Caller, input: &str) -
         Ok(response) => panic!("hostile guest succeeded with {:?}", response.output),
         Err(error) => error,
     }
+}
+
+/// A catalog of the tools at `paths`, each loaded into `runtime` and
+/// granted `grants` (its own install's), with the default limits.
+pub fn tools(runtime: &Runtime, installed: &[(&str, Grants)]) -> StaticTools {
+    let mut tools = StaticTools::new();
+    for (path, grants) in installed {
+        tools.add(InstalledTool {
+            agent: load(runtime, path),
+            grants: grants.clone(),
+            limits: Limits::default(),
+        });
+    }
+    tools
 }
