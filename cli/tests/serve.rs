@@ -526,11 +526,12 @@ fn a_chat_agent_streams_the_tokens_smollm2_generates_for_it() {
     let models = client.get("/v1/models", Some(&acme));
     assert!(models.text.contains("\"smollm2\""), "{}", models.text);
     let listed: serde_json::Value = serde_json::from_str(&models.text).unwrap();
-    let device = listed["models"]
+    assert_eq!(listed["object"], "list");
+    let device = listed["data"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["name"] == "smollm2")
+        .find(|m| m["id"] == "smollm2")
         .map(|m| m["device"].as_str().unwrap().to_owned())
         .unwrap();
     assert!(device == "cpu" || device.starts_with("cuda:"), "{device}");

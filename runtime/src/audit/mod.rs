@@ -516,7 +516,7 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Milliseconds since the Unix epoch.
-pub(crate) fn unix_millis(time: SystemTime) -> u64 {
+pub fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -145,7 +145,7 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// The tenant's admission permit, or the 429 that says which limit it hit.
-fn admit(state: &AppState, tenant: &str) -> Result<OwnedSemaphorePermit, ApiError> {
+pub(super) fn admit(state: &AppState, tenant: &str) -> Result<OwnedSemaphorePermit, ApiError> {
     state
         .limiter
         .admit(tenant)

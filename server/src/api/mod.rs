@@ -5,7 +5,8 @@
 //! - publishers: `POST /v1/plugins` with a signed component (the signature
 //!   is the credential);
 //! - tenants (their own API keys): installs, invocations (JSON or
-//!   server-sent events), invocation history, models.
+//!   server-sent events), invocation history, usage, and an
+//!   OpenAI-compatible API over the models they may use ([`openai`]).
 //!
 //! Bodies are JSON objects of the documented fields ([`body`]); handlers
 //! that take none still read the body ([`body::NoFields`]): answering before
@@ -20,6 +21,7 @@
 mod body;
 mod errors;
 mod invoke;
+mod openai;
 mod operator;
 mod plugins;
 mod routes;

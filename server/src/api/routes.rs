@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{ApiError, invoke, operator, plugins, system, tenant};
+use super::{ApiError, invoke, openai, operator, plugins, system, tenant};
 use crate::config::NodeConfig;
 use crate::state::AppState;
 
@@ -100,7 +100,11 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/metrics", system::metrics),
         endpoint(M::GET, "/metrics/tenants", system::tenant_metrics),
         endpoint(M::GET, "/v1/openapi.json", system::openapi),
-        endpoint(M::GET, "/v1/models", tenant::models),
+        endpoint(M::GET, "/v1/models", openai::models),
+        endpoint(M::POST, "/v1/chat/completions", openai::chat_completions)
+            .deadline(Deadline::Invocation),
+        endpoint(M::POST, "/v1/completions", openai::completions).deadline(Deadline::Invocation),
+        endpoint(M::POST, "/v1/embeddings", openai::embeddings).deadline(Deadline::Invocation),
         endpoint(M::POST, "/v1/tenants", operator::create_tenant),
         endpoint(M::GET, "/v1/tenants", operator::list_tenants),
         endpoint(M::GET, "/v1/tenants/{tenant}", operator::show_tenant),

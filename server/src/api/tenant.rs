@@ -10,12 +10,11 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_gpu::ModelKind;
 use sovra_runtime::Digest;
 use sovra_runtime::policy::{self, Effective};
 
 use super::body::{JsonObject, NoFields};
-use super::{ApiError, Caller, OperatorToo, caller, require_tenant};
+use super::{ApiError, OperatorToo, require_tenant};
 use crate::db::{InstallGrants, InstallRow, PluginState, now_ms};
 use crate::state::{AppState, ReadyInstall};
 
@@ -23,44 +22,6 @@ type Reply = Result<(StatusCode, Json<Value>), ApiError>;
 
 /// Most history records returned at once.
 pub const MAX_HISTORY: usize = 500;
-
-fn model_kind(kind: ModelKind) -> &'static str {
-    match kind {
-        ModelKind::TextGeneration => "text-generation",
-        ModelKind::Embedding => "embedding",
-        ModelKind::Tensor => "tensor",
-    }
-}
-
-/// Models this caller may use: a tenant sees its own allowlist.
-pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Reply {
-    let tenant = match caller(&state, &headers)? {
-        Caller::Tenant(tenant) => Some(tenant),
-        Caller::Operator => None,
-        Caller::DisabledTenant(_) => {
-            return Err(ApiError::forbidden(
-                "tenant-disabled",
-                "this tenant is disabled",
-            ));
-        }
-        Caller::Anonymous => return Err(ApiError::unauthorized()),
-    };
-    let models = match &tenant {
-        Some(tenant) => state.models.models_for_tenant(tenant),
-        None => state.models.all_models(),
-    };
-    let statuses: std::collections::BTreeMap<String, sovra_gpu::ModelStatus> =
-        state.models.statuses().into_iter().collect();
-    let models: Vec<Value> = models
-        .into_iter()
-        .map(|m| {
-            let device = statuses.get(&m.name).map(|s| s.device.clone());
-            json!({"name": m.name, "kind": model_kind(m.kind), "device": device,
-                   "context_length": m.context_length, "embedding_length": m.embedding_length})
-        })
-        .collect();
-    Ok((StatusCode::OK, Json(json!({"models": models}))))
-}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,120 @@
+"""Drives a sovra node's OpenAI-compatible API with the official `openai`
+client, as an outside user would, and fails loudly on the first surprise.
+
+    python openai_check.py BASE_URL TENANT_KEY
+
+The node must serve `smollm2` and `minilm` to the key's tenant, and a model
+`private` that this tenant may not use (cli/tests/openai.rs sets this up).
+Prints one line per check.
+"""
+
+import sys
+
+import openai
+
+
+def main(base_url: str, key: str) -> None:
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120)
+
+    ids = sorted(model.id for model in client.models.list())
+    assert ids == ["minilm", "smollm2"], ids
+    print("models:", ids)
+
+    question = [
+        {"role": "system", "content": "You are concise."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    chat = client.chat.completions.create(
+        model="smollm2",
+        messages=question,
+        max_tokens=16,
+        temperature=0,
+    )
+    answer = chat.choices[0].message.content
+    assert chat.object == "chat.completion", chat
+    assert "Paris" in answer, answer
+    assert chat.usage.completion_tokens >= 1, chat.usage
+    assert chat.choices[0].finish_reason in ("stop", "length"), chat
+    print("chat:", repr(answer), chat.usage.prompt_tokens, chat.usage.completion_tokens)
+
+    pieces = []
+    usage = None
+    finish = None
+    for chunk in client.chat.completions.create(
+        model="smollm2",
+        messages=question,
+        max_tokens=16,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    ):
+        if chunk.usage is not None:
+            usage = chunk.usage
+        for choice in chunk.choices:
+            if choice.delta.content:
+                pieces.append(choice.delta.content)
+            if choice.finish_reason:
+                finish = choice.finish_reason
+    streamed = "".join(pieces)
+    assert len(pieces) > 1, pieces
+    # Greedy: the stream is the same answer, piece by piece.
+    assert streamed == answer, (streamed, answer)
+    assert finish in ("stop", "length"), finish
+    assert usage is not None and usage.completion_tokens >= 1, usage
+    print("stream:", len(pieces), "chunks", repr(streamed))
+
+    text = client.completions.create(
+        model="smollm2", prompt="The capital of France is", max_tokens=4, temperature=0
+    )
+    assert text.object == "text_completion", text
+    assert text.choices[0].text.strip(), text
+    print("completion:", repr(text.choices[0].text))
+
+    stopped = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "Count from 1 to 10."}],
+        max_tokens=40,
+        temperature=0,
+        stop=["5"],
+    )
+    assert "6" not in stopped.choices[0].message.content, stopped
+    print("stop:", repr(stopped.choices[0].message.content))
+
+    # The client asks for base64 by default and decodes it; float too.
+    vectors = client.embeddings.create(model="minilm", input=["refunds", "the office hours"])
+    assert [item.index for item in vectors.data] == [0, 1], vectors
+    assert len(vectors.data[0].embedding) == 384, len(vectors.data[0].embedding)
+    floats = client.embeddings.create(model="minilm", input="refunds", encoding_format="float")
+    assert max(abs(a - b) for a, b in zip(floats.data[0].embedding, vectors.data[0].embedding)) < 1e-6
+    print("embeddings:", len(vectors.data), "x", len(vectors.data[0].embedding))
+
+    try:
+        client.chat.completions.create(
+            model="private", messages=[{"role": "user", "content": "hi"}], max_tokens=4
+        )
+        raise AssertionError("a model not on the allowlist answered")
+    except (openai.PermissionDeniedError, openai.NotFoundError) as error:
+        assert error.body["code"] in ("model-not-allowed", "model-not-found"), error.body
+        print("not allowed:", error.status_code, error.body["code"])
+
+    try:
+        client.chat.completions.create(
+            model="smollm2", messages=[{"role": "user", "content": "hi"}], n=2
+        )
+        raise AssertionError("n=2 was served")
+    except openai.BadRequestError as error:
+        assert error.body["code"] == "unsupported", error.body
+        print("unsupported:", error.status_code, error.body["message"])
+
+    wrong = openai.OpenAI(base_url=base_url, api_key="sk-not-a-key", max_retries=0)
+    try:
+        wrong.models.list()
+        raise AssertionError("a wrong key was accepted")
+    except openai.AuthenticationError as error:
+        assert error.status_code == 401, error
+        assert error.body["type"] == "authentication_error", error.body
+        print("wrong key:", error.status_code, error.body["type"])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
