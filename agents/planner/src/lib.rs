@@ -24,7 +24,7 @@ const EMBEDDER: &str = "minilm";
 const MIN_SIMILARITY: f32 = 0.15;
 /// Tokens the model may write for one part of the plan.
 const PART_TOKENS: u32 = 24;
-/// Tokens of the final answer.
+/// Tokens of an answer given without a tool.
 const ANSWER_TOKENS: u32 = 64;
 
 struct Planner;
@@ -151,11 +151,10 @@ impl Agent for Planner {
                 .with_metadata("tool", tool.name.clone()));
             }
         };
-        let answer = ask(
-            "Answer the question from the tool's result, in one short sentence.",
-            &format!("Question: {question}\nResult of {}: {observation}", tool.name),
-            ANSWER_TOKENS,
-        )?;
+        let answer = continue_line(&format!(
+            "Question: {question}\nResult of the {} tool: {observation}\nShort answer:",
+            tool.name
+        ))?;
         Ok(
             Response::text(format!("{answer}\n[{} {input} -> {observation}]", tool.name))
                 .with_metadata("tool", tool.name.clone()),
