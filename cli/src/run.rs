@@ -180,15 +180,7 @@ impl Loader<'_> {
                 ))
                 .code(Code::Usage);
             }
-            let asked = &tool.manifest().capabilities;
-            let grant = Grant {
-                kv: asked.kv,
-                sql: asked.sql,
-                vector: asked.vector,
-                models: asked.models.clone(),
-                tools: asked.tools.clone(),
-                ..Grant::default()
-            };
+            let grant = Grant::as_requested(&tool.manifest().capabilities);
             let Effective { grants, limits } =
                 policy::effective(tool.manifest(), &grant, &Ceilings::local());
             tools.add(InstalledTool {

@@ -6,7 +6,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sovra_test_artifacts::{COUNTER, HELLO, NOTES, SPIN};
+use sovra_test_artifacts::{COUNTER, ECHO_TOOL, HELLO, NOTES, SPIN, TOOL_CALLER};
 use support::{fails_with, succeeds, text};
 
 fn sovra(data_dir: &Path, args: &[&str]) -> Output {
@@ -329,4 +329,32 @@ fn audit_verify_prints_each_chain_head_and_names_tampered_records() {
         &["audit", "verify", "--data-dir", data, "--tenant", "globex"],
     );
     assert_eq!(globex.status.code(), Some(0));
+}
+
+#[test]
+fn run_gives_an_agent_the_tools_it_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let call = |extra: &[&str]| {
+        let mut args = vec!["run", TOOL_CALLER, "--input", r#"call echo-tool {"a":1}"#];
+        args.extend_from_slice(extra);
+        sovra(dir.path(), &args)
+    };
+    let out = call(&["--tool", ECHO_TOOL, "--allow-tool", "echo-tool"]);
+    succeeds(&out);
+    assert_eq!(text(&out.stdout).trim(), r#"{"a":1}"#);
+    // Given but not allowed: the agent imports tools and none is granted.
+    fails_with(&call(&["--tool", ECHO_TOOL]), 3, "`tools`");
+    // Allowed but not given: not found, as the agent reports it.
+    let out = call(&["--allow-tool", "echo-tool"]);
+    succeeds(&out);
+    assert!(
+        text(&out.stdout).starts_with("error not-found:"),
+        "{}",
+        text(&out.stdout)
+    );
+    fails_with(
+        &call(&["--tool", HELLO, "--allow-tool", "echo-tool"]),
+        2,
+        "is not a tool",
+    );
 }

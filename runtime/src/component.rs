@@ -89,14 +89,7 @@ pub fn check_manifest_matches(
         let ImportNeed::Grant(capability) = need else {
             continue;
         };
-        let requested = match capability {
-            crate::Capability::Kv => manifest.capabilities.kv,
-            crate::Capability::Sql => manifest.capabilities.sql,
-            crate::Capability::Inference => !manifest.capabilities.models.is_empty(),
-            crate::Capability::Vector => manifest.capabilities.vector,
-            crate::Capability::Tools => !manifest.capabilities.tools.is_empty(),
-        };
-        if !requested {
+        if !manifest.capabilities.asks(capability) {
             return Err(LoadError::ManifestMismatch(format!(
                 "the component imports `{interface}` but its manifest does not request `{capability}`"
             )));

@@ -75,6 +75,19 @@ pub struct RequestedCapabilities {
     pub tools: BTreeSet<String>,
 }
 
+impl RequestedCapabilities {
+    /// Whether the agent asks for `capability` at all.
+    pub fn asks(&self, capability: crate::Capability) -> bool {
+        match capability {
+            crate::Capability::Kv => self.kv,
+            crate::Capability::Sql => self.sql,
+            crate::Capability::Vector => self.vector,
+            crate::Capability::Inference => !self.models.is_empty(),
+            crate::Capability::Tools => !self.tools.is_empty(),
+        }
+    }
+}
+
 /// Limits an agent asks for: used when the tenant's grant sets none, and never
 /// above the node's ceilings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -53,6 +53,19 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// Everything `requests` asks for (no limits of its own): what
+    /// `sovra run` gives a `--tool`.
+    pub fn as_requested(requests: &RequestedCapabilities) -> Self {
+        Grant {
+            kv: requests.kv,
+            sql: requests.sql,
+            vector: requests.vector,
+            models: requests.models.clone(),
+            tools: requests.tools.clone(),
+            ..Grant::default()
+        }
+    }
+
     fn grants(&self, capability: Capability) -> bool {
         match capability {
             Capability::Kv => self.kv,
@@ -151,14 +164,7 @@ pub fn check_requested(
     grant: &Grant,
 ) -> Result<(), PolicyError> {
     for capability in ALL_CAPABILITIES {
-        let asked = match capability {
-            Capability::Kv => requests.kv,
-            Capability::Sql => requests.sql,
-            Capability::Vector => requests.vector,
-            Capability::Inference => !requests.models.is_empty(),
-            Capability::Tools => !requests.tools.is_empty(),
-        };
-        if grant.grants(capability) && !asked {
+        if grant.grants(capability) && !requests.asks(capability) {
             return Err(PolicyError::NotRequested(format!(
                 "{name} does not request `{capability}`"
             )));
