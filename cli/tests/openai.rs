@@ -1,8 +1,10 @@
 //! The node's OpenAI-compatible API driven by the official `openai` Python
 //! client (scripts/clients/openai_check.py), as an outside user would: list
-//! models, chat, stream, text completion, stop sequences, embeddings, a model
-//! not on the allowlist, an unsupported option and a wrong key. Then the
-//! calls are in the tenant's audit chain with their tokens.
+//! models, chat, stream, text completion, stop sequences, JSON-schema output
+//! (valid where the free answer is not), a tool call (whole and streamed) and
+//! the answer after its result, embeddings, a schema that cannot compile, a
+//! model not on the allowlist, an unsupported option and a wrong key. Then
+//! the calls are in the tenant's audit chain with their tokens.
 //!
 //! Needs the models (scripts/fetch-models) and the client
 //! (scripts/fetch-clients); skipped with a message without them, and
@@ -74,6 +76,7 @@ fn the_official_openai_client_works_against_a_node() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("wrong key: 401"), "{stdout}");
+    assert!(stdout.contains("tool call: get_weather"), "{stdout}");
 
     // Every completion is in acme's history, and its tokens in its usage.
     let history = client.get("/v1/tenants/acme/invocations?limit=50", Some(&acme));

@@ -7,14 +7,19 @@
 //!     .user("What is Wasm?")
 //!     .max_tokens(64)
 //!     .generate()?;
+//! // An answer that parses: held to a JSON Schema token by token.
+//! let person = inference::chat("smollm2")
+//!     .user("Tell me about Ann, 31.")
+//!     .json_schema(r#"{"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}"#)
+//!     .generate()?;
 //! ```
 
 use crate::Error;
 use crate::bindings::sovra::agent::inference as wit;
 
 pub use wit::{
-    Completion, FinishReason, Generation, GenerationEvent, Message, ModelInfo, ModelKind,
-    NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
+    Completion, Constraint, FinishReason, Generation, GenerationEvent, Message, ModelInfo,
+    ModelKind, NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
 };
 
 /// Models this agent may use.
@@ -43,6 +48,7 @@ impl Default for Sampling {
             repeat_penalty: 1.0,
             seed: None,
             stop: Vec::new(),
+            constraint: None,
         }
     }
 }
@@ -131,6 +137,28 @@ impl RequestBuilder {
 
     pub fn stop(mut self, stop: impl Into<String>) -> Self {
         self.sampling.stop.push(stop.into());
+        self
+    }
+
+    /// Holds the answer to one JSON value valid against `schema` (a JSON
+    /// Schema document): the text parses, whatever the model would say.
+    pub fn json_schema(self, schema: impl Into<String>) -> Self {
+        self.constraint(Constraint::JsonSchema(schema.into()))
+    }
+
+    /// Holds the answer to text `regex` matches in full.
+    pub fn regex(self, regex: impl Into<String>) -> Self {
+        self.constraint(Constraint::Regex(regex.into()))
+    }
+
+    /// Holds the answer to a sentence of `grammar` (Lark-like, as
+    /// llguidance reads it).
+    pub fn grammar(self, grammar: impl Into<String>) -> Self {
+        self.constraint(Constraint::Grammar(grammar.into()))
+    }
+
+    pub fn constraint(mut self, constraint: Constraint) -> Self {
+        self.sampling.constraint = Some(constraint);
         self
     }
 

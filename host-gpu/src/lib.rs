@@ -23,7 +23,8 @@
 //! [`gguf`] and [`safetensors`] read model files; [`quant`] decodes weight
 //! blocks; [`tokenizer`] and [`chat_template`] turn requests into tokens;
 //! [`model`] holds the llama-family and BERT forward passes, built on the
-//! [`cpu`] kernels; [`sampling`] picks tokens; [`engine`] schedules every
+//! [`cpu`] kernels; [`sampling`] picks tokens, within what
+//! [`structured`] output allows; [`engine`] schedules every
 //! live sequence of a model together on a backend (the CPU's, or [`cuda`]'s)
 //! and serves embeddings; [`config`] loads the operator's `models.toml` into
 //! a [`ModelRegistry`].
@@ -43,14 +44,15 @@ mod request;
 pub mod safetensors;
 pub mod sampling;
 mod service;
+pub mod structured;
 pub mod tokenizer;
 
 pub use descriptor::{ModelDescriptor, ModelKind};
 pub use error::InferenceError;
 pub use registry::{ModelRegistry, TenantScope};
 pub use request::{
-    ChatMessage, Completion, FinishReason, GenerateRequest, NamedTensor, Prompt, Role, Sampling,
-    TensorType, Usage,
+    ChatMessage, Completion, Constraint, FinishReason, GenerateRequest, NamedTensor, Prompt, Role,
+    Sampling, TensorType, Usage,
 };
 pub use service::{
     CancelToken, Generation, GenerationEvent, ModelService, ModelStatus, RequestContext, UsageMeter,

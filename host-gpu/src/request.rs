@@ -34,6 +34,40 @@ pub struct Sampling {
     pub repeat_penalty: f32,
     pub seed: Option<u64>,
     pub stop: Vec<String>,
+    /// What the generated text must be, if anything (see [`crate::structured`]).
+    pub constraint: Option<Constraint>,
+}
+
+/// A shape the generated text is held to, token by token: only tokens
+/// that keep it a prefix of a valid answer may be drawn, and the generation
+/// ends once the answer is complete.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Constraint {
+    /// One JSON value valid against this JSON Schema (a JSON document).
+    JsonSchema(String),
+    /// Text the regular expression matches in full.
+    Regex(String),
+    /// A sentence of this Lark-like grammar (llguidance's dialect, which may
+    /// embed JSON Schemas with `%json { ... }`).
+    Grammar(String),
+}
+
+impl Constraint {
+    /// What kind of constraint it is, as errors name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Constraint::JsonSchema(_) => "JSON Schema",
+            Constraint::Regex(_) => "regular expression",
+            Constraint::Grammar(_) => "grammar",
+        }
+    }
+
+    /// The schema, expression or grammar text.
+    pub fn source(&self) -> &str {
+        match self {
+            Constraint::JsonSchema(s) | Constraint::Regex(s) | Constraint::Grammar(s) => s,
+        }
+    }
 }
 
 impl Default for Sampling {
@@ -46,6 +80,7 @@ impl Default for Sampling {
             repeat_penalty: 1.0,
             seed: None,
             stop: Vec::new(),
+            constraint: None,
         }
     }
 }
@@ -120,6 +155,10 @@ pub const MAX_GENERATION_TOKENS: u32 = 8_192;
 pub const MAX_STOP_SEQUENCES: usize = 16;
 pub const MAX_STOP_SEQUENCE_BYTES: usize = 256;
 
+/// Bytes of a constraint's schema, expression or grammar.
+/// Stops: a request making the host compile (and cache) a huge grammar.
+pub const MAX_CONSTRAINT_BYTES: usize = 64 * 1024;
+
 impl Sampling {
     /// Checks that every value is in range, naming the first that is not.
     pub fn validate(&self) -> Result<(), crate::InferenceError> {
@@ -159,6 +198,15 @@ impl Sampling {
             return invalid(format!(
                 "stop sequence {stop:?} must be 1..={MAX_STOP_SEQUENCE_BYTES} bytes"
             ));
+        }
+        if let Some(constraint) = &self.constraint {
+            let bytes = constraint.source().len();
+            if bytes == 0 || bytes > MAX_CONSTRAINT_BYTES {
+                return invalid(format!(
+                    "the {} is {bytes} bytes; it must be 1..={MAX_CONSTRAINT_BYTES}",
+                    constraint.kind()
+                ));
+            }
         }
         Ok(())
     }
@@ -206,6 +254,13 @@ mod tests {
                     ..Sampling::default()
                 },
                 "stop",
+            ),
+            (
+                Sampling {
+                    constraint: Some(Constraint::Regex("a".repeat(MAX_CONSTRAINT_BYTES + 1))),
+                    ..Sampling::default()
+                },
+                "regular expression",
             ),
         ];
         for (sampling, needle) in cases {

@@ -189,3 +189,19 @@ fn exact_activations_match_an_exact_reference() {
         }
     }
 }
+
+/// One pre-token of a quarter of a million letters (a prompt, or text a
+/// grammar forces) encodes and decodes back: merging is O(n log n), where a
+/// quadratic merge would take minutes.
+#[test]
+fn a_very_long_word_encodes_and_decodes_back() {
+    let Some(path) = smollm2() else { return };
+    let file = GgufFile::open(&path).unwrap();
+    let tokenizer = tokenizer::from_gguf(&file).unwrap();
+    let word: String = (0..256 * 1024)
+        .map(|i| (b'a' + (i * 7 % 26) as u8) as char)
+        .collect();
+    let ids = tokenizer.encode_continuation(&word);
+    assert!(ids.len() < word.len(), "{} tokens", ids.len());
+    assert_eq!(tokenizer.decode(&ids), word);
+}

@@ -8,9 +8,40 @@ The node must serve `smollm2` and `minilm` to the key's tenant, and a model
 Prints one line per check.
 """
 
+import json
 import sys
 
 import openai
+
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def valid_person(value) -> bool:
+    return (
+        isinstance(value, dict)
+        and set(value) == {"name", "age"}
+        and isinstance(value["name"], str)
+        and isinstance(value["age"], int)
+    )
 
 
 def main(base_url: str, key: str) -> None:
@@ -87,6 +118,93 @@ def main(base_url: str, key: str) -> None:
     floats = client.embeddings.create(model="minilm", input="refunds", encoding_format="float")
     assert max(abs(a - b) for a, b in zip(floats.data[0].embedding, vectors.data[0].embedding)) < 1e-6
     print("embeddings:", len(vectors.data), "x", len(vectors.data[0].embedding))
+
+    about_ann = [{"role": "user", "content": "Tell me about Ann, who is 31 years old."}]
+    free = client.chat.completions.create(
+        model="smollm2", messages=about_ann, max_tokens=48, temperature=0
+    )
+    try:
+        assert not valid_person(json.loads(free.choices[0].message.content))
+    except json.JSONDecodeError:
+        pass
+    held = client.chat.completions.create(
+        model="smollm2",
+        messages=about_ann,
+        max_tokens=48,
+        temperature=0,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "person", "schema": PERSON, "strict": True},
+        },
+    )
+    person = json.loads(held.choices[0].message.content)
+    assert valid_person(person), person
+    assert held.choices[0].finish_reason == "stop", held
+    print("json_schema:", person)
+
+    weather = [{"role": "user", "content": "What is the weather in Paris?"}]
+    called = client.chat.completions.create(
+        model="smollm2",
+        messages=weather,
+        max_tokens=48,
+        temperature=0,
+        tools=[WEATHER],
+        tool_choice="required",
+    )
+    choice = called.choices[0]
+    assert choice.finish_reason == "tool_calls", choice
+    call = choice.message.tool_calls[0]
+    arguments = json.loads(call.function.arguments)
+    assert call.type == "function" and call.function.name == "get_weather", call
+    assert set(arguments) == {"city"} and isinstance(arguments["city"], str), arguments
+    print("tool call:", call.function.name, arguments)
+
+    streamed_calls = []
+    stream_finish = None
+    for chunk in client.chat.completions.create(
+        model="smollm2",
+        messages=weather,
+        max_tokens=48,
+        temperature=0,
+        tools=[WEATHER],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        stream=True,
+    ):
+        for part in chunk.choices:
+            streamed_calls.extend(part.delta.tool_calls or [])
+            stream_finish = part.finish_reason or stream_finish
+    assert stream_finish == "tool_calls", stream_finish
+    assert json.loads(streamed_calls[0].function.arguments) == arguments, streamed_calls
+    print("streamed tool call:", streamed_calls[0].function.arguments)
+
+    # The call's result goes back as a `tool` message; the answer is text.
+    answered = client.chat.completions.create(
+        model="smollm2",
+        messages=weather
+        + [
+            choice.message.model_dump(exclude_none=True),
+            {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny", "celsius": 21}'},
+        ],
+        max_tokens=32,
+        temperature=0,
+        tools=[WEATHER],
+        tool_choice="none",
+    )
+    assert answered.choices[0].message.content, answered
+    assert not answered.choices[0].message.tool_calls, answered
+    print("after the tool:", repr(answered.choices[0].message.content))
+
+    try:
+        client.chat.completions.create(
+            model="smollm2",
+            messages=weather,
+            max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "fish"}}},
+        )
+        raise AssertionError("a schema that cannot be compiled was served")
+    except openai.BadRequestError as error:
+        assert error.body["code"] == "invalid-input", error.body
+        print("bad schema:", error.status_code, error.body["message"])
 
     try:
         client.chat.completions.create(

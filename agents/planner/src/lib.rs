@@ -4,8 +4,9 @@
 //! 1. Choose: the tool whose description is closest in meaning to the
 //!    question (`minilm` embeddings over `tools::list`), if any is close.
 //! 2. Fill its input from its JSON Schema: numbers and enum options the
-//!    question names are taken from it in order; free text (an expression,
-//!    a query) is written by `smollm2`.
+//!    question names are taken from it in order; the rest (an expression, a
+//!    query, a value the question leaves out) is written by `smollm2`, held
+//!    to the property's own schema, so what it writes always parses.
 //! 3. Act: `tools::call`; the host checks the input against the schema and
 //!    runs the tool in a sandbox of its own, under its own grants.
 //! 4. Answer: `smollm2` answers from the tool's result.
@@ -39,6 +40,22 @@ fn ask(system: &str, user: &str, max_tokens: u32) -> Result<String, Error> {
         .temperature(0.0)
         .generate()?;
     Ok(completion.text.trim().to_owned())
+}
+
+/// The value of one property of a tool's input, written by the model after
+/// `text` and held to the property's JSON Schema `spec` (greedy).
+fn write_value(text: &str, spec: &Value) -> Result<Value, Error> {
+    let completion = inference::complete(MODEL, text)
+        .max_tokens(PART_TOKENS)
+        .temperature(0.0)
+        .json_schema(spec.to_string())
+        .generate()?;
+    serde_json::from_str(completion.text.trim()).map_err(|e| {
+        Error::Internal(format!(
+            "the model's value `{}` does not parse: {e}",
+            completion.text
+        ))
+    })
 }
 
 /// The first line the model writes after `text` (greedy).
@@ -102,7 +119,7 @@ fn fill(question: &str, tool: &ToolInfo) -> Result<Value, Error> {
         .unwrap_or_default();
     for property in required {
         let spec = &schema["properties"][property];
-        let value = if let Some(options) = spec["enum"].as_array() {
+        let taken = if let Some(options) = spec["enum"].as_array() {
             let options: Vec<String> = options
                 .iter()
                 .filter_map(Value::as_str)
@@ -114,16 +131,19 @@ fn fill(question: &str, tool: &ToolInfo) -> Result<Value, Error> {
                 .and_then(|w| w.parse::<f64>().ok())
                 .map(|n| json!(n))
         } else {
-            let written = continue_line(&format!(
-                "Tool: {} ({})\nQuestion: {question}\nInput {property}:",
-                tool.name, tool.description
-            ))?;
-            Some(Value::String(written.trim_matches(|c| c == '`' || c == '"').to_owned()))
+            None
         };
-        // Left out when the question does not say: the schema check names it.
-        if let Some(value) = value {
-            input.insert(property.to_owned(), value);
-        }
+        let value = match taken {
+            Some(value) => value,
+            None => write_value(
+                &format!(
+                    "Tool: {} ({})\nQuestion: {question}\nInput {property}:",
+                    tool.name, tool.description
+                ),
+                spec,
+            )?,
+        };
+        input.insert(property.to_owned(), value);
     }
     Ok(Value::Object(input))
 }

@@ -33,6 +33,7 @@ use crate::sampling::Sampler;
 use crate::service::{
     CancelToken, Generation, ModelService, ModelStatus, RequestContext, UsageMeter,
 };
+use crate::structured::Grammars;
 use crate::tokenizer::{self, TokenId, Tokenizer};
 use crate::{GenerateRequest, InferenceError, ModelDescriptor, ModelKind, Prompt};
 
@@ -110,6 +111,8 @@ pub struct TextEngine {
     tenant_usage: scheduler::TenantUsage,
     tokenizer: Arc<Tokenizer>,
     template: Option<ChatTemplate>,
+    /// The constraints compiled for this model.
+    grammars: Grammars,
     tenant_share_percent: u8,
     commands: Mutex<Sender<scheduler::Admission>>,
     seeds: AtomicU64,
@@ -302,6 +305,7 @@ impl TextEngine {
         let (commands, receiver) = channel();
         let thread = std::thread::Builder::new().name(format!("sovra-engine-{name}"));
         let scheduler_tokenizer = Arc::clone(&tokenizer);
+        let grammars = Grammars::new(name, Arc::clone(&tokenizer), end_tokens.clone());
         let gpu = match resolved {
             Device::Cpu => None,
             Device::Cuda(ordinal) => {
@@ -367,6 +371,7 @@ impl TextEngine {
             tenant_usage,
             tokenizer,
             template,
+            grammars,
             tenant_share_percent: share,
             commands: Mutex::new(commands),
             seeds: AtomicU64::new(seed),
@@ -468,6 +473,10 @@ impl ModelService for TextEngine {
                 mib(pool.capacity_blocks)
             )));
         }
+        let guide = match &request.sampling.constraint {
+            Some(constraint) => Some(self.grammars.guide(constraint)?),
+            None => None,
+        };
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
         let cancel = CancelToken::new();
         let meter = Arc::new(UsageMeter::default());
@@ -479,6 +488,7 @@ impl ModelService for TextEngine {
                 request.sampling.clone(),
                 self.seeds.fetch_add(0x9E37_79B9, Ordering::Relaxed),
             ),
+            guide,
             max_tokens: request.sampling.max_tokens,
             stops: request.sampling.stop,
             events,

@@ -1,6 +1,7 @@
 //! Byte-level BPE (GPT-2 style), from a GGUF's token list and merges.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use super::pretokenize::{Pretokenizer, SUPPORTED};
 use super::special::Segment;
@@ -70,9 +71,9 @@ impl BpeTokenizer {
 
     /// Encodes `text`; special-token text becomes the special ids. Adds BOS
     /// when the model asks for it.
-    pub(super) fn encode(&self, text: &str) -> Vec<TokenId> {
+    pub(super) fn encode(&self, text: &str, add_bos: bool) -> Vec<TokenId> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 2);
-        if self.vocab.add_bos {
+        if add_bos {
             ids.extend(self.vocab.bos);
         }
         self.vocab.special.segments(text, |segment| match segment {
@@ -85,27 +86,72 @@ impl BpeTokenizer {
     }
 
     /// BPE on one pre-token: start from single bytes, then repeatedly merge
-    /// the adjacent pair with the lowest rank.
+    /// the adjacent pair with the lowest rank (the leftmost of equals).
+    ///
+    /// The pairs wait in a heap and the symbols form a linked list, so a
+    /// piece of n bytes takes O(n log n), not O(n²): one long run of
+    /// letters in a prompt (or in text a grammar forces) cannot stall the
+    /// caller.
     fn encode_piece(&self, piece: &str, out: &mut Vec<TokenId>) {
         if let Some(id) = self.vocab.id(&bytes::encode(piece.as_bytes())) {
             out.push(id);
             return;
         }
-        let mut symbols: Vec<TokenId> = piece
+        let mut symbols: Vec<Symbol> = piece
             .bytes()
             .filter_map(|b| self.byte_ids[b as usize].or(self.vocab.unknown))
+            .enumerate()
+            .map(|(i, id)| Symbol {
+                id,
+                prev: i.checked_sub(1),
+                next: Some(i + 1),
+            })
             .collect();
-        loop {
-            let best = symbols
-                .windows(2)
-                .enumerate()
-                .filter_map(|(i, pair)| self.ranks.get(&(pair[0], pair[1])).map(|&rank| (rank, i)))
-                .min();
-            let Some((_, i)) = best else { break };
-            symbols[i] = self.merged[&(symbols[i], symbols[i + 1])];
-            symbols.remove(i + 1);
+        if let Some(last) = symbols.last_mut() {
+            last.next = None;
         }
-        out.extend(symbols);
+        // (rank, left symbol): the lowest rank first, then the leftmost.
+        let mut pairs = BinaryHeap::new();
+        let rank_at = |symbols: &[Symbol], left: usize| {
+            let right = symbols[left].next?;
+            self.ranks
+                .get(&(symbols[left].id, symbols[right].id))
+                .copied()
+        };
+        for left in 0..symbols.len() {
+            if let Some(rank) = rank_at(&symbols, left) {
+                pairs.push(Reverse((rank, left)));
+            }
+        }
+        while let Some(Reverse((rank, left))) = pairs.pop() {
+            // A pair changed since it was queued (either side merged) is
+            // stale; its symbols' current pairs were queued when they changed.
+            if symbols[left].id == MERGED_AWAY || rank_at(&symbols, left) != Some(rank) {
+                continue;
+            }
+            let Some(right) = symbols[left].next else {
+                continue;
+            };
+            symbols[left].id = self.merged[&(symbols[left].id, symbols[right].id)];
+            symbols[left].next = symbols[right].next;
+            symbols[right].id = MERGED_AWAY;
+            if let Some(next) = symbols[right].next {
+                symbols[next].prev = Some(left);
+            }
+            if let Some(prev) = symbols[left].prev
+                && let Some(rank) = rank_at(&symbols, prev)
+            {
+                pairs.push(Reverse((rank, prev)));
+            }
+            if let Some(rank) = rank_at(&symbols, left) {
+                pairs.push(Reverse((rank, left)));
+            }
+        }
+        let mut at = (!symbols.is_empty()).then_some(0);
+        while let Some(i) = at {
+            out.push(symbols[i].id);
+            at = symbols[i].next;
+        }
     }
 
     /// Appends the bytes of token `id` to `out` (special tokens as their text).
@@ -118,3 +164,15 @@ impl BpeTokenizer {
         }
     }
 }
+
+/// A symbol of a piece being merged, in a list of the piece's symbols.
+#[derive(Debug, Clone, Copy)]
+struct Symbol {
+    /// Its token, or [`MERGED_AWAY`] once merged into the symbol before it.
+    id: TokenId,
+    prev: Option<usize>,
+    next: Option<usize>,
+}
+
+/// The id of a symbol merged into its left neighbour (no token has it).
+const MERGED_AWAY: TokenId = TokenId::MAX;

@@ -102,9 +102,19 @@ impl Tokenizer {
     /// Encodes `text`; special-token text becomes the special ids. Adds BOS
     /// when the model asks for it.
     pub fn encode(&self, text: &str) -> Vec<TokenId> {
+        self.encode_with(text, self.vocab().add_bos)
+    }
+
+    /// Encodes `text` as a continuation: like [`Tokenizer::encode`], but
+    /// never adds BOS.
+    pub fn encode_continuation(&self, text: &str) -> Vec<TokenId> {
+        self.encode_with(text, false)
+    }
+
+    fn encode_with(&self, text: &str, add_bos: bool) -> Vec<TokenId> {
         match self {
-            Tokenizer::Bpe(t) => t.encode(text),
-            Tokenizer::SentencePiece(t) => t.encode(text),
+            Tokenizer::Bpe(t) => t.encode(text, add_bos),
+            Tokenizer::SentencePiece(t) => t.encode(text, add_bos),
         }
     }
 

@@ -100,9 +100,9 @@ impl SpmTokenizer {
 
     /// Encodes `text`; special-token text becomes the special ids. Adds BOS
     /// when the model asks for it.
-    pub(super) fn encode(&self, text: &str) -> Vec<TokenId> {
+    pub(super) fn encode(&self, text: &str, add_bos: bool) -> Vec<TokenId> {
         let mut ids = Vec::with_capacity(text.len() / 3 + 2);
-        if self.vocab.add_bos {
+        if add_bos {
             ids.extend(self.vocab.bos);
         }
         let mut after_special = true;

@@ -12,8 +12,8 @@ use wasmtime::component::Resource;
 
 use crate::bindings::GuestError;
 use crate::bindings::sovra::agent::inference::{
-    Completion, FinishReason, GenerateRequest, GenerationEvent, Host, HostGeneration, Message,
-    ModelInfo, ModelKind, NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
+    Completion, Constraint, FinishReason, GenerateRequest, GenerationEvent, Host, HostGeneration,
+    Message, ModelInfo, ModelKind, NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
 };
 use crate::host::HostError;
 use crate::invocation::LiveEvent;
@@ -258,6 +258,7 @@ fn to_engine_request(request: GenerateRequest) -> gpu::GenerateRequest {
         repeat_penalty,
         seed,
         stop,
+        constraint,
     } = request.sampling;
     gpu::GenerateRequest {
         model: request.model,
@@ -270,6 +271,11 @@ fn to_engine_request(request: GenerateRequest) -> gpu::GenerateRequest {
             repeat_penalty,
             seed,
             stop,
+            constraint: constraint.map(|constraint| match constraint {
+                Constraint::JsonSchema(schema) => gpu::Constraint::JsonSchema(schema),
+                Constraint::Regex(regex) => gpu::Constraint::Regex(regex),
+                Constraint::Grammar(grammar) => gpu::Constraint::Grammar(grammar),
+            }),
         },
     }
 }

@@ -20,8 +20,9 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub retry_after: Option<Duration>,
-    /// Extra JSON fields (the invocation id of a failed invocation).
-    pub extra: Option<serde_json::Value>,
+    /// Extra JSON fields (the invocation id of a failed invocation); boxed,
+    /// as errors travel in every handler's `Result`.
+    pub extra: Option<Box<serde_json::Value>>,
 }
 
 impl ApiError {
@@ -125,7 +126,7 @@ impl IntoResponse for ApiError {
             .is_some_and(|extra| extra.get("invocation_id").is_some());
         let mut body = json!({"error": {"code": self.code, "message": self.message}});
         if let (Some(serde_json::Value::Object(fields)), Some(map)) =
-            (self.extra, body.as_object_mut())
+            (self.extra.map(|extra| *extra), body.as_object_mut())
         {
             map.extend(fields);
         }

@@ -221,7 +221,7 @@ fn outcome_of(
         }
         Err(error) => {
             let mut api = invoke_error(error);
-            api.extra = Some(json!({"invocation_id": report.invocation_id}));
+            api.extra = Some(Box::new(json!({"invocation_id": report.invocation_id})));
             Outcome::Failed(api)
         }
     }
@@ -258,7 +258,7 @@ fn not_audited(report: &InvocationReport, error: NotAudited) -> ApiError {
         "not-audited",
         format!("the invocation ran but {error}; its result is withheld"),
     );
-    api.extra = Some(json!({"invocation_id": report.invocation_id}));
+    api.extra = Some(Box::new(json!({"invocation_id": report.invocation_id})));
     api
 }
 

@@ -114,3 +114,46 @@ async fn tokens_are_counted_exactly_even_when_a_stream_is_dropped() {
     );
     assert_eq!(days[0].invocations, 2);
 }
+
+/// A guest's generation held to a JSON Schema answers JSON that validates;
+/// a schema that cannot be compiled is the guest's `invalid-input`, and the
+/// same agent serves the next call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_gets_json_that_validates_or_a_typed_refusal() {
+    let Some(test) = runtime_with_models() else {
+        return;
+    };
+    let probe = test
+        .caller(
+            sovra_test_artifacts::PROBE,
+            "acme",
+            grants(true, true, &["smollm2"]),
+        )
+        .with_timeout(Duration::from_secs(120));
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": { "name": { "type": "string" }, "age": { "type": "integer" } },
+        "required": ["name", "age"],
+        "additionalProperties": false
+    });
+    let answer = probe.output(&format!("json-schema:{schema}")).await;
+    let value: serde_json::Value = serde_json::from_str(&answer).expect(&answer);
+    assert!(
+        jsonschema::validator_for(&schema).unwrap().is_valid(&value),
+        "{answer}"
+    );
+
+    match probe.failure("json-schema:{\"type\": \"fish\"}").await {
+        InvokeError::Agent(error) => {
+            assert_eq!(
+                error.kind,
+                AgentErrorKind::InvalidInput,
+                "{}",
+                error.message
+            );
+            assert!(error.message.contains("JSON Schema"), "{}", error.message);
+        }
+        other => panic!("expected the guest's invalid-input, got {other:?}"),
+    }
+    assert_eq!(probe.output(&format!("json-schema:{schema}")).await, answer);
+}

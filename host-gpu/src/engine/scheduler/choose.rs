@@ -1,5 +1,6 @@
 //! Each sampled sequence's next token from the step's outputs: the device's
-//! arg-max, or the sequence's own sampler's draw from the logits.
+//! arg-max, or the sequence's own sampler's draw from the logits (within
+//! what its constraint allows, when it has one).
 
 use rayon::prelude::*;
 
@@ -44,10 +45,15 @@ pub(super) fn choose<C: Send>(
 }
 
 /// `seq`'s next token from its row: the device's arg-max, or its sampler's
-/// draw from the logits.
+/// draw from the logits its constraint allows.
 fn next_token<C>(seq: &mut Sequence<C>, row: RowOutput) -> TokenId {
     match row {
         RowOutput::ArgMax(token) => token,
-        RowOutput::Logits(mut logits) => seq.sampler.sample(&mut logits, &seq.tokens),
+        RowOutput::Logits(mut logits) => {
+            if let Some(guide) = &mut seq.guide {
+                guide.restrict(&mut logits);
+            }
+            seq.sampler.sample(&mut logits, &seq.tokens)
+        }
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Each round of the thread ([`run`]) is: take in new requests, admit those
 //! that fit ([`admission`](super::admission)), let abandoned sequences go,
-//! [`Scheduler::plan`] the step ([`plan`]), run it on the [`Backend`], and
+//! [`Scheduler::plan`] the step ([`plan`]), run it on the [`Backend`] (with
+//! constrained sequences' token masks computed beside it), and
 //! [`Scheduler::apply`] its outputs (sampling, streaming, finishing).
 
 mod choose;
@@ -18,6 +19,8 @@ mod tests;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
 
 use super::admission::{self, Budget, Holdings, TenantShare};
 use super::backend::{Backend, BackendError, RowOutput};
@@ -225,10 +228,30 @@ impl<B: Backend> Scheduler<B> {
     }
 
     /// Runs `plan` on the backend, each token into its sequence's cache.
+    /// Constrained sequences that will sample have their token masks
+    /// computed meanwhile, beside the forward pass.
     fn step(&mut self, plan: &StepPlan) -> Result<Vec<RowOutput>, BackendError> {
-        let mut caches: Vec<&mut B::Cache> = self.live.iter_mut().map(|s| &mut s.cache).collect();
-        self.backend
-            .step(&plan.tokens, &plan.owners, &mut caches, &plan.wanted)
+        let mut sampled = vec![false; self.live.len()];
+        for &s in &plan.sampled {
+            sampled[s] = true;
+        }
+        let mut caches = Vec::with_capacity(self.live.len());
+        let mut guides = Vec::new();
+        for (seq, sampled) in self.live.iter_mut().zip(sampled) {
+            caches.push(&mut seq.cache);
+            if let Some(guide) = seq.guide.as_mut().filter(|_| sampled) {
+                guides.push(guide);
+            }
+        }
+        let backend = &self.backend;
+        let mut forward = || backend.step(&plan.tokens, &plan.owners, &mut caches, &plan.wanted);
+        if guides.is_empty() {
+            return forward();
+        }
+        let (outputs, ()) = rayon::join(forward, || {
+            guides.into_par_iter().for_each(|guide| guide.prepare());
+        });
+        outputs
     }
 
     /// Takes a step's `outputs`: each sampled sequence gets its next token,
@@ -251,24 +274,28 @@ impl<B: Backend> Scheduler<B> {
         }
         let choices = choose(&mut self.live, outputs, &plan.sampled);
         let context = self.backend.config().context_length;
-        let mut finished = Vec::new();
-        let mut bytes = Vec::new();
+        let mut ended = Vec::new();
         for (&s, &next) in plan.sampled.iter().zip(&choices) {
-            let ended = if self.end_tokens.contains(&next) {
-                Some(FinishReason::Stop)
-            } else {
-                bytes.clear();
-                self.tokenizer.decode_token(next, &mut bytes);
-                self.live[s].push(next, &bytes, context)
+            let seq = &mut self.live[s];
+            let outcome = match seq.guide.as_ref().and_then(|g| g.failure()) {
+                Some(failure) => Err(failure.clone()),
+                None if self.end_tokens.contains(&next) => Ok(Some(FinishReason::Stop)),
+                None => seq.accept(next, &self.tokenizer, context),
             };
-            if let Some(reason) = ended {
-                finished.push((s, reason));
+            match outcome {
+                Ok(None) => {}
+                Ok(Some(reason)) => ended.push((s, Ok(reason))),
+                Err(error) => ended.push((s, Err(error))),
             }
         }
         // Remove from the back so indices stay valid.
-        finished.sort_by_key(|&(s, _)| std::cmp::Reverse(s));
-        for (s, reason) in finished {
-            self.live.swap_remove(s).finish(reason);
+        ended.sort_by_key(|&(s, _)| std::cmp::Reverse(s));
+        for (s, outcome) in ended {
+            let seq = self.live.swap_remove(s);
+            match outcome {
+                Ok(reason) => seq.finish(reason),
+                Err(error) => seq.fail(error),
+            }
         }
     }
 

@@ -69,7 +69,7 @@ impl StepPlan {
             if take == pending {
                 plan.wanted.push(Wanted {
                     row: plan.tokens.len() - 1,
-                    greedy: seq.sampler.is_greedy(),
+                    greedy: seq.is_greedy(),
                 });
                 plan.sampled.push(s);
             }

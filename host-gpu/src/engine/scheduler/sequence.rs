@@ -10,7 +10,8 @@ use super::super::backend::SequenceCache;
 use super::super::text::TextStream;
 use crate::sampling::Sampler;
 use crate::service::{CancelToken, GenerationEvent, UsageMeter};
-use crate::tokenizer::TokenId;
+use crate::structured::Guide;
+use crate::tokenizer::{TokenId, Tokenizer};
 use crate::{FinishReason, InferenceError, Usage};
 
 /// A request admitted by the service, waiting for the scheduler.
@@ -21,6 +22,8 @@ pub(in crate::engine) struct Admission {
     /// Cache positions the sequence may fill (prompt plus generation).
     pub kv_tokens: usize,
     pub sampler: Sampler,
+    /// The constraint's guide, when the output is constrained.
+    pub guide: Option<Guide>,
     pub max_tokens: u32,
     pub stops: Vec<String>,
     pub events: UnboundedSender<GenerationEvent>,
@@ -48,6 +51,7 @@ pub(super) struct Sequence<C> {
     pub fed: usize,
     pub cache: C,
     pub sampler: Sampler,
+    pub guide: Option<Guide>,
     pub max_tokens: u32,
     text: TextStream,
     events: UnboundedSender<GenerationEvent>,
@@ -63,6 +67,7 @@ impl<C: SequenceCache> Sequence<C> {
             prompt,
             kv_tokens,
             sampler,
+            guide,
             max_tokens,
             stops,
             events,
@@ -77,6 +82,7 @@ impl<C: SequenceCache> Sequence<C> {
             fed: 0,
             cache,
             sampler,
+            guide,
             max_tokens,
             text: TextStream::new(stops),
             events,
@@ -97,10 +103,43 @@ impl<C: SequenceCache> Sequence<C> {
         self.meter();
     }
 
+    /// Whether its next token is the plain arg-max of the logits, which a
+    /// device can pick without sending them back (not when constrained).
+    pub fn is_greedy(&self) -> bool {
+        self.guide.is_none() && self.sampler.is_greedy()
+    }
+
+    /// Takes `next`, a generated token that is not an end token, and the
+    /// tokens its constraint forces after it; streams what text is safe to
+    /// send. Returns why the sequence ends, if it does: a stop sequence, an
+    /// answer its constraint holds complete, `max_tokens`, or the
+    /// `context` length reached.
+    pub fn accept(
+        &mut self,
+        next: TokenId,
+        tokenizer: &Tokenizer,
+        context: usize,
+    ) -> Result<Option<FinishReason>, InferenceError> {
+        let forced = match &mut self.guide {
+            Some(guide) => guide.advance(next)?,
+            None => Vec::new(),
+        };
+        let mut bytes = Vec::new();
+        for token in std::iter::once(next).chain(forced) {
+            bytes.clear();
+            tokenizer.decode_token(token, &mut bytes);
+            if let Some(reason) = self.push(token, &bytes, context) {
+                return Ok(Some(reason));
+            }
+        }
+        let complete = self.guide.as_ref().is_some_and(Guide::is_complete);
+        Ok(complete.then_some(FinishReason::Stop))
+    }
+
     /// Appends `next`, a generated token whose text is `bytes`, and streams
     /// what text is safe to send. Returns why the sequence ends, if it does:
     /// a stop sequence, `max_tokens`, or the `context` length reached.
-    pub fn push(&mut self, next: TokenId, bytes: &[u8], context: usize) -> Option<FinishReason> {
+    fn push(&mut self, next: TokenId, bytes: &[u8], context: usize) -> Option<FinishReason> {
         self.tokens.push(next);
         self.meter();
         let piece = self.text.push(bytes);

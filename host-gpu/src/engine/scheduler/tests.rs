@@ -204,6 +204,7 @@ fn request(tenant: &str, prompt_len: usize, max_tokens: u32) -> (Admission, Requ
         prompt: (0..prompt_len as u32).map(|i| 3 + i % 50).collect(),
         kv_tokens: prompt_len + max_tokens as usize,
         sampler: Sampler::new(sampling, 7),
+        guide: None,
         max_tokens,
         stops: Vec::new(),
         events,

@@ -73,6 +73,12 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
             };
             Ok(inference::run_tensor(argument, &[input])?.len().to_string())
         }
+        "json-schema" => Ok(inference::chat("smollm2")
+            .user("Tell me about Ann, who is 31 years old.")
+            .max_tokens(48)
+            .json_schema(argument)
+            .generate()?
+            .text),
         "bad-sampling" => Ok(inference::complete(argument, "Hello")
             .max_tokens(0)
             .generate()?

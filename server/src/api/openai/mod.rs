@@ -10,8 +10,14 @@
 //! /v1/tenants/T/usage` counts them). Errors come in OpenAI's shape
 //! (`{"error": {"message", "type", "param", "code"}}`) with sovra's status
 //! and code. What sovra does not do (several choices, log-probabilities,
-//! tools and response formats other than text) is refused by name, never
-//! silently ignored.
+//! tools other than functions) is refused by name, never silently ignored.
+//!
+//! Structured output: `response_format` (`json_object`, `json_schema`)
+//! holds the answer to the schema token by token; `tools` with
+//! `tool_choice` (`auto`, `required`, one function) hold it to text or one
+//! call whose arguments validate against its function's `parameters`,
+//! answered as `tool_calls` ([`request`] shapes the engine's request). A
+//! streamed answer that may be a call comes in one piece once it is known.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,12 +31,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_gpu::{
-    ChatMessage, FinishReason, GenerateRequest, GenerationEvent, InferenceError, ModelKind,
-    ModelService, Prompt, RequestContext, Role, Sampling,
-};
+use sovra_gpu::structured::tool_calls::{self, Answer as ToolAnswer, ToolSpec};
+use sovra_gpu::{FinishReason, GenerationEvent, InferenceError, ModelKind, RequestContext};
 use sovra_runtime::ModelUsage;
 use sovra_runtime::audit::AuditRecord;
 use tokio::sync::OwnedSemaphorePermit;
@@ -38,13 +41,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::invoke::admit;
 use super::{ApiError, Caller, caller};
 use crate::state::AppState;
+use request::{CompletionRequest, Prepared, Shape};
 
-/// Tokens generated when a request names no `max_tokens`.
-const DEFAULT_MAX_TOKENS: u32 = 256;
+mod embeddings;
+mod request;
 
-/// Texts one embeddings request may carry.
-/// Stops: one request holding the embedding engine for minutes.
-const MAX_EMBEDDING_INPUTS: usize = 256;
+pub use embeddings::embeddings;
 
 /// Where the ids of completions come from (unique within this process; the
 /// audit record carries them).
@@ -169,82 +171,6 @@ pub(super) fn model_kind(kind: ModelKind) -> &'static str {
     }
 }
 
-/// One string or several, as OpenAI's `stop` and `input` take them.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(one) => vec![one],
-            OneOrMany::Many(many) => many,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Message {
-    role: String,
-    content: String,
-    /// Accepted and not used (a participant's name).
-    #[serde(default)]
-    #[allow(dead_code)]
-    name: Option<String>,
-}
-
-/// The sampling fields chat and text completions share.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CompletionRequest {
-    model: String,
-    #[serde(default)]
-    messages: Option<Vec<Message>>,
-    #[serde(default)]
-    prompt: Option<String>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
-    #[serde(default)]
-    temperature: Option<f32>,
-    #[serde(default)]
-    top_p: Option<f32>,
-    #[serde(default)]
-    seed: Option<u64>,
-    #[serde(default)]
-    stop: Option<OneOrMany>,
-    #[serde(default)]
-    stream: bool,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    /// Only 1 is served.
-    #[serde(default)]
-    n: Option<u32>,
-    /// Accepted (an end-user id for the caller's own records) and not used.
-    #[serde(default)]
-    #[allow(dead_code)]
-    user: Option<String>,
-}
-
-/// Which endpoint a completion came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Chat,
-    Text,
-}
-
 impl Shape {
     fn object(self, chunk: bool) -> &'static str {
         match (self, chunk) {
@@ -261,30 +187,87 @@ impl Shape {
         }
     }
 
-    /// A choice holding `text` (a whole answer, or one streamed piece).
-    fn choice(self, text: &str, chunk: bool, finish: Option<FinishReason>) -> Value {
-        let finish_reason = finish.map(|f| match f {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-            FinishReason::Cancelled => "stop",
+    /// A choice holding `reply` (a whole answer, or one streamed piece);
+    /// `call_id` names a tool call it holds.
+    fn choice(
+        self,
+        reply: &Reply,
+        call_id: &str,
+        chunk: bool,
+        finish: Option<FinishReason>,
+    ) -> Value {
+        let finish_reason = finish.map(|f| match (f, reply) {
+            (_, Reply::Call { .. }) => "tool_calls",
+            (FinishReason::Stop | FinishReason::Cancelled, _) => "stop",
+            (FinishReason::Length, _) => "length",
         });
-        match (self, chunk) {
-            (Shape::Chat, false) => json!({
+        match (self, chunk, reply) {
+            (Shape::Chat, false, _) => {
+                let mut message = reply.chat_fields(call_id, false);
+                message["role"] = json!("assistant");
+                json!({"index": 0, "message": message, "finish_reason": finish_reason})
+            }
+            (Shape::Chat, true, Reply::Text(text)) if text.is_empty() => {
+                json!({"index": 0, "delta": {}, "finish_reason": finish_reason})
+            }
+            (Shape::Chat, true, _) => json!({
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                "delta": reply.chat_fields(call_id, true),
                 "finish_reason": finish_reason,
             }),
-            (Shape::Chat, true) => json!({
+            (Shape::Text, _, reply) => json!({
                 "index": 0,
-                "delta": if text.is_empty() { json!({}) } else { json!({"content": text}) },
-                "finish_reason": finish_reason,
-            }),
-            (Shape::Text, _) => json!({
-                "index": 0,
-                "text": text,
+                "text": reply.text(),
                 "logprobs": null,
                 "finish_reason": finish_reason,
             }),
+        }
+    }
+}
+
+/// What a choice carries: text, or the model's call of an offered tool.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Text(String),
+    Call { name: String, arguments: Value },
+}
+
+impl Reply {
+    /// The model's whole answer `text`, read as a call when `tools` were
+    /// offered and it is one.
+    fn read(text: String, tools: &[ToolSpec]) -> Reply {
+        if tools.is_empty() {
+            return Reply::Text(text);
+        }
+        match tool_calls::read_answer(&text, tools) {
+            ToolAnswer::ToolCall { name, arguments } => Reply::Call { name, arguments },
+            ToolAnswer::Text(text) => Reply::Text(text),
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Reply::Text(text) => text,
+            Reply::Call { .. } => "",
+        }
+    }
+
+    /// The message (or delta) fields: `content`, or `tool_calls` with the
+    /// arguments as JSON text, as OpenAI writes them.
+    fn chat_fields(&self, call_id: &str, delta: bool) -> Value {
+        match self {
+            Reply::Text(text) => json!({"content": text}),
+            Reply::Call { name, arguments } => {
+                let mut call = json!({
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": name, "arguments": arguments.to_string()},
+                });
+                if delta {
+                    call["index"] = json!(0);
+                }
+                json!({"content": null, "tool_calls": [call]})
+            }
         }
     }
 }
@@ -307,71 +290,6 @@ pub async fn completions(
     complete(state, headers, bytes, Shape::Text).await
 }
 
-/// The engine request for `body`, refusing what sovra does not serve.
-fn generate_request(body: CompletionRequest, shape: Shape) -> Result<GenerateRequest, ApiError> {
-    if body.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_request(
-            "unsupported",
-            "`n` other than 1 is not supported",
-        ));
-    }
-    let prompt = match (shape, body.messages, body.prompt) {
-        (Shape::Chat, Some(messages), None) => {
-            let messages = messages
-                .into_iter()
-                .map(|m| {
-                    let role = match m.role.as_str() {
-                        "system" | "developer" => Role::System,
-                        "user" => Role::User,
-                        "assistant" => Role::Assistant,
-                        other => {
-                            return Err(ApiError::bad_request(
-                                "invalid-input",
-                                format!("message role `{other}` is not supported"),
-                            ));
-                        }
-                    };
-                    Ok(ChatMessage {
-                        role,
-                        content: m.content,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Prompt::Chat(messages)
-        }
-        (Shape::Text, None, Some(prompt)) => Prompt::Text(prompt),
-        (Shape::Chat, _, _) => {
-            return Err(ApiError::bad_request(
-                "invalid-input",
-                "a chat completion takes `messages` (and no `prompt`)",
-            ));
-        }
-        (Shape::Text, _, _) => {
-            return Err(ApiError::bad_request(
-                "invalid-input",
-                "a completion takes a `prompt` string (and no `messages`)",
-            ));
-        }
-    };
-    let defaults = Sampling::default();
-    Ok(GenerateRequest {
-        model: body.model,
-        prompt,
-        sampling: Sampling {
-            max_tokens: body
-                .max_completion_tokens
-                .or(body.max_tokens)
-                .unwrap_or(DEFAULT_MAX_TOKENS),
-            // OpenAI's default temperature is 1.
-            temperature: body.temperature.unwrap_or(1.0),
-            top_p: body.top_p.unwrap_or(defaults.top_p),
-            seed: body.seed,
-            stop: body.stop.map(OneOrMany::into_vec).unwrap_or_default(),
-            ..defaults
-        },
-    })
-}
-
 async fn complete(state: Arc<AppState>, headers: HeaderMap, bytes: Bytes, shape: Shape) -> Answer {
     let tenant = tenant(&state, &headers)?;
     let body: CompletionRequest = body(&bytes)?;
@@ -381,7 +299,7 @@ async fn complete(state: Arc<AppState>, headers: HeaderMap, bytes: Bytes, shape:
         .as_ref()
         .is_some_and(|o| o.include_usage);
     let permit = admit(&state, &tenant)?;
-    let request = generate_request(body, shape)?;
+    let Prepared { request, tools } = body.prepare(shape)?;
     let model = request.model.clone();
     let service = state
         .models
@@ -400,6 +318,7 @@ async fn complete(state: Arc<AppState>, headers: HeaderMap, bytes: Bytes, shape:
         tenant,
         model,
         shape,
+        tools,
         id: format!(
             "{}-{:x}-{}",
             match shape {
@@ -425,6 +344,8 @@ struct Call {
     tenant: String,
     model: String,
     shape: Shape,
+    /// The tools the model was offered: its answer may be a call of one.
+    tools: Vec<ToolSpec>,
     id: String,
     created: u64,
     started: (SystemTime, Instant),
@@ -433,6 +354,11 @@ struct Call {
 }
 
 impl Call {
+    /// The id of the tool call this completion's answer may hold.
+    fn call_id(&self) -> String {
+        format!("call_{}", self.id)
+    }
+
     fn envelope(&self, choice: Value, chunk: bool) -> Value {
         json!({
             "id": self.id,
@@ -506,7 +432,11 @@ impl Call {
             )
             .into());
         }
-        let mut body = self.envelope(self.shape.choice(&text, false, Some(reason)), false);
+        let reply = Reply::read(text, &self.tools);
+        let choice = self
+            .shape
+            .choice(&reply, &self.call_id(), false, Some(reason));
+        let mut body = self.envelope(choice, false);
         body["usage"] = usage_json(usage);
         Ok(Json(body).into_response())
     }
@@ -526,17 +456,44 @@ impl Call {
                 let _ = send(self.envelope(first, true));
             }
             let mut failure = None;
+            // With tools offered, the answer is sent whole once it is
+            // known to be text or a call.
+            let mut held = (!self.tools.is_empty()).then(String::new);
+            let call_id = self.call_id();
             loop {
                 match generation.next().await {
                     Some(GenerationEvent::Text(piece)) => {
-                        let chunk = self.envelope(self.shape.choice(&piece, true, None), true);
+                        if let Some(held) = &mut held {
+                            held.push_str(&piece);
+                            continue;
+                        }
+                        let reply = Reply::Text(piece);
+                        let chunk =
+                            self.envelope(self.shape.choice(&reply, &call_id, true, None), true);
                         if send(chunk).is_err() {
                             generation.cancel();
                         }
                     }
                     Some(GenerationEvent::Finished { reason, usage }) => {
-                        let _ =
-                            send(self.envelope(self.shape.choice("", true, Some(reason)), true));
+                        let reply = match held.take() {
+                            Some(text) => {
+                                let reply = Reply::read(text, &self.tools);
+                                let _ = send(self.envelope(
+                                    self.shape.choice(&reply, &call_id, true, None),
+                                    true,
+                                ));
+                                reply
+                            }
+                            None => Reply::Text(String::new()),
+                        };
+                        let last = match reply {
+                            Reply::Call { .. } => reply,
+                            Reply::Text(_) => Reply::Text(String::new()),
+                        };
+                        let _ = send(self.envelope(
+                            self.shape.choice(&last, &call_id, true, Some(reason)),
+                            true,
+                        ));
                         if include_usage {
                             let mut last = self.envelope(Value::Null, true);
                             last["choices"] = json!([]);
@@ -580,85 +537,4 @@ fn usage_json(usage: sovra_gpu::Usage) -> Value {
         "completion_tokens": usage.generated_tokens,
         "total_tokens": usage.prompt_tokens + usage.generated_tokens,
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EmbeddingRequest {
-    model: String,
-    input: OneOrMany,
-    /// `float` (the default) or `base64` (little-endian f32s, as the
-    /// official clients ask for by default).
-    #[serde(default)]
-    encoding_format: Option<String>,
-    /// Accepted and not used.
-    #[serde(default)]
-    #[allow(dead_code)]
-    user: Option<String>,
-}
-
-/// `POST /v1/embeddings`.
-pub async fn embeddings(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    bytes: Bytes,
-) -> Answer {
-    let tenant = tenant(&state, &headers)?;
-    let body: EmbeddingRequest = body(&bytes)?;
-    let base64 = match body.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                "unsupported",
-                format!("`encoding_format: {other}` is not supported (float or base64)"),
-            )
-            .into());
-        }
-    };
-    let texts = body.input.into_vec();
-    if texts.len() > MAX_EMBEDDING_INPUTS {
-        return Err(ApiError::bad_request(
-            "limit-exceeded",
-            format!(
-                "{} inputs in one request; the limit is {MAX_EMBEDDING_INPUTS}",
-                texts.len()
-            ),
-        )
-        .into());
-    }
-    let _permit = admit(&state, &tenant)?;
-    let service: Arc<dyn ModelService> = state
-        .models
-        .lookup(&tenant, &body.model)
-        .map_err(inference_error)?;
-    let context = RequestContext {
-        tenant: tenant.clone(),
-        deadline: Some(Instant::now() + state.config.ceilings.timeout),
-    };
-    let vectors = tokio::task::spawn_blocking(move || service.embed(&context, texts))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(inference_error)?;
-    let data: Vec<Value> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(index, embedding)| {
-            let embedding = if base64 {
-                use base64::Engine;
-                let bytes: Vec<u8> = embedding.iter().flat_map(|x| x.to_le_bytes()).collect();
-                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                json!(embedding)
-            };
-            json!({"object": "embedding", "index": index, "embedding": embedding})
-        })
-        .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": body.model,
-        "usage": {"prompt_tokens": 0, "total_tokens": 0},
-    }))
-    .into_response())
 }
