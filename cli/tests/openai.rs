@@ -83,6 +83,7 @@ fn the_official_openai_client_works_against_a_node() {
     let agents = history.column("invocations", "agent");
     assert!(agents.contains(&"openai:chat.completions"), "{agents:?}");
     assert!(agents.contains(&"openai:completions"), "{agents:?}");
+    assert!(agents.contains(&"openai:embeddings"), "{agents:?}");
     let usage = client.get("/v1/tenants/acme/usage", Some(&acme));
     let generated: u64 = usage.body["usage"]
         .as_array()
@@ -92,4 +93,12 @@ fn the_official_openai_client_works_against_a_node() {
         .map(|day| day["generated_tokens"].as_u64().unwrap())
         .sum();
     assert!(generated > 0, "{}", usage.text);
+    let embedded: u64 = usage.body["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|day| day["model"] == "minilm")
+        .map(|day| day["prompt_tokens"].as_u64().unwrap())
+        .sum();
+    assert!(embedded > 0, "{}", usage.text);
 }

@@ -55,5 +55,6 @@ pub use request::{
     Sampling, TensorType, Usage,
 };
 pub use service::{
-    CancelToken, Generation, GenerationEvent, ModelService, ModelStatus, RequestContext, UsageMeter,
+    CancelToken, Embeddings, Generation, GenerationEvent, ModelService, ModelStatus,
+    RequestContext, UsageMeter,
 };

@@ -70,6 +70,15 @@ pub struct Generation {
     meter: Arc<UsageMeter>,
 }
 
+/// What an embedding call computed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Embeddings {
+    /// One vector per text, in order.
+    pub vectors: Vec<Vec<f32>>,
+    /// The tokens the texts came to (what the call is accounted as).
+    pub tokens: u32,
+}
+
 /// The tokens one generation has cost so far, kept by the engine as it
 /// goes: prompt tokens the model has processed and tokens it has generated.
 /// Read whenever the generation ends, finished or not (cancelled, dropped,
@@ -81,6 +90,13 @@ pub struct UsageMeter {
 }
 
 impl UsageMeter {
+    /// A meter that reads `usage` (work done in one go, like an embedding).
+    pub fn counted(usage: Usage) -> Self {
+        let meter = UsageMeter::default();
+        meter.record(usage);
+        meter
+    }
+
     pub fn record(&self, usage: Usage) {
         self.prompt_tokens
             .store(usage.prompt_tokens, Ordering::Relaxed);
@@ -160,12 +176,12 @@ pub trait ModelService: Send + Sync + std::fmt::Debug + 'static {
         Err(self.unsupported("text generation"))
     }
 
-    /// One vector per text, in order.
+    /// One vector per text, in order, and the tokens embedded.
     fn embed(
         &self,
         context: &RequestContext,
         texts: Vec<String>,
-    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+    ) -> Result<Embeddings, InferenceError> {
         let _ = (context, texts);
         Err(self.unsupported("embeddings"))
     }

@@ -28,8 +28,15 @@ fn embeddings_match_the_reference() {
         tenant: "t".into(),
         deadline: None,
     };
-    let vectors = engine.embed(&context, texts.clone()).unwrap();
-    for ((case, text), vector) in cases.iter().zip(&texts).zip(&vectors) {
+    let embedded = engine.embed(&context, texts.clone()).unwrap();
+    let vectors = &embedded.vectors;
+    // The call is accounted as the tokens the texts came to.
+    let reference_tokens: usize = cases
+        .iter()
+        .map(|c| c["ids"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(embedded.tokens as usize, reference_tokens);
+    for ((case, text), vector) in cases.iter().zip(&texts).zip(vectors) {
         let ids: Vec<u32> = case["ids"]
             .as_array()
             .unwrap()
@@ -76,10 +83,10 @@ fn texts_embedded_together_equal_each_embedded_alone() {
     // Enough texts to pass MAX_BATCH_TOKENS, so they go in several passes.
     let passes = sovra_gpu::engine::MAX_BATCH_TOKENS / 200 + 1;
     texts.extend(std::iter::repeat_n(long.clone(), passes));
-    let together = engine.embed(&context, texts.clone()).unwrap();
+    let together = engine.embed(&context, texts.clone()).unwrap().vectors;
     assert_eq!(together.len(), texts.len());
     for (text, vector) in texts.iter().zip(&together).take(5) {
-        let alone = engine.embed(&context, vec![text.clone()]).unwrap();
+        let alone = engine.embed(&context, vec![text.clone()]).unwrap().vectors;
         assert_eq!(&alone[0], vector, "{text:.40}");
     }
     assert_eq!(together[2], together[texts.len() - 1]);

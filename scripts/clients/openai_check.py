@@ -115,6 +115,7 @@ def main(base_url: str, key: str) -> None:
     vectors = client.embeddings.create(model="minilm", input=["refunds", "the office hours"])
     assert [item.index for item in vectors.data] == [0, 1], vectors
     assert len(vectors.data[0].embedding) == 384, len(vectors.data[0].embedding)
+    assert vectors.usage.prompt_tokens >= 4, vectors.usage
     floats = client.embeddings.create(model="minilm", input="refunds", encoding_format="float")
     assert max(abs(a - b) for a, b in zip(floats.data[0].embedding, vectors.data[0].embedding)) < 1e-6
     print("embeddings:", len(vectors.data), "x", len(vectors.data[0].embedding))

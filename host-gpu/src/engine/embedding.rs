@@ -4,7 +4,7 @@ use std::path::Path;
 
 use super::LoadError;
 use crate::model::BertModel;
-use crate::service::{ModelService, RequestContext};
+use crate::service::{Embeddings, ModelService, RequestContext};
 use crate::tokenizer::WordPieceTokenizer;
 use crate::{InferenceError, ModelDescriptor, ModelKind};
 
@@ -61,7 +61,7 @@ impl ModelService for EmbeddingEngine {
         &self,
         _context: &RequestContext,
         texts: Vec<String>,
-    ) -> Result<Vec<Vec<f32>>, InferenceError> {
+    ) -> Result<Embeddings, InferenceError> {
         if let Some(text) = texts.iter().find(|t| t.len() > MAX_EMBED_TEXT_BYTES) {
             return Err(InferenceError::LimitExceeded(format!(
                 "a text is {} bytes; the limit is {MAX_EMBED_TEXT_BYTES}",
@@ -84,6 +84,10 @@ impl ModelService for EmbeddingEngine {
         if !batch.is_empty() {
             vectors.extend(self.model.embed_batch(&batch));
         }
-        Ok(vectors)
+        let tokens = tokenized.iter().map(Vec::len).sum::<usize>();
+        Ok(Embeddings {
+            vectors,
+            tokens: u32::try_from(tokens).unwrap_or(u32::MAX),
+        })
     }
 }

@@ -36,6 +36,17 @@ impl Sandbox {
         }
     }
 
+    /// Counts an embedding of `tokens` tokens with `model` in the
+    /// invocation's usage (as prompt tokens: nothing is generated).
+    pub(crate) fn count_embedding(&mut self, model: String, tokens: u32) {
+        let usage = gpu::Usage {
+            prompt_tokens: tokens,
+            generated_tokens: 0,
+        };
+        self.meters
+            .push((model, Arc::new(gpu::UsageMeter::counted(usage))));
+    }
+
     /// The model `name`, if the tenant allowed it and the node has it.
     pub(crate) fn allowed_model(&self, name: &str) -> Result<Arc<dyn ModelService>, HostError> {
         if !self.inference.grants.allows_model(name) {
@@ -141,9 +152,11 @@ impl Host for Sandbox {
         }
         let service = self.allowed_model(&model)?;
         let context = self.request_context();
-        Ok(self
+        let embedded = self
             .blocking(move || service.embed(&context, texts))
-            .await??)
+            .await??;
+        self.count_embedding(model, embedded.tokens);
+        Ok(embedded.vectors)
     }
 
     async fn run_tensor(

@@ -12,10 +12,11 @@ impl Sandbox {
     async fn embed_one(&mut self, model: &str, text: String) -> Result<Vec<f32>, HostError> {
         let service = self.allowed_model(model)?;
         let context = self.request_context();
-        let mut vectors = self
+        let mut embedded = self
             .blocking(move || service.embed(&context, vec![text]))
             .await??;
-        Ok(vectors.pop().unwrap_or_default())
+        self.count_embedding(model.to_owned(), embedded.tokens);
+        Ok(embedded.vectors.pop().unwrap_or_default())
     }
 
     /// The `k` entries of `collection` nearest to `vector`.

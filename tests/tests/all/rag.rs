@@ -35,6 +35,18 @@ async fn answers_from_the_tenants_own_documents_and_cites_them() {
     let rag = test.load(RAG);
 
     let ingested = invoke(&test.runtime, &rag, ask("acme", HANDBOOK)).await;
+    // The embeddings are accounted as the tokens the passages came to.
+    let embedded: Vec<_> = ingested
+        .usage
+        .iter()
+        .map(|u| (u.model.as_str(), u.generated_tokens))
+        .collect();
+    assert_eq!(embedded, [("minilm", 0)], "{:?}", ingested.usage);
+    assert!(
+        ingested.usage[0].prompt_tokens >= 3 * 8,
+        "{:?}",
+        ingested.usage
+    );
     assert_eq!(
         ingested.result.unwrap().output,
         "ingested 3 passages from handbook"

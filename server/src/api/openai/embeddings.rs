@@ -1,20 +1,21 @@
 //! `POST /v1/embeddings`: vectors for one text or several, as floats or
-//! as base64 of little-endian f32s.
+//! as base64 of little-endian f32s, audited (`openai:embeddings`) with the
+//! tokens embedded.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sovra_gpu::{ModelService, RequestContext};
+use sovra_gpu::{ModelService, RequestContext, Usage};
 
 use super::request::OneOrMany;
-use super::{Answer, body, inference_error, tenant};
+use super::{Answer, Served, body, inference_error, new_id, tenant};
 use crate::api::ApiError;
 use crate::api::invoke::admit;
 use crate::state::AppState;
@@ -77,11 +78,38 @@ pub async fn embeddings(
         tenant: tenant.clone(),
         deadline: Some(Instant::now() + state.config.ceilings.timeout),
     };
-    let vectors = tokio::task::spawn_blocking(move || service.embed(&context, texts))
+    let served = Served {
+        tenant: &tenant,
+        id: &new_id("embd"),
+        audited_as: "openai:embeddings",
+        model: &body.model,
+        started: (SystemTime::now(), Instant::now()),
+    };
+    let embedded = tokio::task::spawn_blocking(move || service.embed(&context, texts))
         .await
         .map_err(ApiError::internal)?
-        .map_err(inference_error)?;
-    let data: Vec<Value> = vectors
+        .map_err(inference_error);
+    let embedded = match embedded {
+        Ok(embedded) => embedded,
+        Err(error) => {
+            served.audit(&state, Usage::default(), Some(&error)).await;
+            return Err(error.into());
+        }
+    };
+    let used = Usage {
+        prompt_tokens: embedded.tokens,
+        generated_tokens: 0,
+    };
+    if !served.audit(&state, used, None).await {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "not-audited",
+            "the embeddings were computed but could not be recorded; they are withheld",
+        )
+        .into());
+    }
+    let data: Vec<Value> = embedded
+        .vectors
         .into_iter()
         .enumerate()
         .map(|(index, embedding)| {
@@ -99,7 +127,7 @@ pub async fn embeddings(
         "object": "list",
         "data": data,
         "model": body.model,
-        "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        "usage": {"prompt_tokens": embedded.tokens, "total_tokens": embedded.tokens},
     }))
     .into_response())
 }

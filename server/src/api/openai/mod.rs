@@ -319,15 +319,10 @@ async fn complete(state: Arc<AppState>, headers: HeaderMap, bytes: Bytes, shape:
         model,
         shape,
         tools,
-        id: format!(
-            "{}-{:x}-{}",
-            match shape {
-                Shape::Chat => "chatcmpl",
-                Shape::Text => "cmpl",
-            },
-            crate::db::now_ms(),
-            NEXT_ID.fetch_add(1, Ordering::Relaxed)
-        ),
+        id: new_id(match shape {
+            Shape::Chat => "chatcmpl",
+            Shape::Text => "cmpl",
+        }),
         created: unix_seconds(),
         started,
         _permit: permit,
@@ -372,33 +367,14 @@ impl Call {
     /// Records the completion in the tenant's audit chain (with the tokens
     /// computed, however it ended) and in the metrics; waits until durable.
     async fn audit(&self, meter: &sovra_gpu::UsageMeter, error: Option<&ApiError>) -> bool {
-        let used = meter.usage();
-        let duration = self.started.1.elapsed();
-        let outcome = error.map_or("ok", |e| e.code);
-        self.state.metrics.invocation(
-            &self.tenant,
-            outcome,
-            duration,
-            u64::from(used.generated_tokens),
-        );
-        let receipt = self.state.runtime.audit().record(AuditRecord {
-            invocation_id: self.id.clone(),
-            tenant: self.tenant.clone(),
-            agent: self.shape.audited_as().to_owned(),
-            agent_digest: String::new(),
-            started_at_ms: sovra_runtime::audit::unix_millis(self.started.0),
-            duration_us: duration.as_micros() as u64,
-            outcome: outcome.to_owned(),
-            error: error.map(|e| e.message.clone()),
-            denials: Vec::new(),
-            usage: vec![ModelUsage {
-                model: self.model.clone(),
-                prompt_tokens: u64::from(used.prompt_tokens),
-                generated_tokens: u64::from(used.generated_tokens),
-            }],
-            parent: None,
-        });
-        receipt.durable().await.is_ok()
+        let served = Served {
+            tenant: &self.tenant,
+            id: &self.id,
+            audited_as: self.shape.audited_as(),
+            model: &self.model,
+            started: self.started,
+        };
+        served.audit(&self.state, meter.usage(), error).await
     }
 
     /// The whole completion as one JSON answer.
@@ -529,6 +505,64 @@ impl Call {
             .keep_alive(KeepAlive::default())
             .into_response()
     }
+}
+
+/// One call of these endpoints, as the audit chain and the metrics record
+/// it.
+struct Served<'a> {
+    tenant: &'a str,
+    id: &'a str,
+    audited_as: &'static str,
+    model: &'a str,
+    started: (SystemTime, Instant),
+}
+
+impl Served<'_> {
+    /// Records the call in the tenant's audit chain with the tokens it
+    /// computed (however it ended) and in `state`'s metrics; waits until
+    /// the record is durable, and says whether it is.
+    async fn audit(
+        &self,
+        state: &AppState,
+        used: sovra_gpu::Usage,
+        error: Option<&ApiError>,
+    ) -> bool {
+        let duration = self.started.1.elapsed();
+        let outcome = error.map_or("ok", |e| e.code);
+        state.metrics.invocation(
+            self.tenant,
+            outcome,
+            duration,
+            u64::from(used.generated_tokens),
+        );
+        let receipt = state.runtime.audit().record(AuditRecord {
+            invocation_id: self.id.to_owned(),
+            tenant: self.tenant.to_owned(),
+            agent: self.audited_as.to_owned(),
+            agent_digest: String::new(),
+            started_at_ms: sovra_runtime::audit::unix_millis(self.started.0),
+            duration_us: duration.as_micros() as u64,
+            outcome: outcome.to_owned(),
+            error: error.map(|e| e.message.clone()),
+            denials: Vec::new(),
+            usage: vec![ModelUsage {
+                model: self.model.to_owned(),
+                prompt_tokens: u64::from(used.prompt_tokens),
+                generated_tokens: u64::from(used.generated_tokens),
+            }],
+            parent: None,
+        });
+        receipt.durable().await.is_ok()
+    }
+}
+
+/// A new id for a call of these endpoints (`prefix-<ms>-<n>`).
+fn new_id(prefix: &str) -> String {
+    format!(
+        "{prefix}-{:x}-{}",
+        crate::db::now_ms(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn usage_json(usage: sovra_gpu::Usage) -> Value {
