@@ -19,7 +19,7 @@ use crate::bindings::sovra::agent::inference as wit;
 
 pub use wit::{
     Completion, Constraint, FinishReason, Generation, GenerationEvent, Message, ModelInfo,
-    ModelKind, NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
+    ModelKind, NamedTensor, Prompt, Role, Sampling, TensorSpec, TensorType, Usage,
 };
 
 /// Models this agent may use.

@@ -15,6 +15,12 @@
 //! path = "all-MiniLM-L6-v2"                         # a directory: model.safetensors,
 //! kind = "embedding"                                # config.json, tokenizer.json
 //! tenants = "all"
+//!
+//! [[model]]
+//! name = "digits"
+//! path = "digits.onnx"                              # an ONNX graph, run with tract
+//! kind = "tensor"
+//! tenants = ["acme"]
 //! ```
 
 use std::collections::BTreeSet;
@@ -24,7 +30,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::cuda::DeviceChoice;
-use crate::engine::{EmbeddingEngine, EngineLimits, TextEngine};
+use crate::engine::{EmbeddingEngine, EngineLimits, TensorEngine, TextEngine};
 use crate::{ModelRegistry, TenantScope};
 
 /// Longest model name.
@@ -164,9 +170,18 @@ pub fn load_registry_on(path: &Path, device: DeviceChoice) -> Result<ModelRegist
                     error: Box::new(error),
                 }
             })?),
+            "tensor" => {
+                Arc::new(
+                    TensorEngine::load(&name, &file).map_err(|error| ConfigError::Load {
+                        path: path.to_owned(),
+                        name: name.clone(),
+                        error: Box::new(error),
+                    })?,
+                )
+            }
             other => {
                 return Err(invalid(format!(
-                    "model `{name}`: kind `{other}` is not supported (supported: text-generation, embedding)"
+                    "model `{name}`: kind `{other}` is not supported (supported: text-generation, embedding, tensor)"
                 )));
             }
         };

@@ -47,7 +47,7 @@ mod service;
 pub mod structured;
 pub mod tokenizer;
 
-pub use descriptor::{ModelDescriptor, ModelKind};
+pub use descriptor::{ModelDescriptor, ModelKind, TensorSpec};
 pub use error::InferenceError;
 pub use registry::{ModelRegistry, TenantScope};
 pub use request::{

@@ -135,12 +135,12 @@ mod tests {
     }
 
     fn model(name: &str) -> Arc<dyn ModelService> {
-        Arc::new(Fixed(ModelDescriptor {
-            name: name.to_owned(),
-            kind: ModelKind::Embedding,
-            context_length: 512,
-            embedding_length: 384,
-        }))
+        Arc::new(Fixed(ModelDescriptor::new(
+            name,
+            ModelKind::Embedding,
+            512,
+            384,
+        )))
     }
 
     #[test]

@@ -34,12 +34,12 @@ impl EmbeddingEngine {
         let model = BertModel::load(dir)?;
         let tokenizer = WordPieceTokenizer::from_file(&dir.join("tokenizer.json"))?;
         Ok(EmbeddingEngine {
-            descriptor: ModelDescriptor {
-                name: name.to_owned(),
-                kind: ModelKind::Embedding,
-                context_length: MAX_EMBED_TOKENS.min(model.max_positions()) as u32,
-                embedding_length: model.hidden() as u32,
-            },
+            descriptor: ModelDescriptor::new(
+                name,
+                ModelKind::Embedding,
+                MAX_EMBED_TOKENS.min(model.max_positions()) as u32,
+                model.hidden() as u32,
+            ),
             tokenizer,
             model,
         })

@@ -8,6 +8,7 @@ mod backend;
 mod device_check;
 mod embedding;
 mod scheduler;
+mod tensor;
 mod text;
 
 use std::path::Path;
@@ -21,6 +22,7 @@ pub use backend::{Backend, BackendError, CpuBackend, RowOutput, SequenceCache, W
 pub use device_check::{AGREEMENT_TOLERANCE, Disagreement, agrees_with_cpu, relative_error};
 pub use embedding::{EmbeddingEngine, MAX_BATCH_TOKENS, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
+pub use tensor::{MAX_TENSOR_ELEMENTS, MAX_TENSOR_MODEL_BYTES, TensorEngine};
 
 use crate::chat_template::ChatTemplate;
 use crate::cuda::{
@@ -141,6 +143,8 @@ pub enum LoadError {
     Device(#[from] DeviceUnavailable),
     #[error("invalid engine limits: {0}")]
     Limits(String),
+    #[error("{path}: not a model sovra can run: {error}")]
+    Onnx { path: String, error: String },
     #[error("{path}: cannot load onto the GPU: {error}")]
     Cuda { path: String, error: CudaLoadError },
     /// The operating system would not start the model's scheduler thread.
@@ -277,12 +281,12 @@ impl TextEngine {
                 .iter()
                 .filter_map(|t| tokenizer.token_id(t)),
         );
-        let descriptor = ModelDescriptor {
-            name: name.to_owned(),
-            kind: ModelKind::TextGeneration,
-            context_length: model.config().context_length as u32,
-            embedding_length: 0,
-        };
+        let descriptor = ModelDescriptor::new(
+            name,
+            ModelKind::TextGeneration,
+            model.config().context_length as u32,
+            0,
+        );
         if !(1..=100).contains(&limits.tenant_share_percent) {
             return Err(LoadError::Limits(format!(
                 "the tenant share is {}%; it must be 1-100",

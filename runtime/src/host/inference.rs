@@ -13,7 +13,8 @@ use wasmtime::component::Resource;
 use crate::bindings::GuestError;
 use crate::bindings::sovra::agent::inference::{
     Completion, Constraint, FinishReason, GenerateRequest, GenerationEvent, Host, HostGeneration,
-    Message, ModelInfo, ModelKind, NamedTensor, Prompt, Role, Sampling, TensorType, Usage,
+    Message, ModelInfo, ModelKind, NamedTensor, Prompt, Role, Sampling, TensorSpec, TensorType,
+    Usage,
 };
 use crate::host::HostError;
 use crate::invocation::LiveEvent;
@@ -88,6 +89,8 @@ impl Host for Sandbox {
                 },
                 context_length: model.context_length,
                 embedding_length: model.embedding_length,
+                inputs: model.inputs.into_iter().map(to_guest_spec).collect(),
+                outputs: model.outputs.into_iter().map(to_guest_spec).collect(),
             })
             .collect())
     }
@@ -351,14 +354,28 @@ fn to_guest_tensor(tensor: gpu::NamedTensor) -> NamedTensor {
     NamedTensor {
         name: tensor.name,
         shape: tensor.shape,
-        element_type: match tensor.element_type {
-            gpu::TensorType::F32 => TensorType::Float32,
-            gpu::TensorType::F16 => TensorType::Float16,
-            gpu::TensorType::Bf16 => TensorType::Bfloat16,
-            gpu::TensorType::I32 => TensorType::Int32,
-            gpu::TensorType::I64 => TensorType::Int64,
-            gpu::TensorType::U8 => TensorType::Uint8,
-        },
+        element_type: to_guest_type(tensor.element_type),
         data: tensor.data,
+    }
+}
+
+fn to_guest_type(element_type: gpu::TensorType) -> TensorType {
+    match element_type {
+        gpu::TensorType::F32 => TensorType::Float32,
+        gpu::TensorType::F16 => TensorType::Float16,
+        gpu::TensorType::Bf16 => TensorType::Bfloat16,
+        gpu::TensorType::I32 => TensorType::Int32,
+        gpu::TensorType::I64 => TensorType::Int64,
+        gpu::TensorType::U8 => TensorType::Uint8,
+    }
+}
+
+/// A tensor model's input or output as guests see it (0 for a dimension
+/// of any size).
+fn to_guest_spec(spec: gpu::TensorSpec) -> TensorSpec {
+    TensorSpec {
+        name: spec.name,
+        element_type: to_guest_type(spec.element_type),
+        shape: spec.shape.into_iter().map(|d| d.unwrap_or(0)).collect(),
     }
 }

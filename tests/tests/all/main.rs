@@ -30,6 +30,7 @@ mod units;
 mod isolation;
 mod loading;
 mod persistence;
+mod tensor_models;
 
 /// Fails to compile when a guest has no test module of its name.
 macro_rules! assert_guest_has_test {

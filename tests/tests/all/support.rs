@@ -86,7 +86,8 @@ pub fn invocation(tenant_name: &str, grants: Grants, input: &str) -> Invocation 
 /// files have not been fetched (then `SOVRA_REQUIRE_MODELS` makes it fail).
 pub fn runtime_with_models() -> Option<TestRuntime> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    if !root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf").exists() {
+    let fetched = ["SmolLM2-135M-Instruct.Q4_1.gguf", "digits.onnx"];
+    if !fetched.iter().all(|f| root.join("models").join(f).exists()) {
         assert!(
             std::env::var_os("SOVRA_REQUIRE_MODELS").is_none(),
             "SOVRA_REQUIRE_MODELS is set but the models are missing; run scripts/fetch-models"

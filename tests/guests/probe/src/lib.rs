@@ -73,6 +73,35 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
             };
             Ok(inference::run_tensor(argument, &[input])?.len().to_string())
         }
+        "tensor-info" => Ok(inference::list_models()
+            .into_iter()
+            .filter(|model| model.name == argument)
+            .flat_map(|model| model.inputs.into_iter().chain(model.outputs))
+            .map(|spec| format!("{}{:?}", spec.name, spec.shape))
+            .collect::<Vec<_>>()
+            .join(" ")),
+        "classify" => {
+            let pixels: Vec<f32> = argument
+                .split(',')
+                .map(|p| p.trim().parse().map_err(|_| Error::InvalidInput(format!("pixel `{p}`"))))
+                .collect::<Result<_, _>>()?;
+            let input = NamedTensor {
+                name: "pixels".into(),
+                shape: vec![1, pixels.len() as u32],
+                element_type: TensorType::Float32,
+                data: pixels.iter().flat_map(|p| p.to_le_bytes()).collect(),
+            };
+            let output = inference::run_tensor("digits", &[input])?;
+            let probabilities: Vec<f32> = output[0]
+                .data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let best = (0..probabilities.len())
+                .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+                .unwrap_or(0);
+            Ok(best.to_string())
+        }
         "json-schema" => Ok(inference::chat("smollm2")
             .user("Tell me about Ann, who is 31 years old.")
             .max_tokens(48)

@@ -1,0 +1,71 @@
+//! Tensor models (ONNX) through the sandbox: a guest sees what tensors a
+//! model takes and gives, runs the digits classifier on a real image and
+//! gets numpy's answer, and a call whose tensors do not fit is its own
+//! `invalid-input`.
+
+use std::path::Path;
+
+use sovra_runtime::{AgentErrorKind, InvokeError};
+use sovra_test_artifacts::PROBE;
+
+use crate::support::{grants, runtime_with_models};
+
+/// A held-out image of the digits reference and the class numpy gave it.
+fn reference_image() -> (String, usize) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits.reference.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let pixels: Vec<String> = reference["inputs"]["pixels"]["data"].as_array().unwrap()[..64]
+        .iter()
+        .map(|p| p.as_f64().unwrap().to_string())
+        .collect();
+    let probabilities: Vec<f64> = reference["outputs"]["probabilities"]["data"]
+        .as_array()
+        .unwrap()[..10]
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    let class = (0..10)
+        .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+        .unwrap();
+    (pixels.join(","), class)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_classifies_a_digit_with_an_onnx_model() {
+    let Some(test) = runtime_with_models() else {
+        return;
+    };
+    let probe = test.caller(PROBE, "acme", grants(true, true, &["digits"]));
+    assert_eq!(
+        probe.output("tensor-info:digits").await,
+        "pixels[0, 64] probabilities[0, 10]"
+    );
+    let (image, class) = reference_image();
+    assert_eq!(
+        probe.output(&format!("classify:{image}")).await,
+        class.to_string()
+    );
+
+    // The probe's `tensor` call sends `x` of shape [2]: named, not run.
+    match probe.failure("tensor:digits").await {
+        InvokeError::Agent(error) => {
+            assert_eq!(
+                error.kind,
+                AgentErrorKind::InvalidInput,
+                "{}",
+                error.message
+            );
+            assert!(error.message.contains("`pixels`"), "{}", error.message);
+        }
+        other => panic!("expected the guest's invalid-input, got {other:?}"),
+    }
+
+    // Without the model's grant it is denied, and not described.
+    let ungranted = probe.with_grants(grants(true, true, &["minilm"]));
+    assert_eq!(ungranted.output("tensor-info:digits").await, "");
+    match ungranted.failure(&format!("classify:{image}")).await {
+        InvokeError::Agent(error) => assert_eq!(error.kind, AgentErrorKind::AccessDenied),
+        other => panic!("expected access-denied, got {other:?}"),
+    }
+}
