@@ -102,6 +102,23 @@ fn run(command: &str, argument: &str) -> Result<String, Error> {
                 .unwrap_or(0);
             Ok(best.to_string())
         }
+        "classify-n" => {
+            // `n` classifications of one image: the per-call cost of run-tensor.
+            let n: u32 = argument
+                .parse()
+                .map_err(|_| Error::InvalidInput(format!("count `{argument}`")))?;
+            let input = NamedTensor {
+                name: "pixels".into(),
+                shape: vec![1, 64],
+                element_type: TensorType::Float32,
+                data: (0..64).flat_map(|i| ((i % 17) as f32).to_le_bytes()).collect(),
+            };
+            let mut bytes = 0;
+            for _ in 0..n {
+                bytes += inference::run_tensor("digits", std::slice::from_ref(&input))?[0].data.len();
+            }
+            Ok(format!("{n} {bytes}"))
+        }
         "json-schema" => Ok(inference::chat("smollm2")
             .user("Tell me about Ann, who is 31 years old.")
             .max_tokens(48)
