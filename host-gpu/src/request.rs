@@ -147,6 +147,15 @@ pub struct NamedTensor {
     pub data: Vec<u8>,
 }
 
+impl NamedTensor {
+    /// Elements its shape holds (saturating).
+    pub fn elements(&self) -> usize {
+        self.shape
+            .iter()
+            .fold(1usize, |n, &d| n.saturating_mul(d as usize))
+    }
+}
+
 /// Longest generation one request may ask for.
 /// Stops: a single request holding a sequence slot and its cache indefinitely.
 pub const MAX_GENERATION_TOKENS: u32 = 8_192;

@@ -195,6 +195,14 @@ pub trait ModelService: Send + Sync + std::fmt::Debug + 'static {
         Err(self.unsupported("tensor inputs"))
     }
 
+    /// Whether [`ModelService::run_tensor`] on `inputs` is quick enough
+    /// (tens of microseconds) to run on the caller's own thread rather than
+    /// be handed to a worker, which would cost more than the call.
+    fn runs_quickly(&self, inputs: &[NamedTensor]) -> bool {
+        let _ = inputs;
+        false
+    }
+
     /// The error for an operation this model does not support.
     fn unsupported(&self, operation: &'static str) -> InferenceError {
         InferenceError::Unsupported {

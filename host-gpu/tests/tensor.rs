@@ -262,3 +262,18 @@ fn a_models_file_serves_tensor_models_to_the_tenants_it_names() {
         "{error}"
     );
 }
+
+#[test]
+fn only_calls_expected_to_be_quick_run_on_the_callers_thread() {
+    let Some((engine, _)) = load("digits") else {
+        return;
+    };
+    let rows = |n: u32| vec![f32_tensor("pixels", &[n, 64], &vec![0.0; n as usize * 64])];
+    // A batch of 60,000 images takes far past the budget on any machine.
+    assert!(!engine.runs_quickly(&rows(60_000)));
+    // One image is as quick as the run timed at load, or it is not; a
+    // bigger batch is never quicker.
+    if !engine.runs_quickly(&rows(1)) {
+        assert!(!engine.runs_quickly(&rows(64)));
+    }
+}

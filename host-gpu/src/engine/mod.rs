@@ -22,7 +22,7 @@ pub use backend::{Backend, BackendError, CpuBackend, RowOutput, SequenceCache, W
 pub use device_check::{AGREEMENT_TOLERANCE, Disagreement, agrees_with_cpu, relative_error};
 pub use embedding::{EmbeddingEngine, MAX_BATCH_TOKENS, MAX_EMBED_TOKENS};
 pub use scheduler::{MAX_LIVE_SEQUENCES, MAX_STEP_TOKENS, PREFILL_CHUNK};
-pub use tensor::{MAX_TENSOR_ELEMENTS, MAX_TENSOR_MODEL_BYTES, TensorEngine};
+pub use tensor::{MAX_TENSOR_ELEMENTS, MAX_TENSOR_MODEL_BYTES, QUICK_RUN_BUDGET, TensorEngine};
 
 use crate::chat_template::ChatTemplate;
 use crate::cuda::{

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceModelExt, IntoTValue, TVec, Tensor, TractResult,
@@ -27,10 +27,19 @@ pub const MAX_TENSOR_MODEL_BYTES: u64 = 256 << 20;
 /// Stops: a call whose small input makes the graph's activations huge.
 pub const MAX_TENSOR_ELEMENTS: usize = 4 << 20;
 
+/// Time a call may be expected to take and still run on the caller's own
+/// thread (the caller's execution slot is held meanwhile, as for the
+/// guest's own code). Handing a call to a worker thread costs tens of
+/// microseconds, more than a small model's whole run.
+pub const QUICK_RUN_BUDGET: Duration = Duration::from_micros(200);
+
 /// A loaded tensor model.
 pub struct TensorEngine {
     descriptor: ModelDescriptor,
     plan: Arc<TypedRunnableModel>,
+    /// Measured at load: one run with every dimension of any size at 1,
+    /// and the elements its inputs held.
+    unit_run: (Duration, usize),
 }
 
 impl std::fmt::Debug for TensorEngine {
@@ -91,7 +100,52 @@ impl TensorEngine {
         descriptor.outputs = specs(model.output_outlets().map_err(|e| onnx(e.to_string()))?)?;
         let plan = tract_onnx::prelude::IntoRunnable::into_runnable(model)
             .map_err(|e| onnx(format!("{e:#}")))?;
-        Ok(TensorEngine { descriptor, plan })
+        let mut engine = TensorEngine {
+            descriptor,
+            plan,
+            unit_run: (Duration::MAX, 1),
+        };
+        engine.unit_run = engine.time_unit_run();
+        Ok(engine)
+    }
+
+    /// The fastest of a few runs on zeros with every dimension of any size
+    /// at 1, and the elements of those inputs; `Duration::MAX` when such a
+    /// run fails (its calls then always go to a worker).
+    fn time_unit_run(&self) -> (Duration, usize) {
+        let inputs: Vec<NamedTensor> = self
+            .descriptor
+            .inputs
+            .iter()
+            .map(|spec| {
+                let shape: Vec<u32> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+                let elements: usize = shape.iter().map(|&d| d as usize).product();
+                NamedTensor {
+                    name: spec.name.clone(),
+                    shape,
+                    element_type: spec.element_type,
+                    data: vec![0; elements * spec.element_type.size()],
+                }
+            })
+            .collect();
+        let elements = inputs
+            .iter()
+            .map(NamedTensor::elements)
+            .sum::<usize>()
+            .max(1);
+        let context = RequestContext {
+            tenant: String::new(),
+            deadline: None,
+        };
+        let mut fastest = Duration::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            if self.run_tensor(&context, inputs.clone()).is_err() {
+                return (Duration::MAX, elements);
+            }
+            fastest = fastest.min(started.elapsed());
+        }
+        (fastest, elements)
     }
 
     /// `inputs` as tract tensors in the model's input order, or the error
@@ -175,6 +229,16 @@ impl TensorEngine {
 impl ModelService for TensorEngine {
     fn descriptor(&self) -> &ModelDescriptor {
         &self.descriptor
+    }
+
+    /// Expected time: the unit run's, scaled by how many more elements the
+    /// call's inputs hold (a batch of 8 rows, about 8 times as long).
+    fn runs_quickly(&self, inputs: &[NamedTensor]) -> bool {
+        let (unit, unit_elements) = self.unit_run;
+        let elements: usize = inputs.iter().map(NamedTensor::elements).sum();
+        let scale = elements.div_ceil(unit_elements).max(1) as u32;
+        unit.checked_mul(scale)
+            .is_some_and(|expected| expected <= QUICK_RUN_BUDGET)
     }
 
     fn run_tensor(

@@ -175,9 +175,13 @@ impl Host for Sandbox {
             .collect::<Result<Vec<_>, _>>()
             .map_err(GuestError::InvalidInput)?;
         let context = self.request_context();
-        let outputs = self
-            .blocking(move || service.run_tensor(&context, inputs))
-            .await??;
+        // A small model's run is quicker than handing it to a worker.
+        let outputs = if service.runs_quickly(&inputs) {
+            service.run_tensor(&context, inputs)?
+        } else {
+            self.blocking(move || service.run_tensor(&context, inputs))
+                .await??
+        };
         Ok(outputs.into_iter().map(to_guest_tensor).collect())
     }
 }

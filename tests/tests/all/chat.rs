@@ -5,7 +5,7 @@ use std::time::Duration;
 use sovra_runtime::{AgentErrorKind, InvokeError};
 use sovra_test_artifacts::CHAT;
 
-use crate::support::{grants, runtime_with_models};
+use crate::support::{agent_error, grants, runtime_with_models};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chats_with_a_real_model_and_keeps_the_conversation() {
@@ -143,17 +143,8 @@ async fn a_guest_gets_json_that_validates_or_a_typed_refusal() {
         "{answer}"
     );
 
-    match probe.failure("json-schema:{\"type\": \"fish\"}").await {
-        InvokeError::Agent(error) => {
-            assert_eq!(
-                error.kind,
-                AgentErrorKind::InvalidInput,
-                "{}",
-                error.message
-            );
-            assert!(error.message.contains("JSON Schema"), "{}", error.message);
-        }
-        other => panic!("expected the guest's invalid-input, got {other:?}"),
-    }
+    let (kind, message) = agent_error(probe.failure("json-schema:{\"type\": \"fish\"}").await);
+    assert_eq!(kind, AgentErrorKind::InvalidInput, "{message}");
+    assert!(message.contains("JSON Schema"), "{message}");
     assert_eq!(probe.output(&format!("json-schema:{schema}")).await, answer);
 }

@@ -3,18 +3,11 @@
 use sovra_runtime::{AgentErrorKind, Capability, Grants, InvokeError};
 use sovra_test_artifacts::PROBE;
 
-use crate::support::{grants, runtime};
+use crate::support::{agent_error, grants, runtime};
 
 /// Everything the probe imports: kv, sql and one model.
 fn all_grants() -> Grants {
     grants(true, true, &["allowed-model"])
-}
-
-fn agent_error(error: InvokeError) -> (AgentErrorKind, String) {
-    match error {
-        InvokeError::Agent(error) => (error.kind, error.message),
-        other => panic!("expected the guest to see a typed error, got {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use sovra_runtime::tools::{InstalledTool, StaticTools, ToolCatalog};
 use sovra_runtime::{
-    Agent, Grants, Invocation, InvocationReport, InvokeError, Limits, Runtime, RuntimeConfig,
-    TenantId,
+    Agent, AgentErrorKind, Grants, Invocation, InvocationReport, InvokeError, Limits, Runtime,
+    RuntimeConfig, TenantId,
 };
 
 /// A runtime and the temporary directory that holds its data.
@@ -277,4 +277,13 @@ pub fn tools(runtime: &Runtime, installed: &[(&str, Grants)]) -> StaticTools {
         });
     }
     tools
+}
+
+/// The typed error the guest saw (its kind and message); any other failure
+/// fails the test.
+pub fn agent_error(error: InvokeError) -> (AgentErrorKind, String) {
+    match error {
+        InvokeError::Agent(error) => (error.kind, error.message),
+        other => panic!("expected the guest to see a typed error, got {other:?}"),
+    }
 }

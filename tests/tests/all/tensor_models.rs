@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use sovra_runtime::{AgentErrorKind, InvokeError};
+use sovra_runtime::AgentErrorKind;
 use sovra_test_artifacts::PROBE;
 
-use crate::support::{grants, runtime_with_models};
+use crate::support::{agent_error, grants, runtime_with_models};
 
 /// A held-out image of the digits reference and the class numpy gave it.
 fn reference_image() -> (String, usize) {
@@ -48,24 +48,13 @@ async fn a_guest_classifies_a_digit_with_an_onnx_model() {
     );
 
     // The probe's `tensor` call sends `x` of shape [2]: named, not run.
-    match probe.failure("tensor:digits").await {
-        InvokeError::Agent(error) => {
-            assert_eq!(
-                error.kind,
-                AgentErrorKind::InvalidInput,
-                "{}",
-                error.message
-            );
-            assert!(error.message.contains("`pixels`"), "{}", error.message);
-        }
-        other => panic!("expected the guest's invalid-input, got {other:?}"),
-    }
+    let (kind, message) = agent_error(probe.failure("tensor:digits").await);
+    assert_eq!(kind, AgentErrorKind::InvalidInput, "{message}");
+    assert!(message.contains("`pixels`"), "{message}");
 
     // Without the model's grant it is denied, and not described.
     let ungranted = probe.with_grants(grants(true, true, &["minilm"]));
     assert_eq!(ungranted.output("tensor-info:digits").await, "");
-    match ungranted.failure(&format!("classify:{image}")).await {
-        InvokeError::Agent(error) => assert_eq!(error.kind, AgentErrorKind::AccessDenied),
-        other => panic!("expected access-denied, got {other:?}"),
-    }
+    let (kind, _) = agent_error(ungranted.failure(&format!("classify:{image}")).await);
+    assert_eq!(kind, AgentErrorKind::AccessDenied);
 }
