@@ -11,19 +11,7 @@ use sovra_gpu::{
     ChatMessage, FinishReason, GenerateRequest, GenerationEvent, ModelService, Prompt,
     RequestContext, Role, Sampling,
 };
-use support::{SMOLLM2, model_file};
-
-fn engine() -> Option<Arc<TextEngine>> {
-    let path = model_file(SMOLLM2)?;
-    Some(Arc::new(TextEngine::load("smollm2", &path).unwrap()))
-}
-
-fn context() -> RequestContext {
-    RequestContext {
-        tenant: "t".into(),
-        deadline: None,
-    }
-}
+use support::{SMOLLM2, context, model_file, smollm2_engine};
 
 fn chat(text: &str, sampling: Sampling) -> GenerateRequest {
     GenerateRequest {
@@ -64,7 +52,9 @@ fn greedy(max_tokens: u32) -> Sampling {
 
 #[tokio::test]
 async fn batched_sequences_match_their_solo_runs() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let prompts = [
         "What is the capital of France?",
         "Write a haiku about the sea.",
@@ -90,7 +80,9 @@ async fn batched_sequences_match_their_solo_runs() {
 
 #[tokio::test]
 async fn max_tokens_and_stop_sequences_end_generation() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let (text, reason, generated) = run(
         &engine,
         chat("Tell me a long story about a dragon.", greedy(5)),
@@ -126,7 +118,9 @@ async fn max_tokens_and_stop_sequences_end_generation() {
 
 #[tokio::test]
 async fn same_seed_same_text() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let sampling = |seed| Sampling {
         temperature: 0.9,
         top_k: 40,
@@ -141,7 +135,9 @@ async fn same_seed_same_text() {
 
 #[tokio::test]
 async fn a_dropped_generation_does_not_stop_others() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let mut abandoned = engine
         .start_generation(&context(), chat("Tell me a story.", greedy(200)))
         .unwrap();
@@ -161,7 +157,9 @@ async fn a_dropped_generation_does_not_stop_others() {
 
 #[tokio::test]
 async fn bad_requests_are_refused_up_front() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let too_long = Prompt::Text("word ".repeat(9000));
     let request = GenerateRequest {
         model: "smollm2".into(),
@@ -302,7 +300,9 @@ fn a_cache_too_small_for_one_block_is_refused_at_load() {
 
 #[tokio::test]
 async fn the_cache_a_tenant_reserves_is_reported_while_its_sequence_lives() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     assert!(engine.status().kv_reserved_by_tenant.is_empty());
     let mut generation = engine
         .start_generation(&context(), chat("Tell me a story.", greedy(200)))

@@ -12,21 +12,9 @@ use sovra_gpu::engine::TextEngine;
 use sovra_gpu::structured::tool_calls::{self, Answer, ToolChoice, ToolSpec};
 use sovra_gpu::{
     ChatMessage, Constraint, FinishReason, GenerateRequest, GenerationEvent, InferenceError,
-    ModelService, Prompt, RequestContext, Role, Sampling,
+    ModelService, Prompt, Role, Sampling,
 };
-use support::{SMOLLM2, model_file};
-
-fn engine() -> Option<Arc<TextEngine>> {
-    let path = model_file(SMOLLM2)?;
-    Some(Arc::new(TextEngine::load("smollm2", &path).unwrap()))
-}
-
-fn context() -> RequestContext {
-    RequestContext {
-        tenant: "t".into(),
-        deadline: None,
-    }
-}
+use support::{context, smollm2_engine};
 
 fn chat(
     messages: Vec<ChatMessage>,
@@ -95,7 +83,9 @@ fn validates(schema: &Value, text: &str) -> bool {
 
 #[tokio::test]
 async fn a_json_schema_answer_validates_where_the_free_answer_does_not() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let schema = person_schema();
     let (free, _) = run(&engine, chat(user(PERSON_PROMPT), None, 48))
         .await
@@ -121,7 +111,9 @@ async fn a_json_schema_answer_validates_where_the_free_answer_does_not() {
 
 #[tokio::test]
 async fn constrained_and_free_sequences_share_steps() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let schema = person_schema();
     let constraint = Constraint::JsonSchema(schema.to_string());
     let free_prompt = "Write a haiku about the sea.";
@@ -159,7 +151,9 @@ async fn constrained_and_free_sequences_share_steps() {
 
 #[tokio::test]
 async fn a_regex_or_a_grammar_holds_the_answer_to_its_shape() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let question = "Is the sea salty? Explain.";
     let (free, _) = run(&engine, chat(user(question), None, 24)).await.unwrap();
     assert!(free != "yes" && free != "no", "{free}");
@@ -187,7 +181,9 @@ async fn a_regex_or_a_grammar_holds_the_answer_to_its_shape() {
 
 #[tokio::test]
 async fn the_model_calls_an_offered_tool_with_valid_arguments() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let parameters = json!({
         "type": "object",
         "properties": { "city": { "type": "string" } },
@@ -229,7 +225,9 @@ async fn the_model_calls_an_offered_tool_with_valid_arguments() {
 
 #[tokio::test]
 async fn bad_constraints_are_refused_before_generating() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let refused = |constraint: Constraint| {
         let request = chat(user("Hi"), Some(constraint.clone()), 8);
         match engine.start_generation(&context(), request) {
@@ -260,7 +258,9 @@ async fn bad_constraints_are_refused_before_generating() {
 
 #[tokio::test]
 async fn a_grammar_built_to_explode_fails_its_own_sequence_only() {
-    let Some(engine) = engine() else { return };
+    let Some(engine) = smollm2_engine() else {
+        return;
+    };
     let free_prompt = "Write a haiku about the sea.";
     let free_alone = run(&engine, chat(user(free_prompt), None, 16))
         .await

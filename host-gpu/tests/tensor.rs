@@ -7,10 +7,8 @@ mod support;
 
 use serde_json::Value;
 use sovra_gpu::engine::{LoadError, MAX_TENSOR_ELEMENTS, TensorEngine};
-use sovra_gpu::{
-    InferenceError, ModelService, NamedTensor, RequestContext, TensorSpec, TensorType,
-};
-use support::model_file;
+use sovra_gpu::{InferenceError, ModelService, NamedTensor, TensorSpec, TensorType};
+use support::{context, model_file};
 
 fn load(name: &str) -> Option<(TensorEngine, Value)> {
     let path = model_file(&format!("{name}.onnx"))?;
@@ -19,13 +17,6 @@ fn load(name: &str) -> Option<(TensorEngine, Value)> {
         TensorEngine::load(name, &path).unwrap(),
         serde_json::from_str(&reference).unwrap(),
     ))
-}
-
-fn context() -> RequestContext {
-    RequestContext {
-        tenant: "t".into(),
-        deadline: None,
-    }
 }
 
 fn f32_tensor(name: &str, shape: &[u32], values: &[f32]) -> NamedTensor {

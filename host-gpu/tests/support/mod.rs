@@ -28,3 +28,19 @@ pub fn model_file(name: &str) -> Option<PathBuf> {
 }
 
 pub const SMOLLM2: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// SmolLM2 as a text engine, or `None` (with a message) when not fetched.
+pub fn smollm2_engine() -> Option<std::sync::Arc<sovra_gpu::engine::TextEngine>> {
+    let path = model_file(SMOLLM2)?;
+    Some(std::sync::Arc::new(
+        sovra_gpu::engine::TextEngine::load("smollm2", &path).unwrap(),
+    ))
+}
+
+/// A request of tenant `t` with no deadline.
+pub fn context() -> sovra_gpu::RequestContext {
+    sovra_gpu::RequestContext {
+        tenant: "t".into(),
+        deadline: None,
+    }
+}
