@@ -46,6 +46,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode, Failure> {
             let need = match classify_import(name) {
                 Ok(ImportNeed::Always) => "always available".to_owned(),
                 Ok(ImportNeed::Grant(capability)) => format!("needs grant `{capability}`"),
+                Ok(ImportNeed::Controller) => "controllers only, in episodes".to_owned(),
                 Err(_) => "NOT PROVIDED: the component cannot run on sovra".to_owned(),
             };
             (name.clone(), need)

@@ -69,6 +69,23 @@ pub mod tool_bindings {
     });
 }
 
+#[doc(hidden)]
+pub mod controller_bindings {
+    wit_bindgen::generate!({
+        world: "controller",
+        path: "../wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_controller_world",
+        default_bindings_module: "sovra_sdk::controller_bindings",
+        with: {
+            "sovra:agent/types@0.1.0": crate::bindings::sovra::agent::types,
+            "sovra:agent/inference@0.1.0": crate::bindings::sovra::agent::inference,
+            "sovra:agent/log@0.1.0": crate::bindings::sovra::agent::log,
+        },
+    });
+}
+
+pub mod control;
 pub mod inference;
 pub mod kv;
 pub mod log;
@@ -97,6 +114,33 @@ macro_rules! export_agent {
 macro_rules! export_tool {
     ($tool:ident) => {
         $crate::tool_bindings::__export_tool_world!($tool with_types_in $crate::tool_bindings);
+        $crate::embed_manifest!();
+    };
+}
+
+/// Exports `$controller` (a type implementing [`control::Control`]) as this
+/// component's controller, keeping the instance `init` returns for every
+/// later `step` of the episode, and embeds `agent.toml`.
+#[macro_export]
+macro_rules! export_controller {
+    ($controller:ident) => {
+        struct __SovraController;
+
+        impl $crate::control::__private::Guest for __SovraController {
+            fn init(config: $crate::control::EpisodeConfig) -> Result<(), $crate::Error> {
+                $crate::control::__private::init::<$controller>(config)
+            }
+
+            fn step(
+                observation: $crate::control::Observation,
+            ) -> Result<Vec<f32>, $crate::Error> {
+                $crate::control::__private::step::<$controller>(&observation)
+            }
+        }
+
+        $crate::controller_bindings::__export_controller_world!(
+            __SovraController with_types_in $crate::controller_bindings
+        );
         $crate::embed_manifest!();
     };
 }

@@ -39,4 +39,20 @@ pub mod tool {
     });
 }
 
+/// Bindings of the `controller` world: `safety` is its own; the rest are
+/// linked from `agent`'s.
+pub mod controller {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "controller",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "sovra:agent/types": super::sovra::agent::types,
+            "sovra:agent/inference": super::sovra::agent::inference,
+            "sovra:agent/log": super::sovra::agent::log,
+        },
+    });
+}
+
 pub use sovra::agent::types::{Error as GuestError, Pair, ToolInfo};

@@ -65,6 +65,8 @@ pub enum ImportNeed {
     Always,
     /// Available only when the tenant granted the capability.
     Grant(Capability),
+    /// Available to controllers only, in their episodes (`safety`).
+    Controller,
 }
 
 /// An import the host never provides.
@@ -75,12 +77,18 @@ pub struct UnsupportedImport {
     hint: &'static str,
 }
 
+impl UnsupportedImport {
+    pub(crate) fn new(interface: &str, hint: &'static str) -> Self {
+        UnsupportedImport {
+            interface: interface.to_owned(),
+            hint,
+        }
+    }
+}
+
 /// Classifies one component-level import name such as `sovra:agent/kv@0.1.0`.
 pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport> {
-    let unsupported = |hint| UnsupportedImport {
-        interface: interface.to_owned(),
-        hint,
-    };
+    let unsupported = |hint| UnsupportedImport::new(interface, hint);
     let (path, version) = interface.split_once('@').unwrap_or((interface, ""));
     let (package, name) = path.split_once('/').unwrap_or((path, ""));
     let version = semver::Version::parse(version).ok();
@@ -91,6 +99,7 @@ pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport>
             }
             match name {
                 "types" | "log" => Ok(ImportNeed::Always),
+                "safety" => Ok(ImportNeed::Controller),
                 "kv" => Ok(ImportNeed::Grant(Capability::Kv)),
                 "sql" => Ok(ImportNeed::Grant(Capability::Sql)),
                 "inference" => Ok(ImportNeed::Grant(Capability::Inference)),

@@ -4,7 +4,7 @@
 
 use wasmparser::{Parser, Payload};
 
-use crate::capability::{ImportNeed, SOVRA_PACKAGE, classify_import};
+use crate::capability::{ImportNeed, SOVRA_PACKAGE, UnsupportedImport, classify_import};
 use crate::digest::Digest;
 use crate::error::LoadError;
 use crate::manifest::{AgentManifest, MANIFEST_SECTION, World};
@@ -64,9 +64,14 @@ impl ComponentInfo {
         self.imports
             .iter()
             .map(|name| {
-                classify_import(name)
-                    .map(|need| (name.clone(), need))
-                    .map_err(LoadError::UnsupportedImport)
+                let need = classify_import(name).map_err(LoadError::UnsupportedImport)?;
+                if need == ImportNeed::Controller && self.world != World::Controller {
+                    return Err(LoadError::UnsupportedImport(UnsupportedImport::new(
+                        name,
+                        " (only controllers, in episodes, may import it)",
+                    )));
+                }
+                Ok((name.clone(), need))
             })
             .collect()
     }
@@ -152,23 +157,33 @@ fn detect_world(exports: &[String]) -> Result<World, LoadError> {
         let prefix = format!("{SOVRA_PACKAGE}/{name}@0.1.");
         exports.iter().any(|export| export.starts_with(&prefix))
     };
-    match (
-        exports_interface("handler"),
-        exports_interface("tool-handler"),
-    ) {
-        (true, false) => Ok(World::Agent),
-        (false, true) => Ok(World::Tool),
-        (true, true) => Err(LoadError::WrongWorld(
-            "it exports both sovra:agent/handler and sovra:agent/tool-handler".into(),
-        )),
-        (false, false) => Err(LoadError::WrongWorld(format!(
-            "it exports neither sovra:agent/handler@0.1.x nor sovra:agent/tool-handler@0.1.x \
-             (its exports: {})",
+    let worlds: Vec<World> = [
+        ("handler", World::Agent),
+        ("tool-handler", World::Tool),
+        ("control", World::Controller),
+    ]
+    .into_iter()
+    .filter(|(interface, _)| exports_interface(interface))
+    .map(|(_, world)| world)
+    .collect();
+    match worlds.as_slice() {
+        [world] => Ok(*world),
+        [] => Err(LoadError::WrongWorld(format!(
+            "it exports none of sovra:agent/handler@0.1.x, sovra:agent/tool-handler@0.1.x \
+             and sovra:agent/control@0.1.x (its exports: {})",
             if exports.is_empty() {
                 "none".to_owned()
             } else {
                 exports.join(", ")
             }
+        ))),
+        several => Err(LoadError::WrongWorld(format!(
+            "it implements more than one sovra world ({})",
+            several
+                .iter()
+                .map(|w| w.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))),
     }
 }

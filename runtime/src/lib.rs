@@ -30,6 +30,7 @@ pub mod audit;
 mod bindings;
 pub mod capability;
 pub mod component;
+pub mod controller;
 mod digest;
 mod engine;
 mod error;
@@ -51,6 +52,9 @@ pub mod units;
 
 pub use capability::{Capability, Grants};
 pub use component::ComponentInfo;
+pub use controller::{
+    ActuatorRange, Controller, ControllerSetup, ControllerSignals, EpisodeConfig,
+};
 pub use digest::Digest;
 pub use engine::{engine_config, precompile_into};
 pub use error::{AgentError, AgentErrorKind, InvokeError, LoadError};

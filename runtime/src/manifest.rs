@@ -46,6 +46,8 @@ pub enum World {
     Agent,
     /// Exports `sovra:agent/tool-handler`.
     Tool,
+    /// Exports `sovra:agent/control`: runs in episodes at a fixed rate.
+    Controller,
 }
 
 impl World {
@@ -53,6 +55,7 @@ impl World {
         match self {
             World::Agent => "agent",
             World::Tool => "tool",
+            World::Controller => "controller",
         }
     }
 }

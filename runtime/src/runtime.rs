@@ -106,6 +106,7 @@ pub struct Inspection {
 enum Entry {
     Handler(bindings::AgentPre<Sandbox>),
     Tool(bindings::tool::ToolPre<Sandbox>),
+    Controller(bindings::controller::ControllerPre<Sandbox>),
 }
 
 impl std::fmt::Debug for Agent {
@@ -128,6 +129,30 @@ impl Agent {
 
     pub fn digest(&self) -> Digest {
         self.info.digest
+    }
+
+    /// What each import needs of the tenant's grants.
+    pub fn needs(&self) -> &[(String, ImportNeed)] {
+        &self.needs
+    }
+
+    pub(crate) fn controller_entry(&self) -> Option<&bindings::controller::ControllerPre<Sandbox>> {
+        match &self.entry {
+            Entry::Controller(pre) => Some(pre),
+            _ => None,
+        }
+    }
+}
+
+/// A place among the node's live sandboxes, held for as long as a
+/// controller's episode runs (an invocation holds one for its call).
+pub(crate) struct SandboxPermit {
+    runtime: Runtime,
+}
+
+impl Drop for SandboxPermit {
+    fn drop(&mut self) {
+        self.runtime.inner.sandboxes.add_permits(1);
     }
 }
 
@@ -293,6 +318,9 @@ impl Runtime {
         let entry = match info.world {
             World::Agent => Entry::Handler(bindings::AgentPre::new(pre).map_err(link_error)?),
             World::Tool => Entry::Tool(bindings::tool::ToolPre::new(pre).map_err(link_error)?),
+            World::Controller => Entry::Controller(
+                bindings::controller::ControllerPre::new(pre).map_err(link_error)?,
+            ),
         };
         inner
             .entries
@@ -426,6 +454,16 @@ impl Runtime {
                     .collect(),
             }),
             Entry::Tool(_) => Call::Tool(std::mem::take(&mut invocation.input)),
+            Entry::Controller(_) => {
+                return empty(
+                    InvokeError::InvalidInvocation(format!(
+                        "`{}` is a controller: it runs in episodes (`sovra control`), not \
+                         invocations",
+                        agent.manifest.name
+                    )),
+                    Vec::new(),
+                );
+            }
         };
         let Executed {
             result,
@@ -533,7 +571,10 @@ impl Runtime {
             return Ok(Arc::clone(known));
         }
         if !matches!(tool.entry, Entry::Tool(_)) {
-            return Err("it is not a tool (its world is `agent`)".into());
+            return Err(format!(
+                "it is not a tool (its world is `{}`)",
+                tool.manifest.world.as_str()
+            ));
         }
         let mut invocation = Invocation::new(tenant.clone(), "");
         invocation.limits.timeout = TOOL_DESCRIBE_TIMEOUT;
@@ -591,8 +632,23 @@ impl Runtime {
         }
     }
 
+    /// A place among the node's live sandboxes, now or never.
+    pub(crate) fn try_sandbox_permit(&self) -> Result<SandboxPermit, InvokeError> {
+        match self.inner.sandboxes.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                Ok(SandboxPermit {
+                    runtime: self.clone(),
+                })
+            }
+            Err(_) => Err(InvokeError::Unavailable(
+                "the node runs as many sandboxes as it can; retry later".into(),
+            )),
+        }
+    }
+
     /// A fresh store for one invocation: WASI slice, grants, limits, deadline.
-    fn new_store(
+    pub(crate) fn new_store(
         &self,
         agent: &Agent,
         invocation: &Invocation,

@@ -14,6 +14,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::capability::Grants;
+use crate::controller::ControllerSignals;
 use crate::fair_share::Turns;
 use crate::invocation::{EventSink, LiveEvent};
 use crate::limits::{
@@ -96,7 +97,7 @@ impl LogBuffer {
     }
 }
 
-fn truncate_to_char_boundary(text: &mut String, max: usize) {
+pub(crate) fn truncate_to_char_boundary(text: &mut String, max: usize) {
     if text.len() > max {
         let mut end = max;
         while !text.is_char_boundary(end) {
@@ -177,6 +178,8 @@ pub(crate) struct Sandbox {
     pub(crate) host_unavailable: bool,
     /// The invocation's turns at the node's execution slots.
     pub(crate) turns: Arc<Turns>,
+    /// A controller's episode signals (`None` for agents and tools).
+    pub(crate) controller: Option<Arc<ControllerSignals>>,
 }
 
 /// Everything an invocation may reach through the host, and how many host
@@ -224,6 +227,7 @@ impl Sandbox {
             meters: Vec::new(),
             host_unavailable: false,
             turns,
+            controller: None,
         }
     }
 

@@ -6,6 +6,7 @@ pub(crate) mod error;
 pub(crate) mod inference;
 mod kv;
 mod log;
+mod safety;
 mod sql;
 mod tools;
 mod vector;
@@ -25,7 +26,11 @@ use crate::storage::TenantDb;
 /// Links every sovra interface and the WASI slice into `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()> {
     wasi::add_to_linker(linker)?;
-    bindings::Agent::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |sandbox| sandbox)
+    bindings::Agent::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |sandbox| sandbox)?;
+    bindings::controller::sovra::agent::safety::add_to_linker::<Sandbox, HasSelf<Sandbox>>(
+        linker,
+        |sandbox| sandbox,
+    )
 }
 
 impl bindings::sovra::agent::types::Host for Sandbox {

@@ -1,0 +1,26 @@
+//! `sovra-control`: physical AI on sovra. A controller (a Wasm component of
+//! the `controller` world, in its sandbox) drives a [`World`] in episodes
+//! whose clock the host owns: a fixed tick rate, a deadline per tick,
+//! actions clamped to the actuators' limits, the world's safe action
+//! whenever the controller's cannot be used, and a typed reason when the
+//! episode ends.
+//!
+//! Guide to the modules: [`world`] is what a controller drives and
+//! [`sim`] the simulated worlds (rapier2d); [`episode`] is the loop;
+//! [`driver`] is how the loop reaches a controller (sandboxed on a thread
+//! of its own, or native for comparison); [`pacing`] is the clock and
+//! [`stats`] the tick-time histograms.
+
+pub mod driver;
+pub mod episode;
+pub mod pacing;
+pub mod sim;
+pub mod stats;
+pub mod world;
+
+pub use driver::{ControllerReport, Driver, NativeDriver, SandboxedDriver};
+pub use episode::{
+    EpisodeSpec, EpisodeSummary, SpecError, StopHandle, StopReason, TelemetrySample, TickTimes,
+};
+pub use pacing::Pacing;
+pub use world::{Actuator, UnknownWorld, World, WorldOptions, simulated};
