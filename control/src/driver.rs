@@ -225,7 +225,9 @@ fn serve(
 ) -> ControllerReport {
     while let Ok(request) = requests.recv() {
         let reply = match request {
-            Request::Init(config) => Reply::Init(rt.block_on(controller.init(&config, INIT_TIMEOUT))),
+            Request::Init(config) => {
+                Reply::Init(rt.block_on(controller.init(&config, INIT_TIMEOUT)))
+            }
             Request::Step {
                 tick,
                 time,

@@ -311,7 +311,11 @@ pub fn run(
     let config = EpisodeConfig {
         world: world.name().to_owned(),
         rate_hz: spec.rate_hz,
-        observations: world.observations().iter().map(|s| (*s).to_owned()).collect(),
+        observations: world
+            .observations()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
         actuators: ranges.clone(),
         parameters: spec.parameters.clone(),
     };

@@ -9,11 +9,13 @@
 //! [`sim`] the simulated worlds (rapier2d); [`episode`] is the loop;
 //! [`driver`] is how the loop reaches a controller (sandboxed on a thread
 //! of its own, or native for comparison); [`pacing`] is the clock and
-//! [`stats`] the tick-time histograms.
+//! [`stats`] the tick-time histograms; [`session`] runs one sandboxed
+//! episode from start to summary.
 
 pub mod driver;
 pub mod episode;
 pub mod pacing;
+pub mod session;
 pub mod sim;
 pub mod stats;
 pub mod world;
@@ -23,4 +25,5 @@ pub use episode::{
     EpisodeSpec, EpisodeSummary, SpecError, StopHandle, StopReason, TelemetrySample, TickTimes,
 };
 pub use pacing::Pacing;
+pub use session::{Episode, EpisodeError, EpisodePlan, new_episode_id, run_sandboxed};
 pub use world::{Actuator, UnknownWorld, World, WorldOptions, simulated};

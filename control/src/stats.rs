@@ -157,7 +157,10 @@ mod tests {
         for micros in [1_000u64, 5_000, 20_000, 1_000_000] {
             histogram.record(Duration::from_micros(micros));
             let top = histogram.quantile(1.0);
-            assert!(top >= micros && top <= micros + micros / 16, "{micros}: {top}");
+            assert!(
+                top >= micros && top <= micros + micros / 16,
+                "{micros}: {top}"
+            );
         }
         for index in 0..histogram.counts.len() - 1 {
             assert!(Histogram::bucket_top(index) < Histogram::bucket_top(index + 1));

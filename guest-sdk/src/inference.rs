@@ -37,6 +37,33 @@ pub fn run_tensor(model: &str, inputs: &[NamedTensor]) -> Result<Vec<NamedTensor
     wit::run_tensor(model, inputs)
 }
 
+impl NamedTensor {
+    /// A `float32` tensor of `shape` holding `values` (row-major).
+    pub fn from_f32(name: impl Into<String>, shape: &[u32], values: &[f32]) -> Self {
+        NamedTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            element_type: TensorType::Float32,
+            data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Its values, if it is a `float32` tensor.
+    pub fn to_f32(&self) -> Result<Vec<f32>, Error> {
+        if self.element_type != TensorType::Float32 || self.data.len() % 4 != 0 {
+            return Err(Error::InvalidInput(format!(
+                "tensor `{}` is not float32",
+                self.name
+            )));
+        }
+        Ok(self
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
 impl Default for Sampling {
     /// Greedy decoding of up to 256 tokens, no penalties, no stop strings.
     fn default() -> Self {

@@ -181,9 +181,10 @@ impl Runtime {
             }
         });
         store.data_mut().inference.deadline = Instant::now() + Limits::default().timeout;
-        let bindings = pre.instantiate_async(&mut store).await.map_err(|trap| {
-            classify_trap(&trap, store.data(), Limits::default())
-        })?;
+        let bindings = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|trap| classify_trap(&trap, store.data(), Limits::default()))?;
         Ok(Controller {
             store,
             bindings,

@@ -123,7 +123,12 @@ impl TwoLinkArm {
         let a1 = link1.rotation().angle();
         let a2 = link2.rotation().angle();
         let relative = wrap(a2 - a1);
-        [a1, relative, link1.angvel(), link2.angvel() - link1.angvel()]
+        [
+            a1,
+            relative,
+            link1.angvel(),
+            link2.angvel() - link1.angvel(),
+        ]
     }
 
     fn target(&self) -> [f32; 2] {

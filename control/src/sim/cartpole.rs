@@ -61,8 +61,11 @@ impl CartPole {
         // No colliders: the bodies' masses are given directly, and nothing
         // collides.
         let cart = physics.bodies.insert(
-            RigidBodyBuilder::dynamic()
-                .additional_mass_properties(MassProperties::new(Vector::ZERO, CART_MASS, 0.1)),
+            RigidBodyBuilder::dynamic().additional_mass_properties(MassProperties::new(
+                Vector::ZERO,
+                CART_MASS,
+                0.1,
+            )),
         );
         // A uniform rod: its centre half a length above the hinge.
         let rod_inertia = POLE_MASS * (2.0 * POLE_HALF_LENGTH).powi(2) / 12.0;

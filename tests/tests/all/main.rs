@@ -5,7 +5,10 @@
 mod support;
 
 // One module per guest.
+mod arm_reach;
 mod calculator;
+mod cartpole_pid;
+mod cartpole_policy;
 mod chat;
 mod counter;
 mod deep_recursion;
@@ -21,6 +24,7 @@ mod planner;
 mod probe;
 mod rag;
 mod retrieval;
+mod rogue_controller;
 mod spin;
 mod storage_mix;
 mod tool_caller;

@@ -287,3 +287,47 @@ pub fn agent_error(error: InvokeError) -> (AgentErrorKind, String) {
         other => panic!("expected the guest to see a typed error, got {other:?}"),
     }
 }
+
+/// An episode plan: `world` at `rate_hz` for `seconds` of world time, with
+/// the controller's `parameters`.
+pub fn plan(
+    world: &str,
+    rate_hz: u32,
+    seconds: f64,
+    pacing: sovra_control::Pacing,
+    parameters: &[(&str, &str)],
+) -> sovra_control::EpisodePlan {
+    let mut spec = sovra_control::EpisodeSpec::new(rate_hz, Duration::from_secs_f64(seconds));
+    spec.pacing = pacing;
+    spec.parameters = parameters
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    sovra_control::EpisodePlan {
+        world: world.to_owned(),
+        world_options: sovra_control::WorldOptions::default(),
+        spec,
+    }
+}
+
+impl TestRuntime {
+    /// Runs one episode of the controller at `path` as `tenant` with
+    /// `grants`, on this thread.
+    pub fn episode(
+        &self,
+        path: &str,
+        tenant_name: &str,
+        grants: Grants,
+        plan: &sovra_control::EpisodePlan,
+    ) -> Result<sovra_control::Episode, sovra_control::EpisodeError> {
+        let setup = sovra_runtime::ControllerSetup::new(tenant(tenant_name), grants);
+        sovra_control::run_sandboxed(
+            &self.runtime,
+            self.load(path),
+            setup,
+            plan,
+            &sovra_control::StopHandle::default(),
+            &mut |_| {},
+        )
+    }
+}

@@ -1,0 +1,83 @@
+//! One episode of a sandboxed controller, from its checks to its summary:
+//! what `sovra control`, a node's episode API and the tests all run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sovra_runtime::{Agent, ControllerSetup, InvokeError, Runtime};
+
+use crate::driver::{ControllerReport, SandboxedDriver};
+use crate::episode::{
+    self, EpisodeSpec, EpisodeSummary, SpecError, StopHandle, TelemetrySample, TickTimes,
+};
+use crate::world::{UnknownWorld, WorldOptions, simulated};
+
+/// A finished episode.
+#[derive(Debug)]
+pub struct Episode {
+    pub id: String,
+    pub summary: EpisodeSummary,
+    pub times: TickTimes,
+    /// The controller's log lines and model use.
+    pub controller: ControllerReport,
+}
+
+/// Why an episode could not start (nothing ran, the world was not touched).
+#[derive(Debug, thiserror::Error)]
+pub enum EpisodeError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    World(#[from] UnknownWorld),
+    /// The controller was refused (not a controller, a grant missing, no
+    /// room on the node) or could not be instantiated.
+    #[error("the controller cannot run: {0}")]
+    Controller(#[from] InvokeError),
+}
+
+/// A fresh episode id: the start time and a counter.
+pub fn new_episode_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("ep-{millis:x}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// What one episode runs.
+#[derive(Debug, Clone)]
+pub struct EpisodePlan {
+    pub world: String,
+    pub world_options: WorldOptions,
+    pub spec: EpisodeSpec,
+}
+
+/// Runs `agent` (a controller) against the simulated world `plan.world`
+/// until the episode ends; blocks the calling thread meanwhile (the loop
+/// runs on it, the guest on a thread of its own).
+pub fn run_sandboxed(
+    runtime: &Runtime,
+    agent: Arc<Agent>,
+    setup: ControllerSetup,
+    plan: &EpisodePlan,
+    stop: &StopHandle,
+    telemetry: &mut dyn FnMut(&TelemetrySample<'_>),
+) -> Result<Episode, EpisodeError> {
+    let mut world = simulated(&plan.world, &plan.world_options)?;
+    plan.spec.validate(world.as_ref())?;
+    let id = new_episode_id();
+    // A step still running this long after it began is interrupted: the
+    // loop has stopped the episode for missed deadlines by then.
+    let step_limit =
+        (plan.spec.period() * (plan.spec.miss_limit + 1)).max(Duration::from_millis(2));
+    let mut driver = SandboxedDriver::start(runtime.clone(), agent, setup, id.clone(), step_limit)?;
+    let (summary, times) = episode::run(world.as_mut(), &mut driver, &plan.spec, stop, telemetry)?;
+    let controller = driver.finish();
+    Ok(Episode {
+        id,
+        summary,
+        times,
+        controller,
+    })
+}
