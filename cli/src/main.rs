@@ -1,12 +1,14 @@
 //! `sovra`: the command-line front of the sovra runtime.
 //!
 //! - `sovra run`: the agent author's dev loop: run a component once.
+//! - `sovra control`: run a controller against a simulated world.
 //! - `sovra inspect`: what a component is and what it asks for.
 //! - `sovra plugin`: publisher keys, signatures, submission, the log.
 //! - `sovra serve`: run a node for tenants and publishers.
 //! - `sovra audit verify`: check the audit log's per-tenant hash chains.
 
 mod audit;
+mod control;
 mod exit;
 mod inspect;
 mod plugin;
@@ -32,6 +34,8 @@ struct Cli {
 enum Command {
     /// Run an agent component once and print its response.
     Run(Box<run::RunArgs>),
+    /// Run a controller (world `controller`) against a simulated world.
+    Control(Box<control::ControlArgs>),
     /// Show a component's world, imports, exports, manifest and digest.
     Inspect(inspect::InspectArgs),
     /// Publisher tools: keys, signatures, submission; the publisher log.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     init_tracing(&cli.command);
     let result = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Control(args) => control::control(*args),
         Command::Inspect(args) => inspect::inspect(args),
         Command::Plugin(command) => plugin::plugin(command),
         Command::Serve(args) => serve::serve(args),

@@ -85,7 +85,7 @@ pub struct RunArgs {
     compile_max_memory: u64,
 }
 
-fn parse_pair(text: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_pair(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .ok_or_else(|| format!("`{text}` is not key=value"))
@@ -143,17 +143,21 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Loads components for one run: each compiled in a worker first.
-struct Loader<'a> {
-    compiled_dir: Option<PathBuf>,
-    runtime: Runtime,
-    tokio: &'a tokio::runtime::Runtime,
-    worker_limits: CompileLimits,
+pub(crate) struct Loader<'a> {
+    pub(crate) compiled_dir: Option<PathBuf>,
+    pub(crate) runtime: Runtime,
+    pub(crate) tokio: &'a tokio::runtime::Runtime,
+    pub(crate) worker_limits: CompileLimits,
 }
 
 impl Loader<'_> {
     /// The component at `path`, compiled and loaded (`manifest` overrides
     /// its own).
-    fn load(&self, path: &Path, manifest: Option<AgentManifest>) -> Result<Arc<Agent>, Failure> {
+    pub(crate) fn load(
+        &self,
+        path: &Path,
+        manifest: Option<AgentManifest>,
+    ) -> Result<Arc<Agent>, Failure> {
         let bytes = read_component(path)
             .with_context(|| format!("cannot load {}", path.display()))
             .code(Code::Usage)?;
