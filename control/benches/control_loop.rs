@@ -18,7 +18,9 @@ use sovra_control::{
     EpisodePlan, EpisodeSpec, EpisodeSummary, NativeDriver, Pacing, StopHandle, WorldOptions,
 };
 use sovra_gpu::{NamedTensor, RequestContext, TensorType};
-use sovra_runtime::{ControllerSetup, Grants, Invocation, Limits, Runtime, RuntimeConfig, TenantId};
+use sovra_runtime::{
+    ControllerSetup, Grants, Invocation, Limits, Runtime, RuntimeConfig, TenantId,
+};
 
 const RATE_HZ: u32 = 1_000;
 /// Concurrent spinning invocations of the flooding tenant.
@@ -147,8 +149,15 @@ fn main() {
     let mut warm = plan(0.2);
     warm.spec.rate_hz = 100;
     let setup = ControllerSetup::new(TenantId::new("robotics").unwrap(), grants.clone());
-    sovra_control::run_sandboxed(&runtime, Arc::clone(&controller), setup, &warm, &StopHandle::default(), &mut |_| {})
-        .unwrap();
+    sovra_control::run_sandboxed(
+        &runtime,
+        Arc::clone(&controller),
+        setup,
+        &warm,
+        &StopHandle::default(),
+        &mut |_| {},
+    )
+    .unwrap();
 
     row("native (no sandbox)", &native());
     row("sandboxed", &sandboxed());

@@ -14,6 +14,7 @@
 
 pub mod driver;
 pub mod episode;
+pub mod metrics;
 pub mod pacing;
 pub mod session;
 pub mod sim;
@@ -24,6 +25,7 @@ pub use driver::{ControllerReport, Driver, NativeDriver, SandboxedDriver};
 pub use episode::{
     EpisodeSpec, EpisodeSummary, SpecError, StopHandle, StopReason, TelemetrySample, TickTimes,
 };
+pub use metrics::EpisodeMetrics;
 pub use pacing::Pacing;
 pub use session::{Episode, EpisodeError, EpisodePlan, new_episode_id, run_sandboxed};
 pub use world::{Actuator, UnknownWorld, World, WorldOptions, simulated};

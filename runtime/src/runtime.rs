@@ -232,6 +232,15 @@ impl Runtime {
         })
     }
 
+    /// `tenant`'s own database, for what the host records there itself
+    /// (controller episodes).
+    pub fn tenant_storage(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Arc<crate::storage::TenantDb>, StorageError> {
+        self.inner.stores.get(tenant)
+    }
+
     /// The audit log of every invocation.
     pub fn audit(&self) -> &AuditLog {
         &self.inner.audit

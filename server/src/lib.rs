@@ -4,7 +4,8 @@
 //! tenants and their API keys, a plugin marketplace (signed submissions,
 //! checks, an out-of-process compile, operator review, a hash-chained
 //! publisher log), installs with grants under the operator's ceilings,
-//! invocations (JSON or streamed), history, metrics and an OpenAPI document.
+//! invocations (JSON or streamed), controller episodes, history, metrics and
+//! an OpenAPI document.
 //!
 //! Guide to the modules: [`config`] reads the node's file; [`state`] holds
 //! what the node serves from; [`api`] maps HTTP onto it; [`submission`] and
@@ -18,6 +19,7 @@ pub mod artifacts;
 pub mod compile;
 pub mod config;
 pub mod db;
+pub mod episodes;
 pub mod keys;
 pub mod ledger;
 pub mod limiter;

@@ -22,6 +22,7 @@ use crate::artifacts::ArtifactStore;
 use crate::compile::CompileWorker;
 use crate::config::NodeConfig;
 use crate::db::{DbError, InstallRow, NODE_DB_FILE, NodeDb};
+use crate::episodes::Episodes;
 use crate::keys::{LiveKeys, hash_key, is_operator_token};
 use crate::limiter::TenantLimiter;
 use crate::metrics::Metrics;
@@ -70,6 +71,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// Invocations running, including those whose client went away.
     pub in_flight: InFlight,
+    /// Controller episodes running, and the figures of those that ran.
+    pub episodes: Arc<Episodes>,
     /// Compile workers that may run at once.
     /// Stops: a burst of submissions starting a 2 GiB worker each.
     pub compile_slots: Semaphore,
@@ -233,6 +236,7 @@ impl AppState {
             budget,
             connections: Connections::new(budget.connections),
             in_flight: InFlight::default(),
+            episodes: Arc::default(),
             compile_slots: Semaphore::new(MAX_CONCURRENT_COMPILES),
             operator_token,
             keys: Generational::new(),

@@ -256,24 +256,41 @@ impl Client {
             .send_json(body)
             .expect("the node answers");
         assert_eq!(response.status(), 200);
-        let text = response.body_mut().read_to_string().unwrap();
-        let mut events = Vec::new();
-        for block in text.split("\n\n") {
-            let mut event = None;
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(name) = line.strip_prefix("event: ") {
-                    event = Some(name.to_owned());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            if let Some(event) = event {
-                events.push((event, serde_json::from_str(&data).unwrap()));
+        events(&response.body_mut().read_to_string().unwrap())
+    }
+
+    /// A GET answered with server-sent events: `(event, data)` pairs.
+    pub fn get_events(&self, path: &str, token: &str) -> Vec<(String, Value)> {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {token}"))
+            .header("accept", "text/event-stream")
+            .call()
+            .expect("the node answers");
+        assert_eq!(response.status(), 200);
+        events(&response.body_mut().read_to_string().unwrap())
+    }
+}
+
+/// The `(event, data)` pairs of an event stream's text.
+fn events(text: &str) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    for block in text.split("\n\n") {
+        let mut event = None;
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = Some(name.to_owned());
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push_str(d);
             }
         }
-        events
+        if let Some(event) = event {
+            events.push((event, serde_json::from_str(&data).unwrap()));
+        }
     }
+    events
 }
 
 fn reply(mut response: ureq::http::Response<ureq::Body>) -> Reply {

@@ -1,12 +1,14 @@
 //! Tenant storage: one SQLite database per tenant on the node's disk.
 //!
-//! Each tenant's database holds that tenant's key/value data and vector memory
-//! (in host-owned tables guests cannot touch through SQL) and the tables its agents create
+//! Each tenant's database holds that tenant's key/value data, vector memory
+//! and controller episodes (in host-owned tables guests cannot touch through
+//! SQL) and the tables its agents create
 //! through the `sql` capability. A tenant's identity comes from the
 //! invocation context, and its database path is derived only from a validated
 //! [`TenantId`]; nothing a guest says can point at another tenant's file.
 
 mod authorizer;
+mod episodes;
 mod error;
 mod kv;
 mod sql;
@@ -17,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use episodes::{EpisodeRecord, MAX_EPISODE_PAGE, MAX_TELEMETRY_SAMPLES, TelemetryRecord};
 pub use error::StorageError;
 pub use kv::KeyPage;
 pub use sql::{RowSet, SqlValue};

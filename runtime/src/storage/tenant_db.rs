@@ -59,6 +59,7 @@ impl TenantDb {
         ))
         .map_err(open_error)?;
         Self::create_vector_table(&host).map_err(open_error)?;
+        Self::create_episode_tables(&host).map_err(open_error)?;
 
         let guest = open_connection(path, quota_bytes).map_err(open_error)?;
         configure_guest_connection(&guest).map_err(open_error)?;

@@ -6,7 +6,8 @@
 //!   is the credential);
 //! - tenants (their own API keys): installs, invocations (JSON or
 //!   server-sent events), invocation history, usage, and an
-//!   OpenAI-compatible API over the models they may use ([`openai`]).
+//!   OpenAI-compatible API over the models they may use ([`openai`]), and
+//!   episodes of installed controllers ([`episodes`]).
 //!
 //! Bodies are JSON objects of the documented fields ([`body`]); handlers
 //! that take none still read the body ([`body::NoFields`]): answering before
@@ -19,6 +20,7 @@
 //! names the check), 5xx the node's own failure.
 
 mod body;
+mod episodes;
 mod errors;
 mod invoke;
 mod openai;

@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{ApiError, invoke, openai, operator, plugins, system, tenant};
+use super::{ApiError, episodes, invoke, openai, operator, plugins, system, tenant};
 use crate::config::NodeConfig;
 use crate::state::AppState;
 
@@ -165,6 +165,27 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             invoke::invoke,
         )
         .deadline(Deadline::Invocation),
+        endpoint(
+            M::POST,
+            "/v1/tenants/{tenant}/installs/{plugin}/episodes",
+            episodes::start,
+        ),
+        endpoint(M::GET, "/v1/tenants/{tenant}/episodes", episodes::list),
+        endpoint(
+            M::GET,
+            "/v1/tenants/{tenant}/episodes/{episode}",
+            episodes::show,
+        ),
+        endpoint(
+            M::POST,
+            "/v1/tenants/{tenant}/episodes/{episode}/stop",
+            episodes::stop,
+        ),
+        endpoint(
+            M::GET,
+            "/v1/tenants/{tenant}/episodes/{episode}/telemetry",
+            episodes::telemetry,
+        ),
         endpoint(M::GET, "/v1/tenants/{tenant}/invocations", tenant::history),
         endpoint(M::GET, "/v1/tenants/{tenant}/usage", tenant::usage),
     ]

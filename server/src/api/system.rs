@@ -82,6 +82,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             ];
             let mut text = state.metrics.render_node(&gauges);
             text.push_str(&render_models(&state.models.statuses()));
+            text.push_str(&state.episodes.metrics.render(state.episodes.live_count()));
             text
         })
         .await,

@@ -50,6 +50,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 /// stops, beyond the longest request it allows.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
+/// How long stopped episodes may take to end and record their summaries.
+const EPISODE_STOP_GRACE: Duration = Duration::from_secs(5);
+
 /// The answer to a connection over the cap while every one is busy.
 static OVER_CAPACITY: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let body = r#"{"error":{"code":"too-many-connections","message":"the node is at its connection limit; retry"}}"#;
@@ -86,7 +89,15 @@ pub async fn serve(
         () = node.accept_forever(&listener) => {}
     }
     state.draining.store(true, Ordering::Release);
-    tracing::info!("shutting down: draining in-flight invocations");
+    tracing::info!("shutting down: stopping episodes, draining in-flight invocations");
+    // Stopped episodes record their summaries within a tick or two.
+    state.episodes.stop_all();
+    if tokio::time::timeout(EPISODE_STOP_GRACE, state.episodes.all_ended())
+        .await
+        .is_err()
+    {
+        tracing::warn!("episodes still running after {EPISODE_STOP_GRACE:?}; stopping anyway");
+    }
     // Invocations whose client went away run on after their connection;
     // wait for them too (their deadline bounds the wait).
     let grace = state.config.ceilings.timeout + Duration::from_secs(5);
