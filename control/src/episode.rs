@@ -509,7 +509,7 @@ impl<'s> Loop<'s> {
         world.advance(&self.action, period);
         self.summary.ticks = tick + 1;
         let every = u64::from(self.spec.telemetry_every);
-        if every > 0 && tick % every == 0 {
+        if every > 0 && tick.is_multiple_of(every) {
             telemetry(&TelemetrySample {
                 tick,
                 time: tick as f64 * period.as_secs_f64(),

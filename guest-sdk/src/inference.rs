@@ -50,7 +50,7 @@ impl NamedTensor {
 
     /// Its values, if it is a `float32` tensor.
     pub fn to_f32(&self) -> Result<Vec<f32>, Error> {
-        if self.element_type != TensorType::Float32 || self.data.len() % 4 != 0 {
+        if self.element_type != TensorType::Float32 || !self.data.len().is_multiple_of(4) {
             return Err(Error::InvalidInput(format!(
                 "tensor `{}` is not float32",
                 self.name

@@ -220,7 +220,8 @@ impl World for TwoLinkArm {
     fn failure(&self) -> Option<String> {
         let [_, _, q1_dot, q2_dot] = self.joints();
         let fastest = q1_dot.abs().max(q2_dot.abs());
-        if !(fastest < OVERSPEED) {
+        // A NaN speed (the simulation blew up) fails too.
+        if fastest.is_nan() || fastest >= OVERSPEED {
             return Some(format!("a joint overspeeds ({fastest:.1} rad/s)"));
         }
         None

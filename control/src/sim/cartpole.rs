@@ -160,10 +160,11 @@ impl World for CartPole {
 
     fn failure(&self) -> Option<String> {
         let [x, _, theta, _] = self.state();
-        if !(theta.abs() < FALLEN_ANGLE) {
+        // NaN (the simulation blew up) fails too.
+        if theta.is_nan() || theta.abs() >= FALLEN_ANGLE {
             return Some(format!("the pole fell (angle {theta:.2} rad)"));
         }
-        if !(x.abs() < RAIL_HALF_LENGTH) {
+        if x.is_nan() || x.abs() >= RAIL_HALF_LENGTH {
             return Some(format!("the cart left the rail (x = {x:.2} m)"));
         }
         None
