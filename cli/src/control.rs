@@ -199,8 +199,10 @@ fn print_summary(summary: &sovra_control::EpisodeSummary) {
     );
     println!("ended: {}", summary.stop);
     println!(
-        "ticks: {} missed, {} unusable, {} erroring, {} safe actions, {} values clamped",
+        "ticks: {} missed, {} late (node stalled), {} unusable, {} erroring, {} safe actions, \
+         {} values clamped",
         summary.missed_ticks,
+        summary.late_ticks,
         summary.invalid_actions,
         summary.guest_errors,
         summary.safe_actions,

@@ -155,6 +155,19 @@ fn a_node_runs_a_tenants_episodes_streams_their_telemetry_and_keeps_their_summar
     assert_eq!(replay.len(), samples.len() + 1);
     let listed = client.get("/v1/tenants/acme/episodes", Some(&acme));
     assert_eq!(listed.column("episodes", "episode_id"), vec![id.as_str()]);
+    // In the tenant's audited history, like an invocation.
+    let history = client.get("/v1/tenants/acme/invocations?limit=10", Some(&acme));
+    let audited = history.body["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["invocation_id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{}", history.text))
+        .clone();
+    assert_eq!(
+        (audited["agent"].as_str(), audited["outcome"].as_str()),
+        (Some("cartpole-pid"), Some("ok"))
+    );
     let again = client.post(
         &format!("/v1/tenants/acme/episodes/{id}/stop"),
         Some(&acme),

@@ -41,7 +41,7 @@ fn plan(seconds: f64) -> EpisodePlan {
 
 fn row(name: &str, summary: &EpisodeSummary) {
     println!(
-        "| {name:<28} | {:>6} | {:>5} | {:>6} | {:>6} | {:>7} | {:>5} | {:>6} | {:>6} | {} |",
+        "| {name:<28} | {:>6} | {:>5} | {:>6} | {:>6} | {:>7} | {:>5} | {:>6} | {:>6} | {:>4} | {} |",
         summary.ticks,
         summary.jitter.p50_us,
         summary.jitter.p99_us,
@@ -50,6 +50,7 @@ fn row(name: &str, summary: &EpisodeSummary) {
         summary.tick_duration.p99_us,
         summary.tick_duration.max_us,
         summary.missed_ticks,
+        summary.late_ticks,
         summary.stop.kind(),
     );
 }
@@ -141,8 +142,8 @@ fn main() {
         .unwrap_or_default();
     println!("control loop: cart-pole, policy net every tick, {RATE_HZ} Hz for {seconds} s; {cpu}");
     println!(
-        "| {:<28} | {:>6} | {:>5} | {:>6} | {:>6} | {:>7} | {:>5} | {:>6} | {:>6} | end |",
-        "loop", "ticks", "jit50", "jit99", "jitmax", "tick50", "tick99", "tickmx", "missed"
+        "| {:<28} | {:>6} | {:>5} | {:>6} | {:>6} | {:>7} | {:>5} | {:>6} | {:>6} | {:>4} | end |",
+        "loop", "ticks", "jit50", "jit99", "jitmax", "tick50", "tick99", "tickmx", "missed", "late"
     );
     println!("|{}|", "-".repeat(110));
     // Warm-up: compiled code, the model's first runs, the pool's first slot.
@@ -169,12 +170,13 @@ fn main() {
         .unwrap();
     let flooding = Arc::new(AtomicBool::new(true));
     let flood_calls = Arc::new(AtomicU64::new(0));
+    let mut flood = Vec::new();
     for _ in 0..FLOOD {
         let runtime = runtime.clone();
         let spin = Arc::clone(&spin);
         let flooding = Arc::clone(&flooding);
         let calls = Arc::clone(&flood_calls);
-        tokio.spawn(async move {
+        flood.push(tokio.spawn(async move {
             while flooding.load(Ordering::Relaxed) {
                 let mut invocation = Invocation::new(TenantId::new("flood").unwrap(), "");
                 invocation.limits = Limits {
@@ -185,15 +187,17 @@ fn main() {
                 assert!(report.result.is_err());
                 calls.fetch_add(1, Ordering::Relaxed);
             }
-        });
+        }));
     }
     std::thread::sleep(Duration::from_millis(300));
     let flooded = sandboxed();
     flooding.store(false, Ordering::Relaxed);
+    for task in flood {
+        tokio.block_on(task).unwrap();
+    }
     row(&format!("sandboxed, {FLOOD} spinning guests"), &flooded);
     println!(
         "flood: {} spinning invocations (200 ms each) ran meanwhile",
         flood_calls.load(Ordering::Relaxed)
     );
-    tokio.shutdown_timeout(Duration::from_secs(2));
 }

@@ -138,6 +138,7 @@ impl SandboxedDriver {
         let thread = std::thread::Builder::new()
             .name("sovra-controller".into())
             .spawn(move || {
+                crate::pacing::prioritize_this_thread();
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_time()
                     .build()

@@ -237,6 +237,10 @@ pub struct EpisodeSummary {
     pub wall_time_s: f64,
     /// Ticks whose actions came too late (or could not be asked for).
     pub missed_ticks: u64,
+    /// Ticks the node itself started after their deadline (it was
+    /// stalled): the actuators held their last command, the controller was
+    /// not asked and not blamed.
+    pub late_ticks: u64,
     /// Ticks whose actions were unusable (NaN, infinite, wrongly sized).
     pub invalid_actions: u64,
     /// Ticks on which the controller returned an error.
@@ -319,6 +323,7 @@ pub fn run(
         actuators: ranges.clone(),
         parameters: spec.parameters.clone(),
     };
+    crate::pacing::prioritize_this_thread();
     let mut loop_state = Loop::new(world, spec, ranges);
     if let Err(error) = driver.init(&config) {
         let stop = StopReason::InitFailed {
@@ -356,6 +361,7 @@ impl<'s> Loop<'s> {
                 world_time_s: 0.0,
                 wall_time_s: 0.0,
                 missed_ticks: 0,
+                late_ticks: 0,
                 invalid_actions: 0,
                 guest_errors: 0,
                 clamped_actions: 0,
@@ -398,6 +404,18 @@ impl<'s> Loop<'s> {
             self.times.jitter.record(began - due);
             let time = tick as f64 * period.as_secs_f64();
             world.observe(&mut self.observation);
+            if began >= due + deadline {
+                // The node itself was stalled past this tick's deadline:
+                // no controller could have answered it. The actuators hold
+                // their last command, as a machine's do, and the controller
+                // is not blamed.
+                self.summary.late_ticks += 1;
+                self.advance(world, tick, period, false, telemetry);
+                if let Some(reason) = world.failure() {
+                    return StopReason::WorldFailed { reason };
+                }
+                continue;
+            }
 
             let answer = if driver.begin_step(tick, time, &self.observation) {
                 driver.finish_step(due + deadline)

@@ -20,6 +20,7 @@ struct Totals {
     by_stop: BTreeMap<&'static str, u64>,
     ticks: u64,
     missed: u64,
+    late: u64,
     invalid: u64,
     guest_errors: u64,
     clamped: u64,
@@ -42,6 +43,7 @@ impl EpisodeMetrics {
         *totals.by_stop.entry(summary.stop.kind()).or_default() += 1;
         totals.ticks += summary.ticks;
         totals.missed += summary.missed_ticks;
+        totals.late += summary.late_ticks;
         totals.invalid += summary.invalid_actions;
         totals.guest_errors += summary.guest_errors;
         totals.clamped += summary.clamped_actions;
@@ -80,6 +82,11 @@ impl EpisodeMetrics {
                 "sovra_episode_deadline_misses_total",
                 "Ticks whose actions came too late.",
                 totals.missed,
+            ),
+            (
+                "sovra_episode_late_ticks_total",
+                "Ticks the node started after their deadline (it was stalled); the last command held.",
+                totals.late,
             ),
             (
                 "sovra_episode_invalid_actions_total",
