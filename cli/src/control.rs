@@ -9,20 +9,18 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use sovra_control::{
     EpisodeError, EpisodePlan, EpisodeSpec, Pacing, StopHandle, StopReason, WorldOptions,
-    run_sandboxed,
+    new_episode_id, run_sandboxed,
 };
-use sovra_gpu::config::load_registry_on;
 use sovra_gpu::cuda::DeviceChoice;
 use sovra_runtime::policy::{self, Ceilings, Effective, Grant};
 use sovra_runtime::units::{parse_bytes, parse_duration};
-use sovra_runtime::{ControllerSetup, Runtime, RuntimeConfig, TenantId};
+use sovra_runtime::{ControllerSetup, TenantId};
 use sovra_server::config::CompileLimits;
 
 use crate::exit::{Code, Failure, WithCode};
@@ -126,22 +124,14 @@ pub fn control(args: ControlArgs) -> Result<ExitCode, Failure> {
         ..Grant::default()
     };
     policy::check_ceilings(&grant, &Ceilings::local()).code(Code::Usage)?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .or_else(|| std::env::var_os("SOVRA_DATA_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".sovra"));
-    let mut config = RuntimeConfig::new(&data_dir);
-    if let Some(models) = &args.models {
-        config.models = Arc::new(load_registry_on(models, args.device).code(Code::Usage)?);
-    }
     let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
-    let loader = Loader {
-        compiled_dir: config.compiled_dir.clone(),
-        runtime: Runtime::new(config).code(Code::Host)?,
-        tokio: &tokio,
-        worker_limits: CompileLimits::default(),
-    };
+    let loader = Loader::new(
+        &tokio,
+        args.data_dir.clone(),
+        args.models.as_deref(),
+        args.device,
+        CompileLimits::default(),
+    )?;
     let agent = loader.load(&args.component, None)?;
     let Effective { grants, limits } =
         policy::effective(agent.manifest(), &grant, &Ceilings::local());
@@ -166,7 +156,16 @@ pub fn control(args: ControlArgs) -> Result<ExitCode, Failure> {
         spec,
     };
     let stop = StopHandle::default();
-    let episode = run_sandboxed(&loader.runtime, agent, setup, &plan, &stop, &mut |_| {});
+    let id = new_episode_id();
+    let episode = run_sandboxed(
+        &loader.runtime,
+        agent,
+        setup,
+        &id,
+        &plan,
+        &stop,
+        &mut |_| {},
+    );
     let episode = match episode {
         Ok(episode) => episode,
         Err(EpisodeError::Controller(error)) => {

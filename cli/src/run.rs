@@ -106,26 +106,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         })
         .transpose()
         .code(Code::Usage)?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .or_else(|| std::env::var_os("SOVRA_DATA_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(".sovra"));
-
-    let mut config = RuntimeConfig::new(&data_dir);
-    if let Some(models) = &args.models {
-        config.models = Arc::new(load_registry_on(models, args.device).code(Code::Usage)?);
-    }
     let tokio = tokio::runtime::Runtime::new().code(Code::Host)?;
-    let loader = Loader {
-        compiled_dir: config.compiled_dir.clone(),
-        runtime: Runtime::new(config).code(Code::Host)?,
-        tokio: &tokio,
-        worker_limits: CompileLimits {
+    let loader = Loader::new(
+        &tokio,
+        args.data_dir.clone(),
+        args.models.as_deref(),
+        args.device,
+        CompileLimits {
             timeout: args.compile_timeout,
             max_memory: args.compile_max_memory,
         },
-    };
+    )?;
     let agent = loader.load(&args.component, manifest)?;
     let tools = loader.tools(&args.tools)?;
     let runtime = loader.runtime;
@@ -144,13 +135,37 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 
 /// Loads components for one run: each compiled in a worker first.
 pub(crate) struct Loader<'a> {
-    pub(crate) compiled_dir: Option<PathBuf>,
+    compiled_dir: Option<PathBuf>,
     pub(crate) runtime: Runtime,
-    pub(crate) tokio: &'a tokio::runtime::Runtime,
-    pub(crate) worker_limits: CompileLimits,
+    tokio: &'a tokio::runtime::Runtime,
+    worker_limits: CompileLimits,
 }
 
-impl Loader<'_> {
+impl<'a> Loader<'a> {
+    /// A runtime over `data_dir` (else `$SOVRA_DATA_DIR`, else `.sovra`)
+    /// serving the models of `models` on `device`.
+    pub(crate) fn new(
+        tokio: &'a tokio::runtime::Runtime,
+        data_dir: Option<PathBuf>,
+        models: Option<&Path>,
+        device: DeviceChoice,
+        worker_limits: CompileLimits,
+    ) -> Result<Self, Failure> {
+        let data_dir = data_dir
+            .or_else(|| std::env::var_os("SOVRA_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(".sovra"));
+        let mut config = RuntimeConfig::new(&data_dir);
+        if let Some(models) = models {
+            config.models = Arc::new(load_registry_on(models, device).code(Code::Usage)?);
+        }
+        Ok(Loader {
+            compiled_dir: config.compiled_dir.clone(),
+            runtime: Runtime::new(config).code(Code::Host)?,
+            tokio,
+            worker_limits,
+        })
+    }
+
     /// The component at `path`, compiled and loaded (`manifest` overrides
     /// its own).
     pub(crate) fn load(

@@ -56,20 +56,21 @@ pub struct EpisodePlan {
     pub spec: EpisodeSpec,
 }
 
-/// Runs `agent` (a controller) against the simulated world `plan.world`
-/// until the episode ends; blocks the calling thread meanwhile (the loop
+/// Runs `agent` (a controller) against the simulated world `plan.world`,
+/// as episode `id` (see [`new_episode_id`]), until the episode ends; blocks the calling thread meanwhile (the loop
 /// runs on it, the guest on a thread of its own).
 pub fn run_sandboxed(
     runtime: &Runtime,
     agent: Arc<Agent>,
     setup: ControllerSetup,
+    id: &str,
     plan: &EpisodePlan,
     stop: &StopHandle,
     telemetry: &mut dyn FnMut(&TelemetrySample<'_>),
 ) -> Result<Episode, EpisodeError> {
     let mut world = simulated(&plan.world, &plan.world_options)?;
     plan.spec.validate(world.as_ref())?;
-    let id = new_episode_id();
+    let id = id.to_owned();
     let started_at = SystemTime::now();
     let audit = AuditRecord {
         invocation_id: id.clone(),

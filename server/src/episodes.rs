@@ -253,6 +253,7 @@ impl Episodes {
             &runtime,
             start.agent,
             setup,
+            &id,
             &plan,
             &episode.stop,
             &mut |sample| {

@@ -325,6 +325,7 @@ impl TestRuntime {
             &self.runtime,
             self.load(path),
             setup,
+            &sovra_control::new_episode_id(),
             plan,
             &sovra_control::StopHandle::default(),
             &mut |_| {},
