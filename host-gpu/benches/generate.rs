@@ -1,11 +1,16 @@
 //! CPU generation benchmark on SmolLM2-135M-Instruct Q4_1: prefill and
 //! decode tokens per second of one sequence (greedy, and sampled at
 //! temperature 0.7 and top-p 0.9 with the sampler's own time), and aggregate decode with
-//! several sequences stepped together. Prints one JSON object per line so
-//! that `scripts/bench-cpu` can set it beside llama.cpp measured in the same
-//! run.
+//! several sequences stepped together; the machine's memory read bandwidth
+//! and the weight bytes a decoded token reads; and, given long prompts as
+//! token ids, prefill of each and decode at its depth. Prints one JSON object
+//! per line so that `scripts/bench-cpu` can set it beside llama.cpp measured
+//! in the same run.
 //!
 //! `cargo bench -p sovra-gpu --bench generate -- [rounds]`
+//!
+//! `SOVRA_BENCH_LONG_PROMPTS=FILE`: one prompt a line, token ids separated
+//! by commas (scripts/bench-cpu writes llama.cpp's ids of its long prompts).
 
 use std::path::Path;
 use std::time::Instant;
@@ -20,6 +25,53 @@ use sovra_gpu::tokenizer;
 pub const PROMPT: &str = include_str!("prompt.txt");
 const DECODE_TOKENS: usize = 64;
 const BATCH_STEPS: usize = 32;
+/// Tokens decoded after a long prompt.
+const LONG_DECODE_TOKENS: usize = 128;
+/// Bytes read to measure memory bandwidth: well past any cache.
+const BANDWIDTH_BYTES: usize = 512 << 20;
+
+/// Memory read bandwidth in bytes per second, every thread of the pool
+/// summing its share of a buffer far larger than the caches; best of five.
+fn read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let buffer: Vec<u64> = (0..BANDWIDTH_BYTES / 8).map(|i| i as u64).collect();
+    (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            let total: u64 = buffer
+                .par_chunks(1 << 16)
+                .map(|chunk| {
+                    let mut lanes = [0u64; 8];
+                    for eight in chunk.chunks_exact(8) {
+                        for (l, v) in lanes.iter_mut().zip(eight) {
+                            *l = l.wrapping_add(*v);
+                        }
+                    }
+                    lanes.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+                })
+                .reduce(|| 0, u64::wrapping_add);
+            std::hint::black_box(total);
+            BANDWIDTH_BYTES as f64 / started.elapsed().as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Long prompts to prefill, as token ids, from `SOVRA_BENCH_LONG_PROMPTS`.
+fn long_prompts() -> Vec<Vec<u32>> {
+    let Ok(path) = std::env::var("SOVRA_BENCH_LONG_PROMPTS") else {
+        return Vec::new();
+    };
+    let text =
+        std::fs::read_to_string(&path).expect("SOVRA_BENCH_LONG_PROMPTS names a readable file");
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| {
+            line.split(',')
+                .map(|id| id.trim().parse().expect("token ids are integers"))
+                .collect()
+        })
+        .collect()
+}
 
 fn argmax(logits: &[f32]) -> u32 {
     logits
@@ -42,6 +94,13 @@ fn main() {
     let vocab = model.config().vocab;
     let prompt = tokenizer.encode(PROMPT);
     let n = prompt.len();
+    let long = long_prompts();
+    println!(
+        "{{\"engine\":\"sovra\",\"read_bandwidth\":{:.0},\"weight_bytes_per_token\":{},\"kernels\":\"{}\"}}",
+        read_bandwidth(),
+        model.weight_bytes(),
+        model.kernel_name()
+    );
 
     for _ in 0..rounds {
         // One sequence: prefill the prompt in one step, then greedy decode.
@@ -123,6 +182,36 @@ fn main() {
             println!(
                 "{{\"engine\":\"sovra\",\"sequences\":{sequences},\"aggregate_decode_tps\":{:.2}}}",
                 (sequences * BATCH_STEPS) as f64 / elapsed
+            );
+        }
+
+        // Long prompts: prefill, then greedy decode at that depth.
+        for ids in &long {
+            let mut cache = model.new_cache();
+            let started = Instant::now();
+            let logits = model
+                .forward(
+                    ids,
+                    &vec![0; ids.len()],
+                    &mut [&mut cache],
+                    &[ids.len() - 1],
+                )
+                .unwrap();
+            let prefill = started.elapsed().as_secs_f64();
+            let mut next = argmax(&logits);
+            let started = Instant::now();
+            for _ in 0..LONG_DECODE_TOKENS {
+                let logits = model
+                    .forward(&[next], &[0], &mut [&mut cache], &[0])
+                    .unwrap();
+                next = argmax(&logits);
+            }
+            let decode = started.elapsed().as_secs_f64();
+            println!(
+                "{{\"engine\":\"sovra\",\"long_prompt_tokens\":{},\"long_prefill_tps\":{:.2},\"long_decode_tps\":{:.2}}}",
+                ids.len(),
+                ids.len() as f64 / prefill,
+                LONG_DECODE_TOKENS as f64 / decode
             );
         }
     }

@@ -119,7 +119,17 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::{LANES, OUTPUTS, ROWS};
-    use crate::cpu::simd::avx2::hsum;
+
+    /// The sum of the eight lanes.
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        unsafe {
+            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+            let single = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
+            _mm_cvtss_f32(single)
+        }
+    }
 
     /// `sums[i][j]` = row `i` of `x` · row `j` of `w`, for `rows` ≤ 3 rows
     /// and `cols` ≤ 4 outputs.

@@ -1,11 +1,17 @@
 //! `out = xs · Wᵀ` for a weight matrix in any supported type: every token of
 //! a batch against every weight row, the rows split across threads, so the
 //! weights are read once per step however many sequences step together.
+//! Quantized matrices are read in panels (see [`super::packed`]); other
+//! types are decoded a row at a time.
+
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use super::ops::dot;
-use super::q8::{Q8Block, kernels, kernels4, kernels8, quantize_row};
+use super::packed::{PANEL_ROWS, PackedMatrix};
+use super::panel::PanelKernels;
+use super::q8::{Q8Block, file_layout_kernel, quantize_row};
 use crate::gguf::{GgmlType, TensorBytes};
 use crate::quant::dequantize;
 
@@ -16,16 +22,31 @@ const MIN_ROWS_PER_TASK: usize = 16;
 /// enough that scheduling stays cheap against the work.
 const TASKS_PER_THREAD: usize = 4;
 
-/// A weight matrix of `rows` rows of `cols` weights, in its file encoding.
+/// A weight matrix of `rows` rows of `cols` weights, in its file encoding
+/// (what device backends copy), and repacked for the CPU kernels where its
+/// type has panels.
 #[derive(Debug, Clone)]
 pub struct Matrix {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
     pub bytes: TensorBytes,
+    packed: Option<Arc<PackedMatrix>>,
 }
 
 impl Matrix {
+    /// A matrix of the file's `bytes`, repacked into panels for the CPU.
+    pub fn new(ty: GgmlType, rows: usize, cols: usize, bytes: TensorBytes) -> Self {
+        let packed = PackedMatrix::pack(ty, rows, cols, &bytes).map(Arc::new);
+        Matrix {
+            ty,
+            rows,
+            cols,
+            bytes,
+            packed,
+        }
+    }
+
     pub fn row_bytes(&self) -> usize {
         self.cols / self.ty.block_len() * self.ty.block_bytes()
     }
@@ -38,6 +59,14 @@ impl Matrix {
     /// Row `r` decoded to `f32` (for embedding lookups).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         dequantize(self.ty, self.row(r), out);
+    }
+
+    /// The name of the kernels that multiply this matrix on this processor.
+    pub fn kernel_name(&self) -> &'static str {
+        match self.packed {
+            Some(_) => PanelKernels::detected().name,
+            None => "file-layout",
+        }
     }
 }
 
@@ -58,6 +87,27 @@ pub fn matmul(w: &Matrix, xs: &[f32], out: &mut [f32], activations: Activations)
     matmul_group(&[w], xs, &mut [out], activations);
 }
 
+/// How one matrix of a product is read.
+#[derive(Clone, Copy)]
+enum Plan<'a> {
+    /// Panels against quantized activations.
+    Panels(&'a PackedMatrix),
+    /// File-layout rows against quantized activations.
+    QuantizedRows(super::q8::BlockDot),
+    /// Rows decoded to f32 against f32 activations.
+    DecodedRows,
+}
+
+impl Plan<'_> {
+    /// Rows handed out together: a panel, or one row.
+    fn unit(&self) -> usize {
+        match self {
+            Plan::Panels(_) => PANEL_ROWS,
+            _ => 1,
+        }
+    }
+}
+
 /// Several products of the same activations (a layer's q, k and v, or its
 /// gate and up projections) in one parallel pass: the activations are
 /// quantized once and the threads are started once.
@@ -69,33 +119,53 @@ pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]], activat
         assert_eq!(w.cols, cols, "grouped matrices take the same input");
         assert_eq!(out.len(), n * w.rows, "output has the wrong size");
     }
-    let quantized: Option<Vec<Vec<Q8Block>>> = (activations == Activations::Quantized
-        && ws
-            .iter()
-            .any(|w| matches!(w.ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)))
-    .then(|| {
-        xs.chunks_exact(cols)
-            .map(|x| {
-                let mut blocks = Vec::new();
-                quantize_row(x, &mut blocks);
-                blocks
-            })
-            .collect()
-    });
+    let plans: Vec<Plan> = ws
+        .iter()
+        .map(|w| match (activations, &w.packed) {
+            (Activations::Exact, _) => Plan::DecodedRows,
+            (Activations::Quantized, Some(packed)) => Plan::Panels(packed),
+            (Activations::Quantized, None) => {
+                file_layout_kernel(w.ty).map_or(Plan::DecodedRows, Plan::QuantizedRows)
+            }
+        })
+        .collect();
+    let quantized: Option<Vec<Vec<Q8Block>>> = plans
+        .iter()
+        .any(|p| !matches!(p, Plan::DecodedRows))
+        .then(|| {
+            xs.chunks_exact(cols)
+                .map(|x| {
+                    let mut blocks = Vec::new();
+                    quantize_row(x, &mut blocks);
+                    blocks
+                })
+                .collect()
+        });
+    let tokens: Vec<&[Q8Block]> = quantized.iter().flatten().map(|q| &q[..]).collect();
     let threads = rayon::current_num_threads() * TASKS_PER_THREAD;
-    // (matrix, first row, last row) for every task of every matrix.
+    // (matrix, first row, last row) for every task of every matrix; a
+    // task's rows are whole units of its plan.
     let tasks: Vec<(usize, usize, usize)> = ws
         .iter()
+        .zip(&plans)
         .enumerate()
-        .flat_map(|(m, w)| {
-            let per_task = w.rows.div_ceil(threads).max(MIN_ROWS_PER_TASK);
+        .flat_map(|(m, (w, plan))| {
+            let unit = plan.unit();
+            let per_task = (w.rows.div_ceil(threads).max(MIN_ROWS_PER_TASK)).next_multiple_of(unit);
             (0..w.rows.div_ceil(per_task))
                 .map(move |i| (m, i * per_task, ((i + 1) * per_task).min(w.rows)))
         })
         .collect();
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map(|&(m, first, last)| rows_product(ws[m], first..last, xs, quantized.as_deref(), n))
+        .map(|&(m, first, last)| match plans[m] {
+            Plan::Panels(packed) => panels_product(packed, first..last, &tokens),
+            Plan::QuantizedRows(kernel) => ws[m]
+                .rows_iter(first..last)
+                .flat_map(|row| tokens.iter().map(move |x| kernel(row, x)))
+                .collect(),
+            Plan::DecodedRows => decoded_rows_product(ws[m], first..last, xs),
+        })
         .collect();
     for (&(m, first, last), local) in tasks.iter().zip(&results) {
         let out = &mut outs[m];
@@ -108,70 +178,42 @@ pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]], activat
     }
 }
 
-/// Rows `rows` of `w` against all `n` tokens, row-major (`[row][token]`).
-fn rows_product(
-    w: &Matrix,
+impl Matrix {
+    fn rows_iter(&self, rows: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
+        rows.map(|r| self.row(r))
+    }
+}
+
+/// Rows `rows` (whole panels, but for the matrix's end) against all tokens,
+/// row-major (`[row][token]`).
+fn panels_product(
+    m: &PackedMatrix,
     rows: std::ops::Range<usize>,
-    xs: &[f32],
-    quantized: Option<&[Vec<Q8Block>]>,
-    n: usize,
+    tokens: &[&[Q8Block]],
 ) -> Vec<f32> {
-    let first = rows.start;
+    let kernels = PanelKernels::detected();
+    let n = tokens.len();
     let mut local = vec![0.0f32; rows.len() * n];
-    let mut decoded = vec![0.0f32; w.cols];
-    let q8 = match (w.ty, quantized) {
-        (GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0, Some(q)) => Some(q),
-        _ => None,
-    };
-    // The kernels for this weight type, chosen once per task, not per row.
-    let [q4_0, q4_1, q8_0] = kernels();
-    let dot_blocks = match w.ty {
-        GgmlType::Q4_0 => q4_0,
-        GgmlType::Q4_1 => q4_1,
-        _ => q8_0,
-    };
-    // Eight, then four tokens at a time share each unpacked weight block.
-    let eight = kernels8().and_then(|[q4_1x8, q8_0x8]| match w.ty {
-        GgmlType::Q4_1 => Some(q4_1x8),
-        GgmlType::Q8_0 => Some(q8_0x8),
-        _ => None,
-    });
-    let four = kernels4().and_then(|[q4_1x4, q8_0x4]| match w.ty {
-        GgmlType::Q4_1 => Some(q4_1x4),
-        GgmlType::Q8_0 => Some(q8_0x4),
-        _ => None,
-    });
-    for r in rows {
-        let row = w.row(r);
-        let outs = &mut local[(r - first) * n..(r - first + 1) * n];
-        match q8 {
-            Some(q) => {
-                let mut t = 0;
-                if let Some(dot8) = eight {
-                    while t + 8 <= n {
-                        let got = dot8(row, std::array::from_fn(|i| &q[t + i][..]));
-                        outs[t..t + 8].copy_from_slice(&got);
-                        t += 8;
-                    }
-                }
-                if let Some(dot4) = four {
-                    while t + 4 <= n {
-                        let got = dot4(row, [&q[t], &q[t + 1], &q[t + 2], &q[t + 3]]);
-                        outs[t..t + 4].copy_from_slice(&got);
-                        t += 4;
-                    }
-                }
-                for (o, x) in outs[t..].iter_mut().zip(&q[t..]) {
-                    *o = dot_blocks(row, x);
-                }
-            }
-            None => {
-                dequantize(w.ty, row, &mut decoded);
-                for (o, x) in outs.iter_mut().zip(xs.chunks_exact(w.cols)) {
-                    *o = dot(&decoded, x);
-                }
+    let mut tile = vec![[0.0f32; PANEL_ROWS]; n];
+    for p in rows.start / PANEL_ROWS..rows.end.div_ceil(PANEL_ROWS) {
+        kernels.panel_product(m, p, tokens, &mut tile);
+        for r in 0..PANEL_ROWS.min(rows.end - p * PANEL_ROWS) {
+            let at = (p * PANEL_ROWS + r - rows.start) * n;
+            for (t, token) in tile.iter().enumerate() {
+                local[at + t] = token[r];
             }
         }
+    }
+    local
+}
+
+/// Rows `rows` of `w` decoded to f32 against the f32 activations.
+fn decoded_rows_product(w: &Matrix, rows: std::ops::Range<usize>, xs: &[f32]) -> Vec<f32> {
+    let mut decoded = vec![0.0f32; w.cols];
+    let mut local = Vec::with_capacity(rows.len() * xs.len() / w.cols);
+    for r in rows {
+        dequantize(w.ty, w.row(r), &mut decoded);
+        local.extend(xs.chunks_exact(w.cols).map(|x| dot(&decoded, x)));
     }
     local
 }

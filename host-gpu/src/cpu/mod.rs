@@ -4,6 +4,8 @@
 mod dense;
 mod matmul;
 mod ops;
+mod packed;
+mod panel;
 mod q8;
 mod simd;
 

@@ -57,98 +57,23 @@ fn nibbles(qs: &[u8], offset: i8) -> [i8; QK] {
     out
 }
 
-/// A block dot-product kernel: one weight row against quantized activations.
+/// A block dot-product kernel: one weight row in the file's layout against
+/// quantized activations (for matrices the panels cannot hold).
 pub(super) type BlockDot = fn(&[u8], &[Q8Block]) -> f32;
 
-/// The fastest kernels this processor runs, for Q4_0, Q4_1 and Q8_0 weights.
-pub(super) fn kernels() -> [BlockDot; 3] {
-    static KERNELS: std::sync::OnceLock<[BlockDot; 3]> = std::sync::OnceLock::new();
-    *KERNELS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            use super::simd::avx2;
-            // SAFETY: the features each kernel needs were just detected.
-            return [
-                |r, x| unsafe { avx2::dot_q4_0(r, x) },
-                |r, x| unsafe { avx2::dot_q4_1(r, x) },
-                |r, x| unsafe { avx2::dot_q8_0(r, x) },
-            ];
-        }
-        [dot_q4_0, dot_q4_1, dot_q8_0]
-    })
-}
-
-/// Whether the processor has what the AVX2 kernels need.
-fn has_avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c");
-    #[allow(unreachable_code)]
-    false
-}
-
-/// Whether the processor also has AVX-512 VNNI on 256-bit registers.
-fn has_vnni() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return has_avx2()
-        && is_x86_feature_detected!("avx512vnni")
-        && is_x86_feature_detected!("avx512vl");
-    #[allow(unreachable_code)]
-    false
-}
-
-/// A kernel for one weight row against `N` tokens.
-pub(super) type BlockDotN<const N: usize> = fn(&[u8], [&[Q8Block]; N]) -> [f32; N];
-
-/// The VNNI `N`-token kernels for Q4_1 and Q8_0 (callers check [`has_vnni`]).
-#[cfg(target_arch = "x86_64")]
-fn vnni_kernels<const N: usize>() -> [BlockDotN<N>; 2] {
-    use super::simd::vnni;
-    // SAFETY: only handed out after `has_vnni()` said yes.
-    [
-        |r, x| unsafe { vnni::dotn_q4_1(r, x) },
-        |r, x| unsafe { vnni::dotn_q8_0(r, x) },
-    ]
-}
-
-/// Eight-token kernels for Q4_1 and Q8_0 weights, where the processor has
-/// the registers for them (AVX-512 VNNI: 32 vector registers).
-pub(super) fn kernels8() -> Option<[BlockDotN<8>; 2]> {
-    static KERNELS: std::sync::OnceLock<Option<[BlockDotN<8>; 2]>> = std::sync::OnceLock::new();
-    *KERNELS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if has_vnni() {
-            return Some(vnni_kernels());
-        }
-        None
-    })
-}
-
-/// Four-token kernels for Q4_1 and Q8_0 weights, where the processor has them.
-pub(super) fn kernels4() -> Option<[BlockDotN<4>; 2]> {
-    static KERNELS: std::sync::OnceLock<Option<[BlockDotN<4>; 2]>> = std::sync::OnceLock::new();
-    *KERNELS.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if has_vnni() {
-            return Some(vnni_kernels());
-        }
-        #[cfg(target_arch = "x86_64")]
-        if has_avx2() {
-            use super::simd::avx2;
-            // SAFETY: the features each kernel needs were just detected.
-            return Some([
-                |r, x| unsafe { avx2::dot4_q4_1(r, x) },
-                |r, x| unsafe { avx2::dot4_q8_0(r, x) },
-            ]);
-        }
-        None
-    })
+/// The one-row kernel for a type's file layout.
+pub(super) fn file_layout_kernel(ty: crate::gguf::GgmlType) -> Option<BlockDot> {
+    use crate::gguf::GgmlType;
+    match ty {
+        GgmlType::Q4_0 => Some(dot_q4_0),
+        GgmlType::Q4_1 => Some(dot_q4_1),
+        GgmlType::Q8_0 => Some(dot_q8_0),
+        _ => None,
+    }
 }
 
 /// Dot product of a Q4_0 row with quantized activations.
-#[inline(always)]
-pub(super) fn dot_q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
+fn dot_q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
     row.chunks_exact(18)
         .zip(x)
         .map(|(b, xb)| f16(b, 0) * xb.d * dot_i8(&nibbles(&b[2..18], 8), &xb.q) as f32)
@@ -157,8 +82,7 @@ pub(super) fn dot_q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
 
 /// Dot product of a Q4_1 row with quantized activations:
 /// Σ (d·q + m)·x = d·dx·Σ q·qx + m·Σx.
-#[inline(always)]
-pub(super) fn dot_q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
+fn dot_q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
     row.chunks_exact(20)
         .zip(x)
         .map(|(b, xb)| {
@@ -168,8 +92,7 @@ pub(super) fn dot_q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
 }
 
 /// Dot product of a Q8_0 row with quantized activations.
-#[inline(always)]
-pub(super) fn dot_q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
+fn dot_q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
     row.chunks_exact(34)
         .zip(x)
         .map(|(b, xb)| {
@@ -183,84 +106,4 @@ fn bytemuck_i8(bytes: &[u8]) -> &[i8; QK] {
     let array: &[u8; QK] = bytes.try_into().expect("32 bytes");
     // SAFETY: u8 and i8 have the same size, alignment and validity.
     unsafe { &*(array as *const [u8; QK] as *const [i8; QK]) }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Pseudo-random bytes with finite f16 scales at the given offsets.
-    fn blocks(block_bytes: usize, scales: &[usize], count: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        let mut out: Vec<u8> = (0..block_bytes * count)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect();
-        for block in out.chunks_exact_mut(block_bytes) {
-            for &at in scales {
-                let scale = half::f16::from_f32(0.01 + (block[at + 2] as f32) / 5000.0);
-                block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn fast_kernels_match_the_portable_ones() {
-        let x: Vec<f32> = (0..256)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-            .collect();
-        let mut q = Vec::new();
-        quantize_row(&x, &mut q);
-        let [fast_q4_0, fast_q4_1, fast_q8_0] = kernels();
-        let cases: [(&str, Vec<u8>, BlockDot, BlockDot); 3] = [
-            ("Q4_0", blocks(18, &[0], 8, 1), dot_q4_0, fast_q4_0),
-            ("Q4_1", blocks(20, &[0, 2], 8, 2), dot_q4_1, fast_q4_1),
-            ("Q8_0", blocks(34, &[0], 8, 3), dot_q8_0, fast_q8_0),
-        ];
-        for (name, row, portable, fast) in cases {
-            let (a, b) = (portable(&row, &q), fast(&row, &q));
-            assert!(
-                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
-                "{name}: {a} vs {b}"
-            );
-        }
-    }
-
-    #[test]
-    fn many_token_kernels_equal_the_one_token_kernel_bit_for_bit() {
-        let tokens: Vec<Vec<Q8Block>> = (0..8)
-            .map(|t| {
-                let x: Vec<f32> = (0..256)
-                    .map(|i| ((i * 37 + t * 11) % 101) as f32 / 9.0 - 5.0)
-                    .collect();
-                let mut q = Vec::new();
-                quantize_row(&x, &mut q);
-                q
-            })
-            .collect();
-        let [_, one_q4_1, one_q8_0] = kernels();
-        let rows = [blocks(20, &[0, 2], 8, 2), blocks(34, &[0], 8, 3)];
-        let ones = [one_q4_1, one_q8_0];
-        if let Some(fours) = kernels4() {
-            for ((row, one), four) in rows.iter().zip(ones).zip(fours) {
-                let got = four(row, std::array::from_fn(|t| &tokens[t][..]));
-                for t in 0..4 {
-                    assert_eq!(got[t].to_bits(), one(row, &tokens[t]).to_bits());
-                }
-            }
-        }
-        if let Some(eights) = kernels8() {
-            for ((row, one), eight) in rows.iter().zip(ones).zip(eights) {
-                let got = eight(row, std::array::from_fn(|t| &tokens[t][..]));
-                for t in 0..8 {
-                    assert_eq!(got[t].to_bits(), one(row, &tokens[t]).to_bits());
-                }
-            }
-        }
-    }
 }

@@ -1,210 +1,176 @@
-//! AVX2 (with FMA and F16C) and AVX-512 VNNI versions of the 4- and 8-bit
-//! block dot products, chosen at run time; the portable versions in `q8` are the
-//! fallback and the reference these are tested against.
+//! The panel kernels in AVX2 (with FMA and F16C) and in AVX-512 VNNI on
+//! 256-bit registers, chosen at run time by [`super::panel`]; the portable
+//! kernels there are the reference these equal bit for bit.
+//!
+//! One kernel computes a panel (eight rows, see [`super::packed`]) against
+//! `N` tokens. Per block it loads the panel's values once and, for each
+//! token, broadcasts four activation bytes at a time against all eight
+//! rows; the block's integer sums are exact, then scaled and accumulated in
+//! the same order for every `N`.
 
 #[cfg(target_arch = "x86_64")]
-pub(in crate::cpu) mod avx2 {
+pub(in crate::cpu) mod x86 {
     use std::arch::x86_64::*;
 
-    use super::super::q8::{Q8Block, QK};
-
-    /// An f16 from two little-endian bytes, converted in one F16C instruction.
-    #[inline(always)]
-    pub(super) unsafe fn f16(bytes: &[u8], at: usize) -> f32 {
-        let bits = u16::from_le_bytes([bytes[at], bytes[at + 1]]);
-        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))) }
-    }
-
-    /// 16 bytes of nibbles to 32 unsigned bytes, low nibbles first.
-    #[inline(always)]
-    pub(super) unsafe fn unpack_nibbles(qs: *const u8) -> __m256i {
-        unsafe {
-            let packed = _mm_loadu_si128(qs as *const __m128i);
-            let low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-            _mm256_set_m128i(high, low)
-        }
-    }
-
-    /// Σ over 32 lanes of unsigned `a` times signed `b`, as 8 f32 partial sums.
-    #[inline(always)]
-    unsafe fn dot_u8_i8(a: __m256i, b: __m256i) -> __m256 {
-        unsafe {
-            let pairs = _mm256_maddubs_epi16(a, b);
-            _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-        }
-    }
-
-    /// The sum of the eight lanes.
-    #[inline(always)]
-    pub(in crate::cpu) unsafe fn hsum(v: __m256) -> f32 {
-        unsafe {
-            let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-            let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-            let single = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
-            _mm_cvtss_f32(single)
-        }
-    }
-
-    /// # Safety
-    /// The processor must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_1(row: &[u8], x: &[Q8Block]) -> f32 {
-        unsafe {
-            let mut acc = _mm256_setzero_ps();
-            let mut mins = 0.0f32;
-            for (b, xb) in row.chunks_exact(20).zip(x) {
-                let w = unpack_nibbles(b.as_ptr().add(4));
-                let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                let scale = _mm256_set1_ps(f16(b, 0) * xb.d);
-                acc = _mm256_fmadd_ps(dot_u8_i8(w, q), scale, acc);
-                mins += f16(b, 2) * xb.sum;
-            }
-            hsum(acc) + mins
-        }
-    }
-
-    /// # Safety
-    /// The processor must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q4_0(row: &[u8], x: &[Q8Block]) -> f32 {
-        unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for (b, xb) in row.chunks_exact(18).zip(x) {
-                let w = _mm256_sub_epi8(unpack_nibbles(b.as_ptr().add(2)), _mm256_set1_epi8(8));
-                let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                // maddubs needs one unsigned operand: move w's sign onto q.
-                let products = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
-                acc = _mm256_fmadd_ps(products, _mm256_set1_ps(f16(b, 0) * xb.d), acc);
-            }
-            hsum(acc)
-        }
-    }
-
-    /// # Safety
-    /// The processor must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_q8_0(row: &[u8], x: &[Q8Block]) -> f32 {
-        unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for (b, xb) in row.chunks_exact(34).zip(x) {
-                let w = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
-                let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                let products = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(q, w));
-                acc = _mm256_fmadd_ps(products, _mm256_set1_ps(f16(b, 0) * xb.d), acc);
-            }
-            hsum(acc)
-        }
-    }
-
-    /// Q4_1 row against four tokens at once: each weight block is unpacked
-    /// once and used four times.
-    ///
-    /// # Safety
-    /// The processor must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot4_q4_1(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut mins = [0.0f32; 4];
-            for (i, b) in row.chunks_exact(20).enumerate() {
-                let w = unpack_nibbles(b.as_ptr().add(4));
-                let (d, m) = (f16(b, 0), f16(b, 2));
-                for t in 0..4 {
-                    let xb = &x[t][i];
-                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                    acc[t] = _mm256_fmadd_ps(dot_u8_i8(w, q), _mm256_set1_ps(d * xb.d), acc[t]);
-                    mins[t] += m * xb.sum;
-                }
-            }
-            std::array::from_fn(|t| hsum(acc[t]) + mins[t])
-        }
-    }
-
-    /// Q8_0 row against four tokens at once.
-    ///
-    /// # Safety
-    /// The processor must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot4_q8_0(row: &[u8], x: [&[Q8Block]; 4]) -> [f32; 4] {
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for (i, b) in row.chunks_exact(34).enumerate() {
-                let w = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
-                let w_abs = _mm256_sign_epi8(w, w);
-                let d = f16(b, 0);
-                for t in 0..4 {
-                    let xb = &x[t][i];
-                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                    let products = dot_u8_i8(w_abs, _mm256_sign_epi8(q, w));
-                    acc[t] = _mm256_fmadd_ps(products, _mm256_set1_ps(d * xb.d), acc[t]);
-                }
-            }
-            std::array::from_fn(|t| hsum(acc[t]))
-        }
-    }
-
-    const _: () = assert!(QK == 32);
-}
-
-/// The same four-token kernels with AVX-512 VNNI (`vpdpbusd`), which does
-/// the multiply and both additions of `maddubs` + `madd` in one instruction.
-#[cfg(target_arch = "x86_64")]
-pub(super) mod vnni {
-    use std::arch::x86_64::*;
-
+    use super::super::packed::{BYTE_PANEL_BLOCK, NIBBLE_PANEL_BLOCK, PANEL_ROWS};
     use super::super::q8::Q8Block;
-    use super::avx2::{f16, hsum, unpack_nibbles};
 
-    /// A Q4_1 row against `N` tokens (4 or 8): each weight block is
-    /// unpacked once and used `N` times; each token's sum runs in the same
-    /// order as the one-token kernel's, so results do not depend on `N`.
-    ///
-    /// # Safety
-    /// The processor must have AVX2, FMA, F16C, AVX512-VL and AVX512-VNNI.
-    #[target_feature(enable = "avx2,fma,f16c,avx512vl,avx512vnni")]
-    pub unsafe fn dotn_q4_1<const N: usize>(row: &[u8], x: [&[Q8Block]; N]) -> [f32; N] {
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); N];
-            let mut mins = [0.0f32; N];
-            for (i, b) in row.chunks_exact(20).enumerate() {
-                let w = unpack_nibbles(b.as_ptr().add(4));
-                let (d, m) = (f16(b, 0), f16(b, 2));
-                for t in 0..N {
-                    let xb = &x[t][i];
-                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                    let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, q);
-                    acc[t] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xb.d), acc[t]);
-                    mins[t] += m * xb.sum;
-                }
-            }
-            std::array::from_fn(|t| hsum(acc[t]) + mins[t])
+    /// `acc + Σ₄ u·s` per 32-bit lane: unsigned bytes `u` times signed bytes
+    /// `s`, four products a lane. Exact for the operands the panels give
+    /// (|u| ≤ 128, |s| ≤ 127: the 16-bit pairs of the AVX2 form cannot
+    /// saturate).
+    trait IntDot {
+        unsafe fn dot(acc: __m256i, u: __m256i, s: __m256i) -> __m256i;
+    }
+
+    /// `vpdpbusd`: multiply and both additions in one instruction.
+    struct Vnni;
+
+    impl IntDot for Vnni {
+        #[inline(always)]
+        unsafe fn dot(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+            unsafe { _mm256_dpbusd_epi32(acc, u, s) }
         }
     }
 
-    /// A Q8_0 row against `N` tokens (4 or 8).
-    ///
-    /// # Safety
-    /// The processor must have AVX2, FMA, F16C, AVX512-VL and AVX512-VNNI.
-    #[target_feature(enable = "avx2,fma,f16c,avx512vl,avx512vnni")]
-    pub unsafe fn dotn_q8_0<const N: usize>(row: &[u8], x: [&[Q8Block]; N]) -> [f32; N] {
-        unsafe {
-            let mut acc = [_mm256_setzero_ps(); N];
-            for (i, b) in row.chunks_exact(34).enumerate() {
-                let w = _mm256_loadu_si256(b.as_ptr().add(2) as *const __m256i);
-                let w_abs = _mm256_sign_epi8(w, w);
-                let d = f16(b, 0);
-                for t in 0..N {
-                    let xb = &x[t][i];
-                    let q = _mm256_loadu_si256(xb.q.as_ptr() as *const __m256i);
-                    let sums =
-                        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w_abs, _mm256_sign_epi8(q, w));
-                    acc[t] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_set1_ps(d * xb.d), acc[t]);
-                }
+    /// `vpmaddubsw` + `vpmaddwd` + `vpaddd`.
+    struct Avx2;
+
+    impl IntDot for Avx2 {
+        #[inline(always)]
+        unsafe fn dot(acc: __m256i, u: __m256i, s: __m256i) -> __m256i {
+            unsafe {
+                let pairs = _mm256_maddubs_epi16(u, s);
+                _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
             }
-            std::array::from_fn(|t| hsum(acc[t]))
         }
     }
+
+    /// Four activation bytes from `q[at..at + 4]` in every lane.
+    #[inline(always)]
+    unsafe fn broadcast4(q: &[i8; 32], at: usize) -> __m256i {
+        unsafe { _mm256_set1_epi32((q.as_ptr().add(at) as *const i32).read_unaligned()) }
+    }
+
+    /// Eight f16 scales at `p` as f32.
+    #[inline(always)]
+    unsafe fn scales(p: *const u8) -> __m256 {
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)) }
+    }
+
+    #[inline(always)]
+    unsafe fn nibbles<D: IntDot, const N: usize>(
+        panel: &[u8],
+        x: [&[Q8Block]; N],
+    ) -> [[f32; PANEL_ROWS]; N] {
+        unsafe {
+            let mask = _mm256_set1_epi8(0x0F);
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (b, block) in panel.chunks_exact(NIBBLE_PANEL_BLOCK).enumerate() {
+                let p = block.as_ptr();
+                let d = scales(p);
+                let m = scales(p.add(16));
+                // Group s: values 4s..4s+4 (low nibbles) and 16+4s.. (high).
+                let mut low = [_mm256_setzero_si256(); 4];
+                let mut high = [_mm256_setzero_si256(); 4];
+                for s in 0..4 {
+                    let packed = _mm256_loadu_si256(p.add(32 + 32 * s) as *const __m256i);
+                    low[s] = _mm256_and_si256(packed, mask);
+                    high[s] = _mm256_and_si256(_mm256_srli_epi16(packed, 4), mask);
+                }
+                for t in 0..N {
+                    let xb = &x[t][b];
+                    let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    for s in 0..4 {
+                        even = D::dot(even, low[s], broadcast4(&xb.q, 4 * s));
+                        odd = D::dot(odd, high[s], broadcast4(&xb.q, 16 + 4 * s));
+                    }
+                    let sums = _mm256_cvtepi32_ps(_mm256_add_epi32(even, odd));
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(xb.d));
+                    acc[t] = _mm256_fmadd_ps(sums, scale, acc[t]);
+                    acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(xb.sum), acc[t]);
+                }
+            }
+            store(acc)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn bytes<D: IntDot, const N: usize>(
+        panel: &[u8],
+        x: [&[Q8Block]; N],
+    ) -> [[f32; PANEL_ROWS]; N] {
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for (b, block) in panel.chunks_exact(BYTE_PANEL_BLOCK).enumerate() {
+                let p = block.as_ptr();
+                let d = scales(p);
+                // The weights are signed: multiply |w| by the activation
+                // carrying w's sign.
+                let mut signed = [_mm256_setzero_si256(); 8];
+                let mut magnitude = [_mm256_setzero_si256(); 8];
+                for s in 0..8 {
+                    signed[s] = _mm256_loadu_si256(p.add(16 + 32 * s) as *const __m256i);
+                    magnitude[s] = _mm256_sign_epi8(signed[s], signed[s]);
+                }
+                for t in 0..N {
+                    let xb = &x[t][b];
+                    let (mut even, mut odd) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+                    for s in (0..8).step_by(2) {
+                        let q0 = _mm256_sign_epi8(broadcast4(&xb.q, 4 * s), signed[s]);
+                        let q1 = _mm256_sign_epi8(broadcast4(&xb.q, 4 * s + 4), signed[s + 1]);
+                        even = D::dot(even, magnitude[s], q0);
+                        odd = D::dot(odd, magnitude[s + 1], q1);
+                    }
+                    let sums = _mm256_cvtepi32_ps(_mm256_add_epi32(even, odd));
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(xb.d));
+                    acc[t] = _mm256_fmadd_ps(sums, scale, acc[t]);
+                }
+            }
+            store(acc)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn store<const N: usize>(acc: [__m256; N]) -> [[f32; PANEL_ROWS]; N] {
+        let mut out = [[0.0f32; PANEL_ROWS]; N];
+        for (o, a) in out.iter_mut().zip(acc) {
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), a) };
+        }
+        out
+    }
+
+    /// Declares the entry points of one instruction set: a nibble and a
+    /// byte kernel for each tile width.
+    macro_rules! entry_points {
+        ($dot:ty, $features:literal, $nibbles:ident, $bytes:ident) => {
+            /// # Safety
+            #[doc = concat!("The processor must have ", $features, ".")]
+            #[target_feature(enable = $features)]
+            pub unsafe fn $nibbles<const N: usize>(
+                panel: &[u8],
+                x: [&[Q8Block]; N],
+            ) -> [[f32; PANEL_ROWS]; N] {
+                unsafe { nibbles::<$dot, N>(panel, x) }
+            }
+
+            /// # Safety
+            #[doc = concat!("The processor must have ", $features, ".")]
+            #[target_feature(enable = $features)]
+            pub unsafe fn $bytes<const N: usize>(
+                panel: &[u8],
+                x: [&[Q8Block]; N],
+            ) -> [[f32; PANEL_ROWS]; N] {
+                unsafe { bytes::<$dot, N>(panel, x) }
+            }
+        };
+    }
+
+    entry_points!(Avx2, "avx2,fma,f16c", avx2_nibbles, avx2_bytes);
+    entry_points!(
+        Vnni,
+        "avx2,fma,f16c,avx512vl,avx512vnni",
+        vnni_nibbles,
+        vnni_bytes
+    );
 }

@@ -17,15 +17,21 @@ use super::LlamaConfig;
 /// large enough that the block table stays short (vLLM uses 16 too).
 pub const BLOCK_TOKENS: usize = 16;
 
+/// How a cached key or value is held: an f16's bits. Half the memory an f32
+/// takes, so half the bytes attention reads per position (it reads every
+/// cached position for every token); llama.cpp caches f16 as well.
+pub(super) type CachedFloat = u16;
+
 /// Blocks needed to hold `tokens` positions.
 pub fn blocks_for(tokens: usize) -> usize {
     tokens.div_ceil(BLOCK_TOKENS)
 }
 
 /// Bytes one block of `config`'s model takes (keys and values of every
-/// layer for [`BLOCK_TOKENS`] positions, f32), on the CPU and on a GPU.
+/// layer for [`BLOCK_TOKENS`] positions, f16) on the CPU; a GPU's blocks
+/// hold f32, twice this.
 pub fn block_bytes(config: &LlamaConfig) -> usize {
-    config.layers * 2 * BLOCK_TOKENS * config.kv_dim() * std::mem::size_of::<f32>()
+    config.layers * 2 * BLOCK_TOKENS * config.kv_dim() * std::mem::size_of::<CachedFloat>()
 }
 
 /// The pool had no block left for a cache that needed one.
@@ -35,27 +41,35 @@ pub struct KvCacheFull {
     pub capacity: usize,
 }
 
-/// Geometry of one block: `[layer][keys | values][slot][kv_dim]`.
+/// Geometry of one block: per layer, the keys of each KV head transposed
+/// (`[kv_head][dim][slot]`, so a query scores a block's positions in
+/// 16-lane multiply-adds), then the values (`[kv_head][slot][dim]`).
 #[derive(Debug, Clone, Copy)]
 struct Shape {
     layers: usize,
-    kv_dim: usize,
+    kv_heads: usize,
+    head_dim: usize,
 }
 
 impl Shape {
-    fn block_floats(self) -> usize {
-        self.layers * 2 * BLOCK_TOKENS * self.kv_dim
+    fn kv_dim(self) -> usize {
+        self.kv_heads * self.head_dim
     }
 
-    fn offset(self, layer: usize, values: bool, slot: usize) -> usize {
-        ((layer * 2 + usize::from(values)) * BLOCK_TOKENS + slot) * self.kv_dim
+    fn block_floats(self) -> usize {
+        self.layers * 2 * BLOCK_TOKENS * self.kv_dim()
+    }
+
+    /// Where one KV head's keys (or values) of `layer` start in a block.
+    fn offset(self, layer: usize, values: bool, kv_head: usize) -> usize {
+        ((layer * 2 + usize::from(values)) * self.kv_heads + kv_head) * BLOCK_TOKENS * self.head_dim
     }
 }
 
 #[derive(Debug, Default)]
 struct PoolState {
     /// Blocks given back, ready for reuse.
-    free: Vec<Box<[f32]>>,
+    free: Vec<Box<[CachedFloat]>>,
     in_use: usize,
 }
 
@@ -74,7 +88,8 @@ impl KvPool {
         Arc::new(KvPool {
             shape: Shape {
                 layers: config.layers,
-                kv_dim: config.kv_dim(),
+                kv_heads: config.kv_heads,
+                head_dim: config.head_dim,
             },
             capacity,
             state: Mutex::default(),
@@ -88,7 +103,7 @@ impl KvPool {
 
     /// Bytes one block holds.
     pub fn block_bytes(&self) -> usize {
-        self.shape.block_floats() * std::mem::size_of::<f32>()
+        self.shape.block_floats() * std::mem::size_of::<CachedFloat>()
     }
 
     pub fn capacity(&self) -> Option<usize> {
@@ -115,7 +130,7 @@ impl KvPool {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn take(&self, count: usize) -> Result<Vec<Box<[f32]>>, KvCacheFull> {
+    fn take(&self, count: usize) -> Result<Vec<Box<[CachedFloat]>>, KvCacheFull> {
         let mut state = self.state();
         if let Some(capacity) = self.capacity
             && state.in_use + count > capacity
@@ -129,12 +144,12 @@ impl KvPool {
         // Fresh blocks are zeroed; recycled ones keep stale values, which is
         // fine: a position is always written before it is read.
         blocks.resize_with(count, || {
-            vec![0.0f32; self.shape.block_floats()].into_boxed_slice()
+            vec![0; self.shape.block_floats()].into_boxed_slice()
         });
         Ok(blocks)
     }
 
-    fn give_back(&self, blocks: Vec<Box<[f32]>>) {
+    fn give_back(&self, blocks: Vec<Box<[CachedFloat]>>) {
         let mut state = self.state();
         state.in_use -= blocks.len();
         state.free.extend(blocks);
@@ -146,7 +161,7 @@ impl KvPool {
 pub struct KvCache {
     pool: Arc<KvPool>,
     shape: Shape,
-    blocks: Vec<Box<[f32]>>,
+    blocks: Vec<Box<[CachedFloat]>>,
     len: usize,
 }
 
@@ -176,26 +191,52 @@ impl KvCache {
     }
 
     /// Stores the key and value of `layer` at `position` (room reserved).
+    /// Writes the key and value (`kv_dim` each) of `layer` at `position`,
+    /// which must be reserved.
     pub(super) fn write(&mut self, layer: usize, position: usize, key: &[f32], value: &[f32]) {
         let (block, slot) = (position / BLOCK_TOKENS, position % BLOCK_TOKENS);
-        let kv = self.shape.kv_dim;
+        let (shape, hd) = (self.shape, self.shape.head_dim);
         let data = &mut self.blocks[block];
-        let at = self.shape.offset(layer, false, slot);
-        data[at..at + kv].copy_from_slice(key);
-        let at = self.shape.offset(layer, true, slot);
-        data[at..at + kv].copy_from_slice(value);
+        for h in 0..shape.kv_heads {
+            let head_key = &key[h * hd..(h + 1) * hd];
+            let keys = &mut data[shape.offset(layer, false, h)..][..BLOCK_TOKENS * hd];
+            for (d, &k) in head_key.iter().enumerate() {
+                keys[d * BLOCK_TOKENS + slot] = to_cached(k);
+            }
+            let values = &mut data[shape.offset(layer, true, h)..][..BLOCK_TOKENS * hd];
+            for (v, &x) in values[slot * hd..(slot + 1) * hd]
+                .iter_mut()
+                .zip(&value[h * hd..(h + 1) * hd])
+            {
+                *v = to_cached(x);
+            }
+        }
     }
 
-    /// The key (`values == false`) or value vector of `layer` at `position`.
-    pub(super) fn get(&self, layer: usize, values: bool, position: usize) -> &[f32] {
-        let (block, slot) = (position / BLOCK_TOKENS, position % BLOCK_TOKENS);
-        let at = self.shape.offset(layer, values, slot);
-        &self.blocks[block][at..at + self.shape.kv_dim]
+    /// Block `block`'s keys of `kv_head` in `layer`, `[dim][slot]`.
+    pub(super) fn keys(&self, layer: usize, block: usize, kv_head: usize) -> &[CachedFloat] {
+        let at = self.shape.offset(layer, false, kv_head);
+        &self.blocks[block][at..at + BLOCK_TOKENS * self.shape.head_dim]
+    }
+
+    /// Block `block`'s values of `kv_head` in `layer`, `[slot][dim]`.
+    pub(super) fn values(&self, layer: usize, block: usize, kv_head: usize) -> &[CachedFloat] {
+        let at = self.shape.offset(layer, true, kv_head);
+        &self.blocks[block][at..at + BLOCK_TOKENS * self.shape.head_dim]
+    }
+
+    pub(super) fn head_dim(&self) -> usize {
+        self.shape.head_dim
     }
 
     pub(super) fn set_len(&mut self, len: usize) {
         self.len = len;
     }
+}
+
+/// An f32 rounded to the cache's f16.
+fn to_cached(x: f32) -> CachedFloat {
+    half::f16::from_f32(x).to_bits()
 }
 
 impl Drop for KvCache {
@@ -208,16 +249,16 @@ impl Drop for KvCache {
 mod tests {
     use super::*;
 
-    /// Two layers, kv_dim 8.
+    /// Two layers, two KV heads of 4 dimensions (kv_dim 8).
     fn config() -> LlamaConfig {
         LlamaConfig {
             architecture: "llama".into(),
             layers: 2,
             embedding: 16,
             feed_forward: 32,
-            heads: 2,
-            kv_heads: 1,
-            head_dim: 8,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 4,
             context_length: 256,
             rope_base: 10_000.0,
             rope_style: crate::model::RopeStyle::Interleaved,
@@ -261,7 +302,8 @@ mod tests {
         cache.reserve(positions).unwrap();
         let vector = |layer: usize, p: usize, v: bool| -> Vec<f32> {
             (0..8)
-                .map(|i| (layer * 10_000 + p * 10 + i) as f32 * if v { -1.0 } else { 1.0 })
+                // Integers below 2048: exact in f16.
+                .map(|i| (layer * 1_000 + p * 10 + i) as f32 * if v { -1.0 } else { 1.0 })
                 .collect()
         };
         for p in 0..positions {
@@ -269,10 +311,24 @@ mod tests {
                 cache.write(layer, p, &vector(layer, p, false), &vector(layer, p, true));
             }
         }
+        let read = |layer: usize, p: usize, values: bool| -> Vec<f32> {
+            let (block, slot) = (p / BLOCK_TOKENS, p % BLOCK_TOKENS);
+            (0..8)
+                .map(|i| {
+                    let (head, d) = (i / 4, i % 4);
+                    let bits = if values {
+                        cache.values(layer, block, head)[slot * 4 + d]
+                    } else {
+                        cache.keys(layer, block, head)[d * BLOCK_TOKENS + slot]
+                    };
+                    half::f16::from_bits(bits).to_f32()
+                })
+                .collect()
+        };
         for p in 0..positions {
             for layer in 0..2 {
-                assert_eq!(cache.get(layer, false, p), vector(layer, p, false));
-                assert_eq!(cache.get(layer, true, p), vector(layer, p, true));
+                assert_eq!(read(layer, p, false), vector(layer, p, false));
+                assert_eq!(read(layer, p, true), vector(layer, p, true));
             }
         }
     }

@@ -12,12 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::LlamaConfig;
+use super::attention::{Scratch, attend};
 use super::kv_cache::{KvCache, KvCacheFull, KvPool};
 use rayon::prelude::*;
 
 use crate::cpu::{
-    Activations, Matrix, dot, matmul, matmul_group, rms_norm, rope, rope_frequencies, silu_mul,
-    softmax,
+    Activations, Matrix, matmul, matmul_group, rms_norm, rope, rope_frequencies, silu_mul,
 };
 use crate::gguf::{GgufError, GgufFile};
 
@@ -85,12 +85,12 @@ fn matrix(file: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Matri
             ),
         });
     }
-    Ok(Matrix {
-        ty: info.ty,
+    Ok(Matrix::new(
+        info.ty,
         rows,
         cols,
-        bytes: file.shared_tensor_data(info),
-    })
+        file.shared_tensor_data(info),
+    ))
 }
 
 fn vector(file: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>, GgufError> {
@@ -222,6 +222,11 @@ impl LlamaModel {
         layer + self.output.bytes.len()
     }
 
+    /// The kernels that multiply the layers' weights on this processor.
+    pub fn kernel_name(&self) -> &'static str {
+        self.layers.first().map_or("none", |l| l.gate.kernel_name())
+    }
+
     /// A fresh, empty cache for one sequence, from an unbounded pool of its
     /// own (for callers driving the model directly; the engine's scheduler
     /// draws every sequence from one bounded [`KvPool`]).
@@ -344,30 +349,27 @@ impl LlamaModel {
                     &v[t * kv..(t + 1) * kv],
                 );
             }
-            // Every (token, head) pair attends independently: spread them
-            // over the threads.
+            // Every (token, KV head) pair attends independently, the query
+            // heads that share the KV head together: spread them over the
+            // threads.
             let caches_now: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-            attn.par_chunks_mut(c.head_dim)
+            attn.par_chunks_mut(group * c.head_dim)
                 .enumerate()
-                .for_each(|(pair, out)| {
-                    let (t, head) = (pair / c.heads, pair % c.heads);
+                .for_each_init(Scratch::default, |scratch, (pair, out)| {
+                    let (t, kv_head) = (pair / c.kv_heads, pair % c.kv_heads);
+                    let heads = kv_head * group * c.head_dim..(kv_head + 1) * group * c.head_dim;
+                    let query = &q[t * e..(t + 1) * e][heads];
                     let cache = caches_now[owners[t]];
-                    let head_range = {
-                        let start = (head / group) * c.head_dim;
-                        start..start + c.head_dim
-                    };
-                    let qh = &q[t * e + head * c.head_dim..t * e + (head + 1) * c.head_dim];
-                    let mut scores: Vec<f32> = (0..=positions[t])
-                        .map(|p| dot(qh, &cache.get(li, false, p)[head_range.clone()]) * scale)
-                        .collect();
-                    softmax(&mut scores);
-                    out.fill(0.0);
-                    for (p, &weight) in scores.iter().enumerate() {
-                        let vp = &cache.get(li, true, p)[head_range.clone()];
-                        for (o, val) in out.iter_mut().zip(vp) {
-                            *o += weight * val;
-                        }
-                    }
+                    attend(
+                        cache,
+                        li,
+                        kv_head,
+                        positions[t] + 1,
+                        query,
+                        scale,
+                        out,
+                        scratch,
+                    );
                 });
             matmul(&layer.out, &attn, &mut proj, activations);
             add_into(&mut x, &proj);

@@ -1,6 +1,7 @@
 //! Models on the CPU backend: llama-family text generators (llama, SmolLM,
 //! qwen2) and BERT-family sentence encoders.
 
+mod attention;
 mod bert;
 mod config;
 mod kv_cache;
