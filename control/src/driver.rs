@@ -5,7 +5,7 @@
 //! against).
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,12 @@ pub trait Driver {
     /// Calls the controller's `init`.
     fn init(&mut self, config: &EpisodeConfig) -> Result<(), InvokeError>;
 
-    /// Starts the step of `tick`; `false` when the controller still runs an
-    /// earlier tick's (it cannot start another).
-    fn begin_step(&mut self, tick: u64, time: f64, values: &[f32]) -> bool;
+    /// Starts the step of `tick`, whose answer is due by `deadline`. A
+    /// controller still running an abandoned earlier tick is waited for
+    /// until then (each tick has its whole deadline, even when ticks follow
+    /// each other at once, as in lockstep); `false` when it is still
+    /// running at the deadline, or gone.
+    fn begin_step(&mut self, tick: u64, time: f64, values: &[f32], deadline: Instant) -> bool;
 
     /// Waits until `deadline` for the step begun last: `None` if it has not
     /// answered by then.
@@ -58,7 +61,7 @@ impl<F: FnMut(&[f32]) -> Vec<f32>> Driver for NativeDriver<F> {
         Ok(())
     }
 
-    fn begin_step(&mut self, _tick: u64, _time: f64, values: &[f32]) -> bool {
+    fn begin_step(&mut self, _tick: u64, _time: f64, values: &[f32], _deadline: Instant) -> bool {
         self.answer = Some((self.step)(values));
         true
     }
@@ -193,18 +196,20 @@ impl SandboxedDriver {
             .unwrap_or_default()
     }
 
-    /// Takes a reply that arrived after its tick was given up on.
-    fn collect_late_reply(&mut self) {
-        if self.running.is_none() {
-            return;
-        }
-        match self.replies.try_recv() {
-            Ok(Reply::Step { values, .. }) => {
-                self.spare = values;
-                self.running = None;
+    /// Waits until `deadline` for the reply to a tick that was given up on,
+    /// and drops it.
+    fn collect_late_reply(&mut self, deadline: Instant) {
+        while self.running.is_some() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.replies.recv_timeout(wait) {
+                Ok(Reply::Step { values, .. }) => {
+                    self.spare = values;
+                    self.running = None;
+                }
+                Ok(Reply::Init(_)) => {}
+                Err(RecvTimeoutError::Timeout) => return,
+                Err(RecvTimeoutError::Disconnected) => self.running = None,
             }
-            Ok(Reply::Init(_)) | Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => self.running = None,
         }
     }
 }
@@ -268,8 +273,8 @@ impl Driver for SandboxedDriver {
         }
     }
 
-    fn begin_step(&mut self, tick: u64, time: f64, values: &[f32]) -> bool {
-        self.collect_late_reply();
+    fn begin_step(&mut self, tick: u64, time: f64, values: &[f32], deadline: Instant) -> bool {
+        self.collect_late_reply(deadline);
         if self.running.is_some() {
             return false;
         }

@@ -323,7 +323,7 @@ pub fn run(
         actuators: ranges.clone(),
         parameters: spec.parameters.clone(),
     };
-    crate::pacing::prioritize_this_thread();
+    let _priority = crate::pacing::LoopPriority::raise(spec.pacing);
     let mut loop_state = Loop::new(world, spec, ranges);
     if let Err(error) = driver.init(&config) {
         let stop = StopReason::InitFailed {
@@ -417,7 +417,7 @@ impl<'s> Loop<'s> {
                 continue;
             }
 
-            let answer = if driver.begin_step(tick, time, &self.observation) {
+            let answer = if driver.begin_step(tick, time, &self.observation, due + deadline) {
                 driver.finish_step(due + deadline)
             } else {
                 None

@@ -104,6 +104,78 @@ fn set_latency_sensitive() -> std::io::Result<()> {
     rustix::process::setpriority_process(None, CONTROL_NICENESS).map_err(Into::into)
 }
 
+/// The real-time priority (SCHED_FIFO, 1-99) of a real-time episode's loop
+/// thread. Only the loop's own code runs on it (sensors, checks, the
+/// world): bounded work each tick, then a sleep, so it can never hold a core.
+/// Guest code never runs at it: the controller's thread stays fair-share.
+pub const LOOP_RT_PRIORITY: i32 = 10;
+
+/// The calling thread's scheduling while it runs a loop; restored (to
+/// fair-share with the niceness it had) when dropped.
+#[derive(Debug)]
+pub struct LoopPriority {
+    realtime: bool,
+    nice: Option<i32>,
+}
+
+impl LoopPriority {
+    /// Raises the calling thread for a loop paced by `pacing`: what
+    /// [`prioritize_this_thread`] gives, and SCHED_FIFO for a real-time
+    /// loop where the OS allows it (`CAP_SYS_NICE`; never for a lockstep
+    /// loop, which does not sleep).
+    pub fn raise(pacing: Pacing) -> Self {
+        let nice = rustix::process::getpriority_process(None).ok();
+        prioritize_this_thread();
+        let realtime = pacing == Pacing::RealTime && set_fifo(LOOP_RT_PRIORITY).is_ok();
+        LoopPriority { realtime, nice }
+    }
+}
+
+impl Drop for LoopPriority {
+    fn drop(&mut self) {
+        if self.realtime {
+            let _ = set_fair_share();
+        }
+        if let Some(nice) = self.nice {
+            let _ = rustix::process::setpriority_process(None, nice);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_fifo(priority: i32) -> std::io::Result<()> {
+    let param = libc::sched_param {
+        sched_priority: priority,
+    };
+    // SAFETY: `param` is a live `sched_param`; pid 0 is the calling thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_fair_share() -> std::io::Result<()> {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: as in `set_fifo`.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_fifo(_priority: i32) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_fair_share() -> std::io::Result<()> {
+    Ok(())
+}
+
 /// Waits until `due`: sleeps to within [`SPIN_WINDOW`], then spins.
 pub fn sleep_until(due: Instant) {
     let now = Instant::now();

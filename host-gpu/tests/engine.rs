@@ -180,8 +180,8 @@ async fn a_full_cache_makes_requests_wait_not_fail() {
         return;
     };
     // Room for about one request of this size at a time.
-    // 30 layers, keys and values of 192 dimensions, f16.
-    let per_token = 30 * 192 * 2 * 2;
+    // 30 layers, keys and values of 192 dimensions, f32.
+    let per_token = 30 * 192 * 2 * 4;
     let limits = EngineLimits {
         kv_cache_bytes: 80 * per_token,
         tenant_share_percent: 100,
@@ -238,8 +238,8 @@ async fn one_tenants_flood_does_not_hold_up_another_tenant() {
     let prompt = probe.prompt_tokens(&request().prompt).unwrap().len();
     drop(probe);
     // Room for four such requests; one tenant may hold two of them.
-    // 30 layers, keys and values of 192 dimensions, f16.
-    let per_token = 30 * 192 * 2 * 2;
+    // 30 layers, keys and values of 192 dimensions, f32.
+    let per_token = 30 * 192 * 2 * 4;
     let per_request = (prompt + max_tokens as usize).div_ceil(16) * 16 * per_token;
     let engine = load(4 * per_request);
 
@@ -314,8 +314,8 @@ async fn the_cache_a_tenant_reserves_is_reported_while_its_sequence_lives() {
     assert_eq!(reserved.len(), 1, "{reserved:?}");
     assert_eq!(reserved[0].0, "t");
     // Prompt plus 200 tokens, in whole blocks of 16 positions.
-    // 30 layers, keys and values of 192 dimensions, f16.
-    let per_token = 30 * 192 * 2 * 2;
+    // 30 layers, keys and values of 192 dimensions, f32.
+    let per_token = 30 * 192 * 2 * 4;
     assert!(reserved[0].1 >= 200 * per_token, "{reserved:?}");
     drop(generation);
     for _ in 0..200 {

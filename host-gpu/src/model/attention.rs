@@ -6,12 +6,18 @@
 //! Keys are cached transposed per block (`[dim][slot]`, see
 //! [`super::kv_cache`]), so a head's scores for a block's 16 positions are
 //! 16-lane multiply-adds with no horizontal sums; values stay `[slot][dim]`,
-//! so the weighted sum is multiply-adds along the head's dimensions. The
-//! same code is compiled for AVX-512, AVX2 and without either, chosen at
-//! run time; all give the same bits (fused multiply-adds everywhere).
+//! so the weighted sum is multiply-adds along the head's dimensions.
+//!
+//! A long sequence is attended in chunks of [`CHUNK_POSITIONS`] that run in
+//! parallel, each giving a partial result (its softmax's maximum and sum and
+//! its unnormalized output) that [`merge`] combines, as flash-decoding does:
+//! one decoded token's attention then spreads over every thread. Chunks
+//! are fixed by position, so a token's result never depends on what it is
+//! batched with. The same code is compiled for AVX-512, AVX2 and without
+//! either, chosen at run time; all give the same bits.
 
-use super::kv_cache::{BLOCK_TOKENS, CachedFloat, KvCache};
-use crate::cpu::softmax;
+use super::kv_cache::{BLOCK_TOKENS, KvCache};
+use crate::cpu::exp;
 
 /// Query heads scored together against one block of keys: four 16-lane
 /// accumulators keep the multiply-add units busy without running out of
@@ -22,156 +28,132 @@ const HEAD_TILE: usize = 4;
 /// positions: four 256-bit registers (two 512-bit ones).
 const VALUE_LANES: usize = 32;
 
+/// Positions of one chunk: long enough that a chunk outweighs handing it to
+/// a thread and merging it, short enough that a decoded token at a depth of
+/// 1,536 gives every thread work (six chunks per KV head).
+pub(super) const CHUNK_POSITIONS: usize = 16 * BLOCK_TOKENS;
+
+/// Chunks of a sequence of `len` positions.
+pub(super) fn chunks(len: usize) -> usize {
+    len.div_ceil(CHUNK_POSITIONS)
+}
+
+/// Floats of one chunk's partial result for `heads` heads: each head's
+/// unnormalized output, then each head's maximum score, then each head's sum.
+pub(super) fn partial_len(heads: usize, head_dim: usize) -> usize {
+    heads * (head_dim + 2)
+}
+
+/// The cached keys and values one token attends to: positions `0..len` of
+/// KV head `kv_head` in `layer`.
+#[derive(Clone, Copy)]
+pub(super) struct Context<'a> {
+    pub cache: &'a KvCache,
+    pub layer: usize,
+    pub kv_head: usize,
+    pub len: usize,
+}
+
 /// Scratch one attention task reuses between calls.
 #[derive(Debug, Default)]
 pub(super) struct Scratch {
-    /// Scores, `[head][position]`.
+    /// Scores, then weights, `[head][position in chunk]`.
     scores: Vec<f32>,
     /// A tile of query heads transposed: `[dim][head]`.
     queries: Vec<[f32; HEAD_TILE]>,
-    /// One block's keys or values widened from the cache's f16.
-    block: Vec<f32>,
 }
 
 /// `out[g]` (each `head_dim` long) ← attention of query head `q[g]` over
-/// positions `0..len` of KV head `kv_head` of `layer`; `q` holds the group's
-/// heads one after another, `scale` multiplies every score.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn attend(
-    cache: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    len: usize,
+/// `context`; `q` holds the group's heads one after another, `scale`
+/// multiplies every score. The chunks run one after another here (the
+/// forward pass runs them in parallel).
+#[cfg(test)]
+fn attend(context: Context<'_>, q: &[f32], scale: f32, out: &mut [f32], scratch: &mut Scratch) {
+    let heads = q.len() / context.cache.head_dim();
+    let stride = partial_len(heads, context.cache.head_dim());
+    let mut partials = vec![0.0; chunks(context.len) * stride];
+    for (chunk, partial) in partials.chunks_exact_mut(stride).enumerate() {
+        attend_chunk(context, chunk, q, scale, partial, scratch);
+    }
+    merge(&partials, heads, context.cache.head_dim(), out);
+}
+
+/// Chunk `chunk` of `context` for the query heads `q`, into `partial` (see
+/// [`partial_len`]).
+pub(super) fn attend_chunk(
+    context: Context<'_>,
+    chunk: usize,
     q: &[f32],
     scale: f32,
-    out: &mut [f32],
+    partial: &mut [f32],
     scratch: &mut Scratch,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        let f16c = is_x86_feature_detected!("f16c") && is_x86_feature_detected!("fma");
-        if f16c && is_x86_feature_detected!("avx512f") {
+        let fma = is_x86_feature_detected!("fma");
+        if fma && is_x86_feature_detected!("avx512f") {
             // SAFETY: the features were just detected.
-            return unsafe { attend_avx512(cache, layer, kv_head, len, q, scale, out, scratch) };
+            return unsafe { chunk_avx512(context, chunk, q, scale, partial, scratch) };
         }
-        if f16c && is_x86_feature_detected!("avx2") {
+        if fma && is_x86_feature_detected!("avx2") {
             // SAFETY: as above.
-            return unsafe { attend_avx2(cache, layer, kv_head, len, q, scale, out, scratch) };
+            return unsafe { chunk_avx2(context, chunk, q, scale, partial, scratch) };
         }
     }
-    attend_body(
-        cache,
-        layer,
-        kv_head,
-        len,
-        q,
-        scale,
-        out,
-        scratch,
-        widen_portable,
-    )
+    chunk_body(context, chunk, q, scale, partial, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx512(
-    cache: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    len: usize,
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn chunk_avx512(
+    context: Context<'_>,
+    chunk: usize,
     q: &[f32],
     scale: f32,
-    out: &mut [f32],
+    partial: &mut [f32],
     scratch: &mut Scratch,
 ) {
-    attend_body(
-        cache,
-        layer,
-        kv_head,
-        len,
-        q,
-        scale,
-        out,
-        scratch,
-        |from, to| unsafe { widen_f16c(from, to) },
-    )
+    chunk_body(context, chunk, q, scale, partial, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
-    cache: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    len: usize,
+#[target_feature(enable = "avx2,fma")]
+unsafe fn chunk_avx2(
+    context: Context<'_>,
+    chunk: usize,
     q: &[f32],
     scale: f32,
-    out: &mut [f32],
+    partial: &mut [f32],
     scratch: &mut Scratch,
 ) {
-    attend_body(
-        cache,
-        layer,
-        kv_head,
-        len,
-        q,
-        scale,
-        out,
-        scratch,
-        |from, to| unsafe { widen_f16c(from, to) },
-    )
-}
-
-/// f16 bits to f32 (exact), eight at a time.
-///
-/// # Safety
-/// The processor must have F16C and AVX; `from.len()` is a multiple of 8.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn widen_f16c(from: &[CachedFloat], to: &mut [f32]) {
-    use std::arch::x86_64::*;
-    for (eight, out) in from.chunks_exact(8).zip(to.chunks_exact_mut(8)) {
-        unsafe {
-            let halves = _mm_loadu_si128(eight.as_ptr() as *const __m128i);
-            _mm256_storeu_ps(out.as_mut_ptr(), _mm256_cvtph_ps(halves));
-        }
-    }
-}
-
-/// f16 bits to f32 (exact).
-fn widen_portable(from: &[CachedFloat], to: &mut [f32]) {
-    for (h, f) in from.iter().zip(to) {
-        *f = half::f16::from_bits(*h).to_f32();
-    }
+    chunk_body(context, chunk, q, scale, partial, scratch)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_body(
-    cache: &KvCache,
-    layer: usize,
-    kv_head: usize,
-    len: usize,
+fn chunk_body(
+    context: Context<'_>,
+    chunk: usize,
     q: &[f32],
     scale: f32,
-    out: &mut [f32],
+    partial: &mut [f32],
     scratch: &mut Scratch,
-    widen: impl Fn(&[CachedFloat], &mut [f32]),
 ) {
+    let Context {
+        cache,
+        layer,
+        kv_head,
+        len,
+    } = context;
     let head_dim = cache.head_dim();
     let heads = q.len() / head_dim;
-    let Scratch {
-        scores,
-        queries,
-        block,
-    } = scratch;
-    block.resize(BLOCK_TOKENS * head_dim, 0.0);
+    let start = chunk * CHUNK_POSITIONS;
+    let count = (len - start).min(CHUNK_POSITIONS);
+    let first_block = start / BLOCK_TOKENS;
+    let blocks = count.div_ceil(BLOCK_TOKENS);
+    let Scratch { scores, queries } = scratch;
     scores.clear();
-    scores.resize(heads * len, 0.0);
+    scores.resize(heads * count, 0.0);
     queries.resize(head_dim, [0.0; HEAD_TILE]);
-    let blocks = len.div_ceil(BLOCK_TOKENS);
 
     for first in (0..heads).step_by(HEAD_TILE) {
         let tile = (heads - first).min(HEAD_TILE);
@@ -185,8 +167,7 @@ fn attend_body(
             });
         }
         for b in 0..blocks {
-            widen(cache.keys(layer, b, kv_head), block);
-            let keys = &block[..];
+            let keys = cache.keys(layer, first_block + b, kv_head);
             let mut sums = [[0.0f32; BLOCK_TOKENS]; HEAD_TILE];
             for (lanes, key) in queries.iter().zip(keys.chunks_exact(BLOCK_TOKENS)) {
                 for g in 0..HEAD_TILE {
@@ -195,27 +176,34 @@ fn attend_body(
                     }
                 }
             }
-            let valid = (len - b * BLOCK_TOKENS).min(BLOCK_TOKENS);
+            let valid = (count - b * BLOCK_TOKENS).min(BLOCK_TOKENS);
             for g in 0..tile {
-                let row = &mut scores[(first + g) * len + b * BLOCK_TOKENS..][..valid];
+                let row = &mut scores[(first + g) * count + b * BLOCK_TOKENS..][..valid];
                 for (s, score) in row.iter_mut().enumerate() {
                     *score = sums[g][s] * scale;
                 }
             }
         }
     }
-    for row in scores.chunks_exact_mut(len) {
-        softmax(row);
+
+    // Each head's weights relative to its own maximum.
+    let (outputs, stats) = partial.split_at_mut(heads * head_dim);
+    let (maxima, sums) = stats.split_at_mut(heads);
+    for ((row, max), sum) in scores.chunks_exact_mut(count).zip(maxima).zip(sums) {
+        *max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        for v in row.iter_mut() {
+            *v = exp(*v - *max);
+        }
+        *sum = row.iter().sum();
     }
 
     // Each head's output stays in registers across a block's positions.
-    out.fill(0.0);
+    outputs.fill(0.0);
     for b in 0..blocks {
-        widen(cache.values(layer, b, kv_head), block);
-        let values = &block[..];
-        let valid = (len - b * BLOCK_TOKENS).min(BLOCK_TOKENS);
-        for (g, head_out) in out.chunks_exact_mut(head_dim).enumerate() {
-            let weights = &scores[g * len + b * BLOCK_TOKENS..][..valid];
+        let values = cache.values(layer, first_block + b, kv_head);
+        let valid = (count - b * BLOCK_TOKENS).min(BLOCK_TOKENS);
+        for (g, head_out) in outputs.chunks_exact_mut(head_dim).enumerate() {
+            let weights = &scores[g * count + b * BLOCK_TOKENS..][..valid];
             for (o, lane) in head_out
                 .chunks_mut(VALUE_LANES)
                 .zip((0..head_dim).step_by(VALUE_LANES))
@@ -239,6 +227,31 @@ fn attend_body(
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Combines a token's chunk results (`partials`, one [`partial_len`] after
+/// another, in position order) into each head's attention output.
+pub(super) fn merge(partials: &[f32], heads: usize, head_dim: usize, out: &mut [f32]) {
+    let stride = partial_len(heads, head_dim);
+    let at_max = heads * head_dim;
+    let at_sum = at_max + heads;
+    for (g, head_out) in out.chunks_exact_mut(head_dim).enumerate() {
+        let max = partials
+            .chunks_exact(stride)
+            .fold(f32::NEG_INFINITY, |m, p| m.max(p[at_max + g]));
+        let total: f32 = partials
+            .chunks_exact(stride)
+            .map(|p| p[at_sum + g] * exp(p[at_max + g] - max))
+            .sum();
+        head_out.fill(0.0);
+        for p in partials.chunks_exact(stride) {
+            let weight = exp(p[at_max + g] - max) / total;
+            let chunk_out = &p[g * head_dim..(g + 1) * head_dim];
+            for (o, v) in head_out.iter_mut().zip(chunk_out) {
+                *o += weight * v;
             }
         }
     }
@@ -303,7 +316,8 @@ mod tests {
             let kv = c.kv_dim();
             let pool = KvPool::new(&c, None);
             let mut cache = pool.new_cache();
-            let len = 2 * BLOCK_TOKENS + 7;
+            // Two chunks, the second ending inside a block.
+            let len = CHUNK_POSITIONS + 2 * BLOCK_TOKENS + 7;
             cache.reserve(len).unwrap();
             let keys: Vec<Vec<f32>> = (0..len)
                 .map(|p| (0..kv).map(|i| value(p * 1000 + i)).collect())
@@ -320,27 +334,16 @@ mod tests {
             let scale = 1.0 / (head_dim as f32).sqrt();
             for kv_head in 0..c.kv_heads {
                 let mut out = vec![0.0; group * head_dim];
-                attend(
-                    &cache,
-                    1,
+                let context = Context {
+                    cache: &cache,
+                    layer: 1,
                     kv_head,
                     len,
-                    &q,
-                    scale,
-                    &mut out,
-                    &mut Scratch::default(),
-                );
+                };
+                attend(context, &q, scale, &mut out, &mut Scratch::default());
                 let range = kv_head * head_dim..(kv_head + 1) * head_dim;
-                // As the cache holds them: rounded to f16.
                 let cached = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
-                    rows.iter()
-                        .map(|r| {
-                            r[range.clone()]
-                                .iter()
-                                .map(|&x| half::f16::from_f32(x).to_f32())
-                                .collect()
-                        })
-                        .collect()
+                    rows.iter().map(|r| r[range.clone()].to_vec()).collect()
                 };
                 let (head_keys, head_values) = (cached(&keys), cached(&values));
                 for g in 0..group {
@@ -363,7 +366,7 @@ mod tests {
         let c = config(64);
         let pool = KvPool::new(&c, None);
         let mut cache = pool.new_cache();
-        let len = 3 * BLOCK_TOKENS + 1;
+        let len = CHUNK_POSITIONS + 3 * BLOCK_TOKENS + 1;
         cache.reserve(len).unwrap();
         for p in 0..len {
             let k: Vec<f32> = (0..c.kv_dim()).map(|i| value(p * 333 + i)).collect();
@@ -371,32 +374,24 @@ mod tests {
             cache.write(0, p, &k, &v);
         }
         let q: Vec<f32> = (0..3 * 64).map(|i| value(i + 5) * 4.0).collect();
-        let mut portable = vec![0.0; q.len()];
-        attend_body(
-            &cache,
-            0,
-            1,
+        let context = Context {
+            cache: &cache,
+            layer: 0,
+            kv_head: 1,
             len,
-            &q,
-            0.125,
-            &mut portable,
-            &mut Scratch::default(),
-            widen_portable,
-        );
-        let mut detected = vec![0.0; q.len()];
-        attend(
-            &cache,
-            0,
-            1,
-            len,
-            &q,
-            0.125,
-            &mut detected,
-            &mut Scratch::default(),
-        );
-        assert_eq!(
-            portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-            detected.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        );
+        };
+        let stride = partial_len(3, 64);
+        for chunk in 0..chunks(len) {
+            let mut portable = vec![0.0; stride];
+            let mut scratch = Scratch::default();
+            chunk_body(context, chunk, &q, 0.125, &mut portable, &mut scratch);
+            let mut detected = vec![0.0; stride];
+            attend_chunk(context, chunk, &q, 0.125, &mut detected, &mut scratch);
+            assert_eq!(
+                portable.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                detected.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "chunk {chunk}"
+            );
+        }
     }
 }

@@ -17,10 +17,11 @@ use super::LlamaConfig;
 /// large enough that the block table stays short (vLLM uses 16 too).
 pub const BLOCK_TOKENS: usize = 16;
 
-/// How a cached key or value is held: an f16's bits. Half the memory an f32
-/// takes, so half the bytes attention reads per position (it reads every
-/// cached position for every token); llama.cpp caches f16 as well.
-pub(super) type CachedFloat = u16;
+/// How a cached key or value is held: f32. An f16 cache (half the bytes
+/// attention reads per position) decoded SmolLM2 at a depth of 1,536 at 73
+/// against 60 tokens a second, but moved logits past the exact reference's
+/// tolerance (0.0116 against 0.01) and flipped a near-tied greedy token.
+pub(super) type CachedFloat = f32;
 
 /// Blocks needed to hold `tokens` positions.
 pub fn blocks_for(tokens: usize) -> usize {
@@ -28,8 +29,7 @@ pub fn blocks_for(tokens: usize) -> usize {
 }
 
 /// Bytes one block of `config`'s model takes (keys and values of every
-/// layer for [`BLOCK_TOKENS`] positions, f16) on the CPU; a GPU's blocks
-/// hold f32, twice this.
+/// layer for [`BLOCK_TOKENS`] positions, f32), on the CPU and on a GPU.
 pub fn block_bytes(config: &LlamaConfig) -> usize {
     config.layers * 2 * BLOCK_TOKENS * config.kv_dim() * std::mem::size_of::<CachedFloat>()
 }
@@ -144,7 +144,7 @@ impl KvPool {
         // Fresh blocks are zeroed; recycled ones keep stale values, which is
         // fine: a position is always written before it is read.
         blocks.resize_with(count, || {
-            vec![0; self.shape.block_floats()].into_boxed_slice()
+            vec![0.0; self.shape.block_floats()].into_boxed_slice()
         });
         Ok(blocks)
     }
@@ -234,9 +234,9 @@ impl KvCache {
     }
 }
 
-/// An f32 rounded to the cache's f16.
+/// An f32 as the cache holds it.
 fn to_cached(x: f32) -> CachedFloat {
-    half::f16::from_f32(x).to_bits()
+    x
 }
 
 impl Drop for KvCache {
@@ -316,12 +316,11 @@ mod tests {
             (0..8)
                 .map(|i| {
                     let (head, d) = (i / 4, i % 4);
-                    let bits = if values {
+                    if values {
                         cache.values(layer, block, head)[slot * 4 + d]
                     } else {
                         cache.keys(layer, block, head)[d * BLOCK_TOKENS + slot]
-                    };
-                    half::f16::from_bits(bits).to_f32()
+                    }
                 })
                 .collect()
         };

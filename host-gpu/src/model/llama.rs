@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::LlamaConfig;
-use super::attention::{Scratch, attend};
+use super::attention::{self, Context, Scratch, attend_chunk, merge};
 use super::kv_cache::{KvCache, KvCacheFull, KvPool};
 use rayon::prelude::*;
 
@@ -312,6 +312,20 @@ impl LlamaModel {
         let mut up = vec![0.0f32; n * c.feed_forward];
         let scale = 1.0 / (c.head_dim as f32).sqrt();
         let group = c.heads / c.kv_heads;
+        let group_width = group * c.head_dim;
+        // Attention's work, the same in every layer: (token, KV head, chunk)
+        // triples, and which of them belong to each (token, KV head) pair.
+        let mut work = Vec::new();
+        let mut pair_chunks = Vec::with_capacity(n * c.kv_heads);
+        for (t, &p) in positions.iter().enumerate() {
+            for kv_head in 0..c.kv_heads {
+                let first = work.len();
+                work.extend((0..attention::chunks(p + 1)).map(|chunk| (t, kv_head, chunk)));
+                pair_chunks.push(first..work.len());
+            }
+        }
+        let partial_stride = attention::partial_len(group, c.head_dim);
+        let mut partials = vec![0.0f32; work.len() * partial_stride];
 
         for (li, layer) in self.layers.iter().enumerate() {
             h.copy_from_slice(&x);
@@ -349,27 +363,33 @@ impl LlamaModel {
                     &v[t * kv..(t + 1) * kv],
                 );
             }
-            // Every (token, KV head) pair attends independently, the query
-            // heads that share the KV head together: spread them over the
-            // threads.
+            // Every chunk of every (token, KV head) pair attends
+            // independently, the query heads that share the KV head
+            // together: spread them over the threads, then merge each
+            // pair's chunks.
             let caches_now: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
-            attn.par_chunks_mut(group * c.head_dim)
-                .enumerate()
-                .for_each_init(Scratch::default, |scratch, (pair, out)| {
-                    let (t, kv_head) = (pair / c.kv_heads, pair % c.kv_heads);
-                    let heads = kv_head * group * c.head_dim..(kv_head + 1) * group * c.head_dim;
-                    let query = &q[t * e..(t + 1) * e][heads];
-                    let cache = caches_now[owners[t]];
-                    attend(
-                        cache,
-                        li,
-                        kv_head,
-                        positions[t] + 1,
-                        query,
-                        scale,
-                        out,
-                        scratch,
-                    );
+            partials
+                .par_chunks_mut(partial_stride)
+                .zip(work.par_iter())
+                .for_each_init(
+                    Scratch::default,
+                    |scratch, (partial, &(t, kv_head, chunk))| {
+                        let context = Context {
+                            cache: caches_now[owners[t]],
+                            layer: li,
+                            kv_head,
+                            len: positions[t] + 1,
+                        };
+                        let query = &q[t * e..(t + 1) * e][kv_head * group_width..][..group_width];
+                        attend_chunk(context, chunk, query, scale, partial, scratch);
+                    },
+                );
+            attn.par_chunks_mut(group_width)
+                .zip(pair_chunks.par_iter())
+                .for_each(|(out, chunks)| {
+                    let pair =
+                        &partials[chunks.start * partial_stride..chunks.end * partial_stride];
+                    merge(pair, group, c.head_dim, out);
                 });
             matmul(&layer.out, &attn, &mut proj, activations);
             add_into(&mut x, &proj);

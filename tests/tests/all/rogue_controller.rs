@@ -31,6 +31,23 @@ fn rogue(test: &TestRuntime, mode: &str, from: u32, seconds: f64) -> sovra_contr
 }
 
 #[test]
+fn a_controller_that_stalls_once_misses_only_the_ticks_it_stalled_through() {
+    // Lockstep: the next tick starts as soon as one is given up on, so
+    // each must still give the controller (busy with the abandoned tick)
+    // its whole deadline, not count a miss at once.
+    let test = runtime();
+    let episode = rogue(&test, "stall", 20, 1.0);
+    let summary = &episode.summary;
+    assert_eq!(summary.stop, StopReason::Completed, "{summary:#?}");
+    assert_eq!(summary.ticks, 100, "{summary:#?}");
+    assert!(
+        (1..=3).contains(&summary.missed_ticks),
+        "a 25 ms stall spans two or three 10 ms deadlines: {summary:#?}"
+    );
+    assert_eq!(summary.safe_actions, summary.missed_ticks, "{summary:#?}");
+}
+
+#[test]
 fn a_spinning_controller_misses_its_deadlines_while_a_neighbour_keeps_its_rate() {
     let test = runtime();
     let neighbour = {

@@ -40,6 +40,17 @@ impl Control for Rogue {
             return Ok(vec![balance]);
         }
         match self.mode.as_str() {
+            // Stalls once, at tick `from`, for 25 ms (two and a half ticks
+            // at 100 Hz), then balances again.
+            "stall" => {
+                if observation.tick == self.from {
+                    let started = std::time::Instant::now();
+                    while started.elapsed() < std::time::Duration::from_millis(25) {
+                        std::hint::black_box(&observation.values);
+                    }
+                }
+                Ok(vec![balance])
+            }
             "spin" => loop {
                 std::hint::black_box(&observation.values);
             },
