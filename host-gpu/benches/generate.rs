@@ -81,6 +81,27 @@ fn argmax(logits: &[f32]) -> u32 {
         .map_or(0, |(i, _)| i as u32)
 }
 
+/// Seconds to prefill `prompt` in one step, then to decode `tokens` greedy
+/// tokens after it.
+fn prefill_then_decode(model: &LlamaModel, prompt: &[u32], tokens: usize) -> (f64, f64) {
+    let n = prompt.len();
+    let mut cache = model.new_cache();
+    let started = Instant::now();
+    let logits = model
+        .forward(prompt, &vec![0; n], &mut [&mut cache], &[n - 1])
+        .unwrap();
+    let prefill = started.elapsed().as_secs_f64();
+    let mut next = argmax(&logits);
+    let started = Instant::now();
+    for _ in 0..tokens {
+        let logits = model
+            .forward(&[next], &[0], &mut [&mut cache], &[0])
+            .unwrap();
+        next = argmax(&logits);
+    }
+    (prefill, started.elapsed().as_secs_f64())
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .skip(1)
@@ -104,21 +125,7 @@ fn main() {
 
     for _ in 0..rounds {
         // One sequence: prefill the prompt in one step, then greedy decode.
-        let mut cache = model.new_cache();
-        let started = Instant::now();
-        let logits = model
-            .forward(&prompt, &vec![0; n], &mut [&mut cache], &[n - 1])
-            .unwrap();
-        let prefill = started.elapsed().as_secs_f64();
-        let mut next = argmax(&logits);
-        let started = Instant::now();
-        for _ in 0..DECODE_TOKENS {
-            let logits = model
-                .forward(&[next], &[0], &mut [&mut cache], &[0])
-                .unwrap();
-            next = argmax(&logits);
-        }
-        let decode = started.elapsed().as_secs_f64();
+        let (prefill, decode) = prefill_then_decode(&model, &prompt, DECODE_TOKENS);
         println!(
             "{{\"engine\":\"sovra\",\"prompt_tokens\":{n},\"prefill_tps\":{:.2},\"decode_tps\":{:.2}}}",
             n as f64 / prefill,
@@ -187,26 +194,7 @@ fn main() {
 
         // Long prompts: prefill, then greedy decode at that depth.
         for ids in &long {
-            let mut cache = model.new_cache();
-            let started = Instant::now();
-            let logits = model
-                .forward(
-                    ids,
-                    &vec![0; ids.len()],
-                    &mut [&mut cache],
-                    &[ids.len() - 1],
-                )
-                .unwrap();
-            let prefill = started.elapsed().as_secs_f64();
-            let mut next = argmax(&logits);
-            let started = Instant::now();
-            for _ in 0..LONG_DECODE_TOKENS {
-                let logits = model
-                    .forward(&[next], &[0], &mut [&mut cache], &[0])
-                    .unwrap();
-                next = argmax(&logits);
-            }
-            let decode = started.elapsed().as_secs_f64();
+            let (prefill, decode) = prefill_then_decode(&model, ids, LONG_DECODE_TOKENS);
             println!(
                 "{{\"engine\":\"sovra\",\"long_prompt_tokens\":{},\"long_prefill_tps\":{:.2},\"long_decode_tps\":{:.2}}}",
                 ids.len(),

@@ -8,6 +8,8 @@ mod packed;
 mod panel;
 mod q8;
 mod simd;
+#[cfg(test)]
+mod test_weights;
 
 pub use dense::{linear, linear_into};
 pub use matmul::{Activations, Matrix, matmul, matmul_group};

@@ -141,6 +141,7 @@ fn interleave(values: &[u8], r: usize, area: &mut [u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_weights::blocks;
     use super::*;
 
     /// Reads row `r`, block `b` of a packed matrix back as weights.
@@ -160,31 +161,6 @@ mod tests {
             }
             PanelKind::Bytes => f16(2 * r) * byte(16, k) as i8 as f32,
         })
-    }
-
-    fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect()
-    }
-
-    /// Random blocks of `ty` with small finite f16 scales.
-    fn blocks(ty: GgmlType, count: usize, seed: u64) -> Vec<u8> {
-        let mut out = random_bytes(ty.block_bytes() * count, seed);
-        let scales: &[usize] = if ty == GgmlType::Q4_1 { &[0, 2] } else { &[0] };
-        for block in out.chunks_exact_mut(ty.block_bytes()) {
-            for &at in scales {
-                let scale = half::f16::from_f32(0.01 + block[at + 2] as f32 / 5000.0);
-                block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
-            }
-        }
-        out
     }
 
     #[test]

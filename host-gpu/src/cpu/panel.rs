@@ -184,32 +184,13 @@ fn bytes_portable<const N: usize>(panel: &[u8], x: [&[Q8Block]; N]) -> [[f32; PA
 #[cfg(test)]
 mod tests {
     use super::super::q8::quantize_row;
+    use super::super::test_weights::blocks;
     use super::*;
     use crate::gguf::GgmlType;
 
-    fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-        let mut state = seed;
-        (0..len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect()
-    }
-
-    /// `rows` random rows of `cols` weights of `ty`, with finite scales.
+    /// `rows` random rows of `cols` weights of `ty`.
     fn matrix(ty: GgmlType, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
-        let mut out = random_bytes(rows * cols / 32 * ty.block_bytes(), seed);
-        let scales: &[usize] = if ty == GgmlType::Q4_1 { &[0, 2] } else { &[0] };
-        for block in out.chunks_exact_mut(ty.block_bytes()) {
-            for &at in scales {
-                let scale = half::f16::from_f32(0.01 + block[at + 2] as f32 / 5000.0);
-                block[at..at + 2].copy_from_slice(&scale.to_le_bytes());
-            }
-        }
-        out
+        blocks(ty, rows * cols / 32, seed)
     }
 
     fn tokens(count: usize, cols: usize) -> Vec<Vec<Q8Block>> {

@@ -103,31 +103,28 @@ pub(super) fn attend_chunk(
     chunk_body(context, chunk, q, scale, partial, scratch)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn chunk_avx512(
-    context: Context<'_>,
-    chunk: usize,
-    q: &[f32],
-    scale: f32,
-    partial: &mut [f32],
-    scratch: &mut Scratch,
-) {
-    chunk_body(context, chunk, q, scale, partial, scratch)
+/// A copy of [`chunk_body`] compiled for an instruction set.
+macro_rules! chunk_for {
+    ($name:ident, $features:literal) => {
+        /// # Safety
+        #[doc = concat!("The processor must have ", $features, ".")]
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            context: Context<'_>,
+            chunk: usize,
+            q: &[f32],
+            scale: f32,
+            partial: &mut [f32],
+            scratch: &mut Scratch,
+        ) {
+            chunk_body(context, chunk, q, scale, partial, scratch)
+        }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn chunk_avx2(
-    context: Context<'_>,
-    chunk: usize,
-    q: &[f32],
-    scale: f32,
-    partial: &mut [f32],
-    scratch: &mut Scratch,
-) {
-    chunk_body(context, chunk, q, scale, partial, scratch)
-}
+chunk_for!(chunk_avx512, "avx512f,fma");
+chunk_for!(chunk_avx2, "avx2,fma");
 
 #[inline(always)]
 fn chunk_body(
