@@ -151,8 +151,24 @@ fn a_node_runs_a_tenants_episodes_streams_their_telemetry_and_keeps_their_summar
     assert_eq!(shown.body["status"], "ended");
     assert_eq!(shown.body["stop"], "completed");
     assert_eq!(shown.body["summary"]["ticks"], 100);
+    // The replay holds every sample; the live stream, those sent after it
+    // was opened (the episode may have sampled tick 0 before that).
     let replay = client.get_events(&format!("/v1/tenants/acme/episodes/{id}/telemetry"), &acme);
-    assert_eq!(replay.len(), samples.len() + 1);
+    assert_eq!(replay.last().unwrap().0, "summary", "{replay:?}");
+    let ticks = |events: &[&(String, serde_json::Value)]| -> Vec<u64> {
+        events
+            .iter()
+            .map(|(_, sample)| sample["tick"].as_u64().unwrap())
+            .collect()
+    };
+    let replayed: Vec<_> = replay.iter().filter(|(e, _)| e == "sample").collect();
+    assert!(
+        ticks(&replayed).ends_with(&ticks(&samples)),
+        "live {:?} is not the end of the replay {:?}",
+        ticks(&samples),
+        ticks(&replayed)
+    );
+    assert_eq!(ticks(&replayed)[0], 0, "{replay:?}");
     let listed = client.get("/v1/tenants/acme/episodes", Some(&acme));
     assert_eq!(listed.column("episodes", "episode_id"), vec![id.as_str()]);
     // In the tenant's audited history, like an invocation.
