@@ -160,9 +160,8 @@ pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]], activat
         .par_iter()
         .map(|&(m, first, last)| match plans[m] {
             Plan::Panels(packed) => panels_product(packed, first..last, &tokens),
-            Plan::QuantizedRows(kernel) => ws[m]
-                .rows_iter(first..last)
-                .flat_map(|row| tokens.iter().map(move |x| kernel(row, x)))
+            Plan::QuantizedRows(kernel) => (first..last)
+                .flat_map(|r| tokens.iter().map(move |x| kernel(ws[m].row(r), x)))
                 .collect(),
             Plan::DecodedRows => decoded_rows_product(ws[m], first..last, xs),
         })
@@ -175,12 +174,6 @@ pub fn matmul_group(ws: &[&Matrix], xs: &[f32], outs: &mut [&mut [f32]], activat
                 out[t * rows + first + i] = local[i * n + t];
             }
         }
-    }
-}
-
-impl Matrix {
-    fn rows_iter(&self, rows: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> {
-        rows.map(|r| self.row(r))
     }
 }
 
