@@ -2,13 +2,15 @@
 //! (one per tenant), print each chain's head, and name every record that
 //! was altered, removed or reordered.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use sovra_runtime::AUDIT_DB_FILE;
 use sovra_runtime::audit::{ChainReport, verify};
 
 use crate::exit::{Code, Failure, WithCode};
+use crate::node_key::{NodeKeyArgs, runtime_dir};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -20,13 +22,20 @@ pub enum AuditCommand {
         /// Only this tenant's chain.
         #[arg(long)]
         tenant: Option<String>,
+        #[command(flatten)]
+        node_key: NodeKeyArgs,
     },
 }
 
 pub fn audit(command: AuditCommand) -> Result<ExitCode, Failure> {
-    let AuditCommand::Verify { data_dir, tenant } = command;
-    let path = audit_db(&data_dir);
-    let reports = verify(&path, tenant.as_deref()).code(Code::Usage)?;
+    let AuditCommand::Verify {
+        data_dir,
+        tenant,
+        node_key,
+    } = command;
+    let node_key = node_key.load(&data_dir)?;
+    let path = runtime_dir(&data_dir).join(AUDIT_DB_FILE);
+    let reports = verify(&path, &node_key, tenant.as_deref()).code(Code::Usage)?;
     if reports.is_empty() {
         println!(
             "no records{}",
@@ -63,16 +72,5 @@ fn print(report: &ChainReport) {
     );
     for problem in &report.problems {
         println!("    {problem}");
-    }
-}
-
-/// The audit database under a data directory: a node keeps it under
-/// `runtime/`, `sovra run` at the top.
-fn audit_db(data_dir: &Path) -> PathBuf {
-    let node = data_dir.join("runtime").join("audit.db");
-    if node.exists() {
-        node
-    } else {
-        data_dir.join("audit.db")
     }
 }

@@ -6,14 +6,18 @@
 //! - `sovra plugin`: publisher keys, signatures, submission, the log.
 //! - `sovra serve`: run a node for tenants and publishers.
 //! - `sovra audit verify`: check the audit log's per-tenant hash chains.
+//! - `sovra tenant rekey|erase`: put tenants' databases under new keys;
+//!   crypto-erase a tenant.
 
 mod audit;
 mod control;
 mod exit;
 mod inspect;
+mod node_key;
 mod plugin;
 mod run;
 mod serve;
+mod tenant;
 
 use std::process::ExitCode;
 
@@ -46,6 +50,9 @@ enum Command {
     /// The runtime's audit log: verify its per-tenant hash chains.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Offline tenant maintenance: new database keys, crypto-erase.
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
     /// Compile one submitted component under resource limits (started by the node).
     #[command(hide = true)]
     CompileWorker(serve::CompileWorkerArgs),
@@ -64,6 +71,7 @@ fn main() -> ExitCode {
         Command::Plugin(command) => plugin::plugin(command),
         Command::Serve(args) => serve::serve(args),
         Command::Audit(command) => audit::audit(command),
+        Command::Tenant(command) => tenant::tenant(command),
         Command::CompileWorker(_) => unreachable!("handled above"),
     };
     match result {

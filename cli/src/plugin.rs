@@ -11,6 +11,7 @@ use sovra_runtime::ComponentInfo;
 use sovra_server::signature::{PluginSignature, PublisherId, PublisherKey};
 
 use crate::exit::{Code, Failure, WithCode};
+use crate::node_key::NodeKeyArgs;
 
 /// Longest a submission may take, the node's compile included.
 const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
@@ -67,6 +68,8 @@ pub enum PluginCommand {
         /// Exit non-zero unless every entry links to the one before.
         #[arg(long)]
         verify: bool,
+        #[command(flatten)]
+        node_key: NodeKeyArgs,
     },
 }
 
@@ -163,7 +166,11 @@ pub fn plugin(command: PluginCommand) -> Result<ExitCode, Failure> {
             node,
             signature,
         } => submit(&component, &node, signature)?,
-        PluginCommand::Log { data_dir, verify } => return log(&data_dir, verify),
+        PluginCommand::Log {
+            data_dir,
+            verify,
+            node_key,
+        } => return log(&data_dir, &node_key, verify),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -219,12 +226,13 @@ fn submit(component: &Path, node: &str, signature: Option<PathBuf>) -> Result<()
     }
 }
 
-fn log(data_dir: &Path, verify: bool) -> Result<ExitCode, Failure> {
+fn log(data_dir: &Path, node_key: &NodeKeyArgs, verify: bool) -> Result<ExitCode, Failure> {
     let path = data_dir.join(sovra_server::db::NODE_DB_FILE);
     if !path.exists() {
         return Err(anyhow::anyhow!("{} does not exist", path.display())).code(Code::Usage);
     }
-    let db = sovra_server::db::NodeDb::open(&path).code(Code::Host)?;
+    let node_key = node_key.load(data_dir)?;
+    let db = sovra_server::db::NodeDb::open(&path, &node_key).code(Code::Host)?;
     let entries = db.log_entries().code(Code::Host)?;
     for e in &entries {
         println!(

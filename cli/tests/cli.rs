@@ -300,7 +300,7 @@ fn audit_verify_prints_each_chain_head_and_names_tampered_records() {
         "{report}"
     );
 
-    let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    let conn = support::keyed_connection(dir.path(), &dir.path().join("audit.db"), "audit");
     conn.execute(
         "UPDATE invocations SET outcome = 'trap' WHERE id = (SELECT min(id) FROM invocations)",
         [],
@@ -357,4 +357,134 @@ fn run_gives_an_agent_the_tools_it_is_allowed() {
         2,
         "is not a tool",
     );
+}
+
+/// `tenant`'s database under a `sovra run` data directory.
+fn tenant_db(dir: &Path, tenant: &str) -> std::path::PathBuf {
+    dir.join("tenants").join(tenant).join("tenant.db")
+}
+
+/// Leaves `tenant`'s database as a node from before encryption at rest
+/// would have: the same tables and rows in a plain SQLite file, no key file.
+fn make_plain(dir: &Path, tenant: &str) {
+    let db = tenant_db(dir, tenant);
+    let plain = db.with_file_name("plain.db");
+    let conn = support::keyed_connection(dir, &db, &format!("tenant/{tenant}"));
+    conn.execute(
+        "ATTACH DATABASE ?1 AS plain KEY ''",
+        [plain.to_str().unwrap()],
+    )
+    .unwrap();
+    conn.query_row("SELECT sqlcipher_export('plain')", [], |_| Ok(()))
+        .unwrap();
+    conn.execute_batch("DETACH DATABASE plain").unwrap();
+    drop(conn);
+    for leftover in ["tenant.db-wal", "tenant.db-shm", "tenant.db.key"] {
+        let _ = std::fs::remove_file(db.with_file_name(leftover));
+    }
+    std::fs::rename(&plain, &db).unwrap();
+    let header = std::fs::read(&db).unwrap();
+    assert!(header.starts_with(b"SQLite format 3\0"));
+}
+
+/// Runs `sovra tenant rekey` and kills it (SIGKILL) `after` its start.
+fn rekey_killed_after(dir: &Path, after: std::time::Duration) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sovra"))
+        .args([
+            "tenant",
+            "rekey",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "dev",
+        ])
+        .env_remove("SOVRA_NODE_KEY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let _ = child.kill();
+    child.wait().unwrap();
+}
+
+#[test]
+fn encryption_and_rekey_killed_at_any_moment_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = |expected: u32| {
+        let out = sovra(
+            dir.path(),
+            &["run", COUNTER, "--grant", "kv", "--input", "apples"],
+        );
+        succeeds(&out);
+        assert_eq!(text(&out.stdout), format!("apples: {expected}\n"));
+    };
+    count(1);
+    let mut expected = 2;
+    // Encrypting a plain database in place, killed at moments spread over
+    // the process's life (it ends within a few tens of milliseconds).
+    for step in 0..12u64 {
+        make_plain(dir.path(), "dev");
+        rekey_killed_after(dir.path(), std::time::Duration::from_millis(step * 3));
+        count(expected);
+        expected += 1;
+    }
+    assert!(
+        !std::fs::read(tenant_db(dir.path(), "dev"))
+            .unwrap()
+            .starts_with(b"SQLite format 3\0")
+    );
+    // Changing the key, likewise.
+    for step in 0..12u64 {
+        rekey_killed_after(dir.path(), std::time::Duration::from_millis(step * 3));
+        count(expected);
+        expected += 1;
+    }
+    // And uninterrupted: the old key file no longer opens the database.
+    let key_file = tenant_db(dir.path(), "dev").with_file_name("tenant.db.key");
+    let before = std::fs::read(&key_file).unwrap();
+    let out = sovra(
+        dir.path(),
+        &[
+            "tenant",
+            "rekey",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "dev",
+        ],
+    );
+    succeeds(&out);
+    assert_ne!(std::fs::read(&key_file).unwrap(), before);
+    count(expected);
+}
+
+#[test]
+fn rekey_refuses_while_a_runtime_has_the_data_directory_open() {
+    let dir = tempfile::tempdir().unwrap();
+    succeeds(&sovra(
+        dir.path(),
+        &["run", COUNTER, "--grant", "kv", "--input", "pears"],
+    ));
+    // A runtime holding the directory: `sovra run` of an agent that spins
+    // until its time limit.
+    let mut running = Command::new(env!("CARGO_BIN_EXE_sovra"))
+        .args(["run", SPIN, "--timeout", "5s"])
+        .env("SOVRA_DATA_DIR", dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = sovra(
+        dir.path(),
+        &[
+            "tenant",
+            "rekey",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "dev",
+        ],
+    );
+    let _ = running.kill();
+    running.wait().unwrap();
+    fails_with(&out, 2, "stop the node or `sovra run` using it first");
 }

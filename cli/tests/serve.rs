@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 use sovra_server::signature::PublisherKey;
-use sovra_test_artifacts::{COUNTER, HELLO, NET_CONNECT, SPIN};
+use sovra_test_artifacts::{COUNTER, HELLO, NET_CONNECT, NOTES, SPIN};
 use support::{
     Node, OP, OPERATOR_TOKEN, fails_with, install, invoke, publish, publisher, signature, sovra,
     start_node, succeeds, tenant, tenant_with, text,
@@ -144,9 +144,10 @@ fn publish_review_install_invoke_and_find_it_all_after_a_restart() {
     fails_with(&out, 3, "tampered");
 }
 
-/// The node database, opened the way an attacker with disk access would.
+/// The node database, opened the way an attacker with disk access and the
+/// node key would.
 fn rusqlite_connection(data: &std::path::Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(data.join("node.db")).unwrap()
+    support::keyed_connection(data, &data.join("node.db"), "node")
 }
 
 #[test]
@@ -655,4 +656,198 @@ fn ceilings_lowered_after_an_install_apply_to_it_and_hung_up_calls_finish_before
         "{}",
         history.text
     );
+}
+
+/// Every file under `dir`, read whole.
+fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                files.push((path, bytes));
+            }
+        }
+    }
+    files
+}
+
+/// Asserts no file under `data` holds any of `secrets`.
+fn no_plaintext(data: &std::path::Path, secrets: &[&str]) {
+    let files = files_under(data);
+    assert!(files.len() > 5, "{files:?}");
+    for (path, bytes) in files {
+        for secret in secrets {
+            assert!(
+                rfind(&bytes, secret.as_bytes()).is_none(),
+                "{} holds {secret:?} in plaintext",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn nothing_a_tenant_stores_is_on_the_disk_in_plaintext() {
+    let (dir, node, client) = start_node("");
+    let key = tenant_with(
+        &client,
+        "acme",
+        &[
+            (COUNTER, "counter", json!({"kv": true})),
+            (NOTES, "notes", json!({"sql": true})),
+        ],
+    );
+    let kv_key = "kv-key-marker-5d1e";
+    let row = "sql-row-marker-9b27";
+    assert_eq!(invoke(&client, "acme", &key, "counter", kv_key).status, 200);
+    let added = invoke(&client, "acme", &key, "notes", &format!("add {row}"));
+    assert_eq!(added.status, 200, "{}", added.text);
+    let data = dir.path().join("data");
+    // Running (pages in the write-ahead log) and stopped (checkpointed).
+    no_plaintext(&data, &[kv_key, row, &key]);
+    node.stop();
+    no_plaintext(&data, &[kv_key, row, &key]);
+
+    // The node reads it all back after a restart.
+    let node = Node::start(dir.path(), "");
+    let listed = invoke(&node.client(), "acme", &key, "notes", "list");
+    assert!(listed.text.contains(row), "{}", listed.text);
+    node.stop();
+}
+
+#[test]
+fn a_node_started_with_another_node_key_refuses_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("node.key");
+    let write_key = |hex: &str| {
+        std::fs::write(&key_file, hex).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    write_key(&"1f".repeat(32));
+    let node = Node::start(dir.path(), "node-key-file = \"node.key\"");
+    tenant(&node.client(), "acme");
+    node.stop();
+    assert!(
+        !dir.path().join("data/node.key").exists(),
+        "the named key is used"
+    );
+
+    write_key(&"2e".repeat(32));
+    let config = dir.path().join("sovra.toml");
+    let out = sovra(&["serve", "--config", config.to_str().unwrap()]);
+    fails_with(&out, 2, "wrong node key");
+
+    write_key("not a key");
+    let out = sovra(&["serve", "--config", config.to_str().unwrap()]);
+    fails_with(&out, 2, "64 hex digits");
+}
+
+/// How the database whose key file is `key_file` is named in its seals.
+fn label_of(data: &std::path::Path, key_file: &std::path::Path) -> String {
+    let relative = key_file.strip_prefix(data).unwrap().to_str().unwrap();
+    match relative {
+        "node.db.key" => "node".into(),
+        "runtime/audit.db.key" => "audit".into(),
+        other => {
+            let tenant = other
+                .strip_prefix("runtime/tenants/")
+                .and_then(|t| t.strip_suffix("/tenant.db.key"))
+                .unwrap_or_else(|| panic!("unexpected key file {other}"));
+            format!("tenant/{tenant}")
+        }
+    }
+}
+
+#[test]
+fn an_erased_tenant_is_unreadable_everywhere_and_other_tenants_keep_everything() {
+    use sovra_runtime::sealing::{NodeKey, NodeKeySource, SealedDatabase, SealingError};
+    let (dir, node, client) = start_node("");
+    let acme = tenant_with(
+        &client,
+        "acme",
+        &[(COUNTER, "counter", json!({"kv": true}))],
+    );
+    let globex = tenant(&client, "globex");
+    let installed = install(&client, "globex", &globex, "counter", json!({"kv": true}));
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    let secret = "erase-marker-61f0";
+    assert_eq!(
+        invoke(&client, "acme", &acme, "counter", secret).status,
+        200
+    );
+    assert_eq!(
+        invoke(&client, "globex", &globex, "counter", "kept").status,
+        200
+    );
+    let data = dir.path().join("data");
+    // A copy of acme's database taken before the erasure: a backup.
+    let backup = dir.path().join("backup.db");
+    std::fs::copy(data.join("runtime/tenants/acme/tenant.db"), &backup).unwrap();
+
+    let refused = client.request("DELETE", "/v1/tenants/acme", Some(&acme), None);
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let erased = client.request("DELETE", "/v1/tenants/acme", OP, None);
+    assert_eq!(erased.status, 200, "{}", erased.text);
+    assert!(!data.join("runtime/tenants/acme").exists());
+    assert_eq!(client.get("/v1/tenants/acme", OP).status, 404);
+    assert_eq!(
+        invoke(&client, "acme", &acme, "counter", secret).status,
+        401
+    );
+    let kept = invoke(&client, "globex", &globex, "counter", "kept");
+    assert_eq!(kept.body["output"], "kept: 2", "{}", kept.text);
+    let again = client.request("DELETE", "/v1/tenants/acme", OP, None);
+    assert_eq!(again.status, 404, "{}", again.text);
+    // Created anew, the name starts empty.
+    let acme = tenant(&client, "acme");
+    let installed = install(&client, "acme", &acme, "counter", json!({"kv": true}));
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    let fresh = invoke(&client, "acme", &acme, "counter", secret);
+    assert_eq!(
+        fresh.body["output"],
+        format!("{secret}: 1"),
+        "{}",
+        fresh.text
+    );
+    node.stop();
+
+    // No key the node holds opens the backup.
+    let node_key = NodeKey::load(&NodeKeySource::Default, &data, || true).unwrap();
+    let key_files: Vec<_> = files_under(&data)
+        .into_iter()
+        .map(|(path, _)| path)
+        .filter(|path| path.to_string_lossy().ends_with(".db.key"))
+        .collect();
+    assert!(key_files.len() >= 4, "{key_files:?}");
+    for key_file in key_files {
+        std::fs::copy(&key_file, dir.path().join("backup.db.key")).unwrap();
+        let opened = SealedDatabase::existing(&backup, &node_key, &label_of(&data, &key_file))
+            .and_then(|db| db.open_read_write());
+        assert!(
+            matches!(opened, Err(SealingError::NoKeyOpens { .. })),
+            "{} opens the erased tenant's backup: {opened:?}",
+            key_file.display()
+        );
+    }
+    // The erasure is on the publisher log and ends acme's audit chain.
+    let log = sovra(&[
+        "plugin",
+        "log",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--verify",
+    ]);
+    succeeds(&log);
+    assert!(
+        text(&log.stdout).contains("tenant-erased"),
+        "{}",
+        text(&log.stdout)
+    );
+    let audit = sovra(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
+    succeeds(&audit);
 }

@@ -24,7 +24,8 @@
 //! [`limits`] names every limit and the attack it stops; [`storage`] holds
 //! the per-tenant databases; [`tools`] is how an agent's tool calls reach
 //! the tenant's tool plugins; [`policy`] computes what an invocation runs
-//! with; [`audit`] records every invocation.
+//! with; [`audit`] records every invocation; [`sealing`] encrypts every database
+//! at rest.
 
 pub mod audit;
 mod bindings;
@@ -46,6 +47,7 @@ mod output;
 pub mod policy;
 mod runtime;
 mod sandbox;
+pub mod sealing;
 pub mod storage;
 pub mod tools;
 pub mod units;
@@ -65,5 +67,7 @@ pub use limits::Limits;
 pub use manifest::{AgentManifest, ManifestError, World};
 pub use names::{InvalidName, TenantId};
 pub use output::{OutputLimitExceeded, StreamName};
-pub use runtime::{Agent, Inspection, Runtime, RuntimeConfig, StartError, read_component};
+pub use runtime::{
+    AUDIT_DB_FILE, Agent, Inspection, Runtime, RuntimeConfig, StartError, read_component,
+};
 pub use sandbox::{LogLevel, LogLine};

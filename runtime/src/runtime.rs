@@ -34,7 +34,11 @@ use crate::outcome::{agent_error, classify_trap};
 use crate::sandbox::{
     Access, DeadlineExceeded, GrantedStorage, Identity, InferenceAccess, Sandbox, ToolAccess,
 };
-use crate::storage::{StorageError, TenantStores};
+use crate::sealing::{NodeKey, NodeKeySource, SealingError};
+use crate::storage::{DataDirLock, DirLockError, StorageError, TENANTS_DIR, TenantStores};
+
+/// File name of the audit database inside a runtime's data directory.
+pub const AUDIT_DB_FILE: &str = "audit.db";
 use crate::tools::DescribedTool;
 
 /// How a node's runtime is set up.
@@ -53,6 +57,9 @@ pub struct RuntimeConfig {
     /// Where compiled components are kept between runs (`None`: compile on
     /// every start). Defaults to `<data_dir>/compiled`.
     pub compiled_dir: Option<PathBuf>,
+    /// The key that seals every database's key (`None`: the default
+    /// source, [`NodeKeySource::Default`], over `data_dir`).
+    pub node_key: Option<NodeKey>,
 }
 
 impl RuntimeConfig {
@@ -65,6 +72,7 @@ impl RuntimeConfig {
             storage_quota: crate::limits::DEFAULT_STORAGE_QUOTA,
             max_open_tenant_dbs: crate::storage::DEFAULT_MAX_OPEN_TENANT_DBS,
             models: Arc::new(ModelRegistry::empty()),
+            node_key: None,
         }
     }
 }
@@ -79,6 +87,10 @@ pub enum StartError {
     },
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Sealing(#[from] SealingError),
+    #[error(transparent)]
+    DirLock(#[from] DirLockError),
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
 }
@@ -163,6 +175,8 @@ struct Inner {
     entries: Mutex<HashMap<Digest, Entry>>,
     /// How each tool component described itself, by digest.
     described: Mutex<HashMap<Digest, Arc<DescribedTool>>>,
+    /// Held shared while the runtime lives: maintenance waits for it.
+    _dir_lock: DataDirLock,
     stores: TenantStores,
     audit: AuditLog,
     models: Arc<ModelRegistry>,
@@ -198,6 +212,7 @@ impl Runtime {
             path: data_dir.clone(),
             source,
         })?;
+        let dir_lock = DataDirLock::shared(data_dir)?;
         let engine = new_engine().map_err(|e| StartError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         crate::host::add_to_linker(&mut linker)
@@ -206,7 +221,14 @@ impl Runtime {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let executor = Executor::start(cores).map_err(|e| StartError::Engine(e.to_string()))?;
         let execution = ExecutionSlots::new(engine.clone(), cores);
-        let audit = AuditLog::open(&data_dir.join("audit.db"))?;
+        let audit_path = data_dir.join(AUDIT_DB_FILE);
+        let node_key = match config.node_key {
+            Some(key) => key,
+            None => NodeKey::load(&NodeKeySource::Default, data_dir, || {
+                crate::sealing::key_file::path_for(&audit_path).exists()
+            })?,
+        };
+        let audit = AuditLog::open(&audit_path, &node_key)?;
         let compile_cache = CompileCache::new(config.compiled_dir);
         Ok(Runtime {
             inner: Arc::new(Inner {
@@ -215,10 +237,12 @@ impl Runtime {
                 compile_cache,
                 entries: Mutex::new(HashMap::new()),
                 described: Mutex::new(HashMap::new()),
+                _dir_lock: dir_lock,
                 stores: TenantStores::new(
-                    data_dir.join("tenants"),
+                    data_dir.join(TENANTS_DIR),
                     config.storage_quota,
                     config.max_open_tenant_dbs,
+                    Arc::new(node_key),
                 ),
                 audit,
                 models: config.models,
@@ -239,6 +263,18 @@ impl Runtime {
         tenant: &TenantId,
     ) -> Result<Arc<crate::storage::TenantDb>, StorageError> {
         self.inner.stores.get(tenant)
+    }
+
+    /// Erases `tenant`'s storage (see [`TenantStores::erase`]): refused as
+    /// busy while one of its invocations holds it.
+    pub fn erase_tenant(&self, tenant: &TenantId) -> Result<(), StorageError> {
+        self.inner.stores.erase(tenant)
+    }
+
+    /// Lets a tenant created anew under an erased tenant's name have
+    /// (empty) storage.
+    pub fn admit_tenant(&self, tenant: &TenantId) {
+        self.inner.stores.admit(tenant)
     }
 
     /// The audit log of every invocation.

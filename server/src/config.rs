@@ -1,7 +1,10 @@
 //! The node's configuration file (`sovra.toml`): where it listens and keeps
 //! its data, which models it serves, the limits it enforces and the ceilings
-//! no tenant's grants may pass. The operator token never appears here: it is
-//! read from the file or environment variable the config names.
+//! no tenant's grants may pass. Neither the operator token nor the node key
+//! (which seals every database's key) appears here: each is read from the
+//! file or environment variable the config names. With no node key named,
+//! `SOVRA_NODE_KEY` is read, else `<data-dir>/node.key` is generated once,
+//! which protects nothing against a copy of the data disk.
 //!
 //! ```toml
 //! listen = "127.0.0.1:8700"
@@ -9,6 +12,7 @@
 //! models = "/etc/sovra/models.toml"      # optional
 //! device = "auto"                        # auto, cpu, cuda, cuda:N
 //! operator-token-env = "SOVRA_OPERATOR_TOKEN"   # or operator-token-file = "..."
+//! node-key-file = "/etc/sovra/node.key"   # or node-key-env = "..."; 64 hex digits
 //!
 //! [limits]
 //! max-body = "1MiB"              # JSON request bodies
@@ -64,6 +68,8 @@ pub struct NodeConfig {
     /// Where text models run.
     pub device: DeviceChoice,
     pub operator_token: OperatorTokenSource,
+    /// Where the node key comes from.
+    pub node_key: NodeKeySource,
     pub limits: ServerLimits,
     pub ceilings: Ceilings,
     pub compile: CompileLimits,
@@ -124,6 +130,7 @@ impl Default for ServerLimits {
 
 /// The most any install may grant: the runtime's one grants policy.
 pub use sovra_runtime::policy::Ceilings;
+pub use sovra_runtime::sealing::NodeKeySource;
 
 /// Limits of the worker process that compiles a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +184,8 @@ struct RawConfig {
     device: Option<String>,
     operator_token_env: Option<String>,
     operator_token_file: Option<PathBuf>,
+    node_key_env: Option<String>,
+    node_key_file: Option<PathBuf>,
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
@@ -223,6 +232,7 @@ impl NodeConfig {
             models: None,
             device: DeviceChoice::Auto,
             operator_token: OperatorTokenSource::Env(DEFAULT_OPERATOR_TOKEN_ENV.into()),
+            node_key: NodeKeySource::Default,
             limits: ServerLimits::default(),
             ceilings: Ceilings::node_default(),
             compile: CompileLimits::default(),
@@ -275,6 +285,16 @@ impl NodeConfig {
             (Some(env), None) => OperatorTokenSource::Env(env),
             (None, Some(file)) => OperatorTokenSource::File(anchor(file)),
             (None, None) => OperatorTokenSource::Env(DEFAULT_OPERATOR_TOKEN_ENV.into()),
+        };
+        config.node_key = match (raw.node_key_env, raw.node_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "set `node-key-env` or `node-key-file`, not both".into(),
+                ));
+            }
+            (Some(env), None) => NodeKeySource::Env(env),
+            (None, Some(file)) => NodeKeySource::File(anchor(file)),
+            (None, None) => NodeKeySource::Default,
         };
         let field = |name: &str, e: String| invalid(format!("`{name}`: {e}"));
         let limits = &mut config.limits;
@@ -430,6 +450,7 @@ mod tests {
             data-dir = "data"
             models = "models.toml"
             operator-token-file = "token"
+            node-key-file = "keys/node.key"
             [limits]
             max-body = "64KiB"
             tenant-concurrency = 2
@@ -449,6 +470,10 @@ mod tests {
         assert_eq!(
             config.operator_token,
             OperatorTokenSource::File("/etc/sovra/token".into())
+        );
+        assert_eq!(
+            config.node_key,
+            NodeKeySource::File("/etc/sovra/keys/node.key".into())
         );
         assert_eq!(config.limits.max_body, 64 << 10);
         assert_eq!(config.limits.tenant_concurrency, 2);
@@ -491,6 +516,10 @@ mod tests {
             (
                 "data-dir = \"d\"\noperator-token-env = \"A\"\noperator-token-file = \"b\"",
                 "not both",
+            ),
+            (
+                "data-dir = \"d\"\nnode-key-env = \"A\"\nnode-key-file = \"b\"",
+                "`node-key-env` or `node-key-file`, not both",
             ),
         ] {
             let error = parse(text).unwrap_err().to_string();

@@ -1,6 +1,7 @@
-//! The node database (`node.db`, SQLite): tenants, API key hashes,
-//! publishers, plugin versions, installs and the publisher log. Tenant data
-//! never lives here; it stays in each tenant's own database.
+//! The node database (`node.db`, SQLite, encrypted at rest like every
+//! database of the node): tenants, API key hashes, publishers, plugin
+//! versions, installs and the publisher log. Tenant data never lives here; it
+//! stays in each tenant's own database.
 //!
 //! Every write that belongs together (a plugin row and its log entry) runs in
 //! one transaction, and the file is opened with `synchronous=FULL`, so a
@@ -11,6 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+use sovra_runtime::sealing::{NodeKey, SealedDatabase, SealingError};
 
 use crate::ledger;
 
@@ -70,8 +72,15 @@ CREATE TABLE IF NOT EXISTS publisher_log (
 
 /// A database failure: the node's fault, never the caller's.
 #[derive(Debug, thiserror::Error)]
-#[error("node database: {0}")]
-pub struct DbError(#[from] rusqlite::Error);
+pub enum DbError {
+    #[error("node database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("node database: {0}")]
+    Sealing(#[from] SealingError),
+}
+
+/// How the node database is named in its key file's seals.
+pub const NODE_DB_LABEL: &str = "node";
 
 /// A tenant as the operator sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -190,9 +199,11 @@ pub fn now_ms() -> i64 {
 }
 
 impl NodeDb {
-    /// Opens (creating if needed) the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, DbError> {
-        let connection = Connection::open(path)?;
+    /// Opens (creating if needed) the database at `path`, sealed by
+    /// `node_key`.
+    pub fn open(path: &Path, node_key: &NodeKey) -> Result<Self, DbError> {
+        let connection =
+            SealedDatabase::prepare(path, node_key, NODE_DB_LABEL)?.open_read_write()?;
         connection.pragma_update(None, "journal_mode", "WAL")?;
         connection.pragma_update(None, "synchronous", "FULL")?;
         connection.pragma_update(None, "foreign_keys", true)?;
@@ -572,6 +583,22 @@ impl NodeDb {
             [tenant, plugin],
         )?;
         Ok(changed == 1)
+    }
+
+    /// Removes `tenant`, its API keys and its installs, and logs the
+    /// erasure (the tenant's name only), in one transaction; `false` if
+    /// there is no such tenant.
+    pub fn erase_tenant(&self, tenant: &str) -> Result<bool, DbError> {
+        let mut connection = self.lock();
+        let transaction = connection.transaction()?;
+        transaction.execute("DELETE FROM installs WHERE tenant = ?1", [tenant])?;
+        transaction.execute("DELETE FROM api_keys WHERE tenant = ?1", [tenant])?;
+        let removed = transaction.execute("DELETE FROM tenants WHERE id = ?1", [tenant])?;
+        if removed == 1 {
+            ledger::append(&transaction, "tenant-erased", tenant, "")?;
+        }
+        transaction.commit()?;
+        Ok(removed == 1)
     }
 
     // The publisher log.

@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, Semaphore};
 
 use sovra_gpu::ModelRegistry;
+use sovra_runtime::sealing::NodeKey;
 use sovra_runtime::{Agent, Grants, Limits, Runtime, RuntimeConfig};
 
 use crate::artifacts::ArtifactStore;
@@ -197,7 +198,13 @@ impl AppState {
             move |source| StartError::Io { path, source }
         };
         std::fs::create_dir_all(&data_dir).map_err(io(&data_dir))?;
-        let db = NodeDb::open(&data_dir.join(NODE_DB_FILE))?;
+        let node_db = data_dir.join(NODE_DB_FILE);
+        let node_key = NodeKey::load(&config.node_key, &data_dir, || {
+            sovra_runtime::sealing::key_file::path_for(&node_db).exists()
+        })
+        .map_err(|e| StartError::Runtime(e.into()))?;
+        tracing::info!(fingerprint = %node_key.fingerprint(), "node key");
+        let db = NodeDb::open(&node_db, &node_key)?;
         let live_keys = LiveKeys::load(|| db.live_key_hashes())?;
         let artifacts = ArtifactStore::open(&data_dir).map_err(io(&data_dir))?;
         let budget = DescriptorBudget::for_this_process(
@@ -212,6 +219,7 @@ impl AppState {
         );
         let mut runtime_config = RuntimeConfig::new(data_dir.join("runtime"));
         runtime_config.models = Arc::clone(&models);
+        runtime_config.node_key = Some(node_key);
         runtime_config.max_open_tenant_dbs = budget.tenant_dbs;
         // Where the compile worker writes and the runtime reads compiled code.
         let compiled_dir = data_dir.join("runtime").join("compiled");
@@ -290,6 +298,11 @@ impl AppState {
         if let Err(error) = self.live_keys.reload(|| self.db.live_key_hashes()) {
             tracing::warn!(%error, "cannot reread the live API keys; unknown keys reach the database until the next change");
         }
+    }
+
+    /// Forgets every cached install of `tenant` (after it was erased).
+    pub fn forget_installs_of(&self, tenant: &str) {
+        self.installs.clear(|(t, _)| t.as_str() == tenant);
     }
 
     /// Forgets a cached install (after it changed or went away).

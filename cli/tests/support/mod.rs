@@ -426,3 +426,18 @@ pub fn invoke(client: &Client, tenant: &str, key: &str, plugin: &str, input: &st
         json!({"input": input}),
     )
 }
+
+/// A connection to one of the databases under `data_dir` (a node's or
+/// `sovra run`'s), keyed as someone with disk access and the node key
+/// (`<data_dir>/node.key`) would open it.
+pub fn keyed_connection(
+    data_dir: &std::path::Path,
+    db: &std::path::Path,
+    label: &str,
+) -> rusqlite::Connection {
+    use sovra_runtime::sealing::{NodeKey, NodeKeySource, SealedDatabase};
+    let key = NodeKey::load(&NodeKeySource::Default, data_dir, || true).expect("node key");
+    SealedDatabase::existing(db, &key, label)
+        .and_then(|db| db.open_read_write())
+        .expect("keyed connection")
+}

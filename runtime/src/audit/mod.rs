@@ -17,6 +17,8 @@
 //! exiting, tests before reading).
 
 //!
+//! The database is encrypted at rest (see [`crate::sealing`]).
+//!
 //! Each tenant's records form a hash chain (module `chain`), which
 //! [`verify`] checks; the tokens each invocation cost are part of its record
 //! and [`AuditLog::usage`] sums them per model and day.
@@ -37,6 +39,11 @@ use serde::{Deserialize, Serialize};
 pub use chain::{ChainReport, GENESIS};
 use chain::{StoredRecord, load_heads, record_hash};
 use journal::{Journal, journal_path, journals, open_journal, orphaned_journal};
+
+use crate::sealing::{NodeKey, SealedDatabase, SealingError};
+
+/// How the audit database is named in its key file's seals.
+pub const AUDIT_LABEL: &str = "audit";
 
 use crate::invocation::ModelUsage;
 
@@ -189,9 +196,9 @@ impl Shared {
 }
 
 impl AuditLog {
-    /// Opens (creating if needed) the audit database at `path`, first
-    /// committing any journal a crash left behind.
-    pub fn open(path: &Path) -> Result<Self, AuditError> {
+    /// Opens (creating if needed) the audit database at `path`, sealed by
+    /// `node_key`, first committing any journal a crash left behind.
+    pub fn open(path: &Path, node_key: &NodeKey) -> Result<Self, AuditError> {
         let error = |e: rusqlite::Error| AuditError {
             path: path.to_owned(),
             message: e.to_string(),
@@ -200,7 +207,12 @@ impl AuditLog {
             path: path.to_owned(),
             message: e.to_string(),
         };
-        let mut conn = Connection::open(path).map_err(error)?;
+        let sealing_error = |e: SealingError| AuditError {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let sealed = SealedDatabase::prepare(path, node_key, AUDIT_LABEL).map_err(sealing_error)?;
+        let mut conn = sealed.open_read_write().map_err(sealing_error)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(error)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -216,7 +228,7 @@ impl AuditLog {
         }
         let generation = 0;
         let file = open_journal(&journal_path(path, generation)).map_err(io_error)?;
-        let reader = Connection::open(path).map_err(error)?;
+        let reader = sealed.open_read_write().map_err(sealing_error)?;
         reader.busy_timeout(Duration::from_secs(5)).map_err(error)?;
         let shared = Arc::new(Shared {
             path: path.to_owned(),
@@ -318,7 +330,11 @@ impl AuditLog {
 /// Verifies the hash chains of the audit database at `path` (every
 /// tenant's, or `tenant`'s), reading only: records still in a journal are
 /// not seen until a runtime opens the log.
-pub fn verify(path: &Path, tenant: Option<&str>) -> Result<Vec<ChainReport>, AuditError> {
+pub fn verify(
+    path: &Path,
+    node_key: &NodeKey,
+    tenant: Option<&str>,
+) -> Result<Vec<ChainReport>, AuditError> {
     let error = |e: rusqlite::Error| AuditError {
         path: path.to_owned(),
         message: e.to_string(),
@@ -329,8 +345,13 @@ pub fn verify(path: &Path, tenant: Option<&str>) -> Result<Vec<ChainReport>, Aud
             message: "no audit log here".into(),
         });
     }
-    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(error)?;
+    let sealing_error = |e: SealingError| AuditError {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let conn = SealedDatabase::existing(path, node_key, AUDIT_LABEL)
+        .and_then(|db| db.open(rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY))
+        .map_err(sealing_error)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(error)?;
     chain::verify(&conn, tenant).map_err(error)
 }
@@ -526,6 +547,21 @@ pub fn unix_millis(time: SystemTime) -> u64 {
 mod tests {
     use super::*;
 
+    /// One node key for every log these tests open.
+    fn key() -> NodeKey {
+        static KEY: std::sync::OnceLock<NodeKey> = std::sync::OnceLock::new();
+        KEY.get_or_init(NodeKey::generate).clone()
+    }
+
+    /// A keyed connection to `db`, as an operator with the node key and
+    /// sqlite3 would have.
+    fn keyed(db: &Path) -> Connection {
+        SealedDatabase::existing(db, &key(), AUDIT_LABEL)
+            .unwrap()
+            .open_read_write()
+            .unwrap()
+    }
+
     fn record(id: &str) -> AuditRecord {
         AuditRecord {
             invocation_id: id.into(),
@@ -550,7 +586,7 @@ mod tests {
     fn a_record_is_journaled_when_its_receipt_is_awaited_and_committed_later() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
-        let log = AuditLog::open(&db).unwrap();
+        let log = AuditLog::open(&db, &key()).unwrap();
         let first = log.record(record("a"));
         let second = log.record(record("b"));
         let journal = || std::fs::read_to_string(journal_path(&db, 0)).unwrap();
@@ -585,7 +621,7 @@ mod tests {
     fn a_journal_left_by_a_crash_is_committed_once_at_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
-        drop(AuditLog::open(&db).unwrap());
+        drop(AuditLog::open(&db, &key()).unwrap());
         // What a process killed mid-write leaves: whole lines, one of them
         // already committed before the crash, and half a line.
         let crashed = db.with_file_name("audit.db.journal.999999.3");
@@ -599,11 +635,11 @@ mod tests {
         )
         .unwrap();
         {
-            let mut conn = Connection::open(&db).unwrap();
+            let mut conn = keyed(&db);
             let mut heads = load_heads(&conn).unwrap();
             write_batch(&mut conn, &mut heads, &[record("a")]).unwrap();
         }
-        let log = AuditLog::open(&db).unwrap();
+        let log = AuditLog::open(&db, &key()).unwrap();
         let mut ids: Vec<String> = log
             .recent("acme", 10)
             .unwrap()
@@ -622,14 +658,14 @@ mod tests {
         let live = db.with_file_name("audit.db.journal.999999.0");
         let held = open_journal(&live).unwrap();
         std::fs::write(&live, serde_json::to_string(&record("z")).unwrap() + "\n").unwrap();
-        let log = AuditLog::open(&db).unwrap();
+        let log = AuditLog::open(&db, &key()).unwrap();
         assert!(live.exists(), "a journal still locked by its writer stays");
         assert!(log.recent("acme", 10).unwrap().is_empty());
         drop(held);
     }
 
     fn chains(db: &Path) -> Vec<ChainReport> {
-        verify(db, None).unwrap()
+        verify(db, &key(), None).unwrap()
     }
 
     #[test]
@@ -637,7 +673,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("audit.db");
         {
-            let log = AuditLog::open(&db).unwrap();
+            let log = AuditLog::open(&db, &key()).unwrap();
             for id in ["a1", "a2", "a3"] {
                 log.record(record(id));
             }
@@ -657,27 +693,28 @@ mod tests {
         assert_eq!(intact[0].records, 4);
         let head = intact[0].head.clone();
         // Reopening continues each chain where it ended.
-        AuditLog::open(&db).unwrap().record(record("a5"));
+        AuditLog::open(&db, &key()).unwrap().record(record("a5"));
         assert!(chains(&db).iter().all(ChainReport::intact));
 
-        Connection::open(&db)
-            .unwrap()
+        keyed(&db)
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .unwrap();
         // Each tampering on its own copy, as sqlite3 on the file would do it.
         let broken = |statement: &str, needle: &str| {
             let copy = dir.path().join("tampered.db");
             std::fs::copy(&db, &copy).unwrap();
-            Connection::open(&copy)
-                .unwrap()
-                .execute_batch(statement)
-                .unwrap();
-            let acme = verify(&copy, Some("acme")).unwrap();
+            std::fs::copy(
+                crate::sealing::key_file::path_for(&db),
+                crate::sealing::key_file::path_for(&copy),
+            )
+            .unwrap();
+            keyed(&copy).execute_batch(statement).unwrap();
+            let acme = verify(&copy, &key(), Some("acme")).unwrap();
             assert!(
                 acme[0].problems.iter().any(|p| p.contains(needle)),
                 "{statement}: {acme:?}"
             );
-            assert!(verify(&copy, Some("globex")).unwrap()[0].intact());
+            assert!(verify(&copy, &key(), Some("globex")).unwrap()[0].intact());
         };
         broken(
             "UPDATE invocations SET outcome = 'ok ' WHERE invocation_id = 'a2'",
@@ -712,11 +749,10 @@ mod tests {
         );
         // Removing the newest records leaves a chain that verifies, with an
         // earlier head than the one printed before: what the head is for.
-        Connection::open(&db)
-            .unwrap()
+        keyed(&db)
             .execute_batch("DELETE FROM invocations WHERE invocation_id IN ('a4', 'a5')")
             .unwrap();
-        let truncated = verify(&db, Some("acme")).unwrap();
+        let truncated = verify(&db, &key(), Some("acme")).unwrap();
         assert!(truncated[0].intact());
         assert_ne!(truncated[0].head, head);
     }
@@ -732,7 +768,7 @@ mod tests {
     #[test]
     fn usage_is_summed_per_model_and_day() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(&dir.path().join("audit.db")).unwrap();
+        let log = AuditLog::open(&dir.path().join("audit.db"), &key()).unwrap();
         for (id, at) in [("a", 1_000), ("b", 2_000), ("c", 86_400_000 + 5)] {
             log.record(AuditRecord {
                 started_at_ms: at,

@@ -184,11 +184,11 @@ mod tests {
 
     #[test]
     fn an_increment_waits_for_another_writer_instead_of_failing() {
-        let (dir, db) = db();
+        let (_dir, db) = db();
         db.kv_increment("n", 1).unwrap();
         // Another connection (the tenant's SQL, say) is in the middle of a
         // write when the increment starts, and commits soon after.
-        let other = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        let other = db.connect().unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let writer = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(300));
@@ -216,7 +216,8 @@ mod tests {
     #[test]
     fn quota_stops_writes_with_a_typed_error() {
         let dir = tempfile::tempdir().unwrap();
-        let db = TenantDb::open(&dir.path().join("t.db"), 256 * 1024).unwrap();
+        let key = crate::sealing::NodeKey::generate();
+        let db = TenantDb::open(&dir.path().join("t.db"), 256 * 1024, &key, "t").unwrap();
         let value = vec![7u8; 64 * 1024];
         let mut result = Ok(());
         for i in 0..64 {

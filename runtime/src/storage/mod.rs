@@ -3,11 +3,14 @@
 //! Each tenant's database holds that tenant's key/value data, vector memory
 //! and controller episodes (in host-owned tables guests cannot touch through
 //! SQL) and the tables its agents create
-//! through the `sql` capability. A tenant's identity comes from the
+//! through the `sql` capability. Each is encrypted at rest under its own key
+//! (`tenant.db.key` beside it, sealed by the node key; see
+//! [`crate::sealing`]). A tenant's identity comes from the
 //! invocation context, and its database path is derived only from a validated
 //! [`TenantId`]; nothing a guest says can point at another tenant's file.
 
 mod authorizer;
+mod dir_lock;
 mod episodes;
 mod error;
 mod kv;
@@ -15,10 +18,11 @@ mod sql;
 mod tenant_db;
 mod vector;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use dir_lock::{DataDirLock, DirLockError, LOCK_FILE};
 pub use episodes::{EpisodeRecord, MAX_EPISODE_PAGE, MAX_TELEMETRY_SAMPLES, TelemetryRecord};
 pub use error::StorageError;
 pub use kv::KeyPage;
@@ -27,9 +31,13 @@ pub use tenant_db::TenantDb;
 pub use vector::{MAX_COLLECTION_ENTRIES, MAX_QUERY_RESULTS, MAX_VECTOR_DIMS, VectorHit};
 
 use crate::names::TenantId;
+use crate::sealing::NodeKey;
 
 /// File name of a tenant's database inside its directory.
 pub const TENANT_DB_FILE: &str = "tenant.db";
+
+/// Directory of the tenants' directories inside a runtime's data directory.
+pub const TENANTS_DIR: &str = "tenants";
 
 /// File descriptors one open [`TenantDb`] holds: two connections, each with
 /// the database and its write-ahead log, and the shared-memory index they
@@ -51,6 +59,7 @@ pub struct TenantStores {
     root: PathBuf,
     quota_bytes: u64,
     max_open: usize,
+    node_key: Arc<NodeKey>,
     open: Mutex<OpenDatabases>,
 }
 
@@ -59,6 +68,9 @@ struct OpenDatabases {
     by_tenant: HashMap<TenantId, OpenDatabase>,
     /// Counts uses; a database's `last_used` orders evictions.
     clock: u64,
+    /// Tenants whose storage was erased while this process ran: never
+    /// opened (and so never created empty) again until admitted anew.
+    erased: HashSet<TenantId>,
 }
 
 #[derive(Debug)]
@@ -93,12 +105,18 @@ impl OpenDatabases {
 
 impl TenantStores {
     /// Stores under `root` (`<root>/<tenant>/tenant.db`), each limited to
-    /// `quota_bytes`, at most `max_open` open at once.
-    pub fn new(root: impl Into<PathBuf>, quota_bytes: u64, max_open: usize) -> Self {
+    /// `quota_bytes` and sealed by `node_key`, at most `max_open` open at once.
+    pub fn new(
+        root: impl Into<PathBuf>,
+        quota_bytes: u64,
+        max_open: usize,
+        node_key: Arc<NodeKey>,
+    ) -> Self {
         TenantStores {
             root: root.into(),
             quota_bytes,
             max_open,
+            node_key,
             open: Mutex::new(OpenDatabases::default()),
         }
     }
@@ -106,6 +124,11 @@ impl TenantStores {
     /// The database of `tenant`, opened (and created) if needed.
     pub fn get(&self, tenant: &TenantId) -> Result<Arc<TenantDb>, StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.erased.contains(tenant) {
+            return Err(StorageError::Denied(format!(
+                "the storage of tenant {tenant} was erased"
+            )));
+        }
         open.clock += 1;
         let now = open.clock;
         if let Some(entry) = open.by_tenant.get_mut(tenant) {
@@ -115,7 +138,12 @@ impl TenantStores {
         open.make_room(self.max_open)?;
         let dir = self.tenant_dir(tenant);
         create_private_dir(&dir)?;
-        let db = Arc::new(TenantDb::open(&dir.join(TENANT_DB_FILE), self.quota_bytes)?);
+        let db = Arc::new(TenantDb::open(
+            &dir.join(TENANT_DB_FILE),
+            self.quota_bytes,
+            &self.node_key,
+            &tenant_label(tenant),
+        )?);
         open.by_tenant.insert(
             tenant.clone(),
             OpenDatabase {
@@ -124,6 +152,32 @@ impl TenantStores {
             },
         );
         Ok(db)
+    }
+
+    /// Erases `tenant`'s storage: its database key is destroyed first
+    /// (crypto-erase: any copy of the database, a backup or a file the
+    /// filesystem kept, stays unreadable), then its files. Refused as
+    /// [`StorageError::Busy`] while an invocation uses the database; until
+    /// [`TenantStores::admit`], the tenant's storage is not opened again.
+    pub fn erase(&self, tenant: &TenantId) -> Result<(), StorageError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = open.by_tenant.get(tenant) {
+            if Arc::strong_count(&entry.db) > 1 {
+                return Err(StorageError::Busy(format!(
+                    "tenant {tenant}'s storage is in use; retry once its invocations end"
+                )));
+            }
+            open.by_tenant.remove(tenant);
+        }
+        open.erased.insert(tenant.clone());
+        erase_files(&self.tenant_dir(tenant))
+    }
+
+    /// Lets `tenant` have storage again (a tenant created anew under an
+    /// erased tenant's name starts empty).
+    pub fn admit(&self, tenant: &TenantId) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.erased.remove(tenant);
     }
 
     /// How many tenant databases are open now.
@@ -139,6 +193,31 @@ impl TenantStores {
     pub fn tenant_dir(&self, tenant: &TenantId) -> PathBuf {
         self.root.join(tenant.as_str())
     }
+}
+
+/// Erases the tenant directory `dir`: the database key first, then every
+/// file. Nothing there is an error (erasing twice erases nothing more).
+pub fn erase_files(dir: &Path) -> Result<(), StorageError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StorageError::Io {
+            path,
+            source: Arc::new(source),
+        }
+    };
+    let key_file = crate::sealing::key_file::path_for(&dir.join(TENANT_DB_FILE));
+    crate::sealing::key_file::destroy(&key_file)
+        .map_err(|e| StorageError::Internal(e.to_string()))?;
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(dir)(e)),
+    }
+}
+
+/// How a tenant's database is named in its key file's seals.
+pub fn tenant_label(tenant: &TenantId) -> String {
+    format!("tenant/{}", tenant.as_str())
 }
 
 /// Creates `dir` (and parents) readable only by the node's user.
@@ -160,7 +239,13 @@ pub(crate) mod tests {
     /// A tenant database in a fresh temporary directory, with a 16 MiB quota.
     pub(crate) fn db() -> (tempfile::TempDir, TenantDb) {
         let dir = tempfile::tempdir().unwrap();
-        let db = TenantDb::open(&dir.path().join("t.db"), 16 << 20).unwrap();
+        let db = TenantDb::open(
+            &dir.path().join("t.db"),
+            16 << 20,
+            &NodeKey::generate(),
+            "t",
+        )
+        .unwrap();
         (dir, db)
     }
 }
@@ -181,7 +266,7 @@ mod bounded_open {
     #[test]
     fn many_tenants_keep_a_bounded_number_of_databases_open_and_lose_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = TenantStores::new(dir.path(), 16 << 20, 8);
+        let stores = TenantStores::new(dir.path(), 16 << 20, 8, Arc::new(NodeKey::generate()));
         let before = descriptors();
         for i in 0..200 {
             let db = stores.get(&tenant(i)).unwrap();
@@ -203,7 +288,7 @@ mod bounded_open {
     #[test]
     fn a_database_in_use_is_not_closed_and_the_least_recently_used_goes_first() {
         let dir = tempfile::tempdir().unwrap();
-        let stores = TenantStores::new(dir.path(), 16 << 20, 2);
+        let stores = TenantStores::new(dir.path(), 16 << 20, 2, Arc::new(NodeKey::generate()));
         let held = stores.get(&tenant(0)).unwrap();
         stores.get(&tenant(1)).unwrap();
         stores.get(&tenant(2)).unwrap(); // evicts t1: t0 is in use
@@ -227,5 +312,45 @@ mod bounded_open {
             stores.get(&tenant(3)).unwrap(),
         );
         assert!(matches!(stores.get(&tenant(4)), Err(StorageError::Busy(_))));
+    }
+
+    #[test]
+    fn an_erased_tenant_leaves_nothing_readable_and_is_not_reopened_until_admitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Arc::new(NodeKey::generate());
+        let stores = TenantStores::new(dir.path(), 16 << 20, 8, Arc::clone(&key));
+        let acme = tenant(1);
+        let held = stores.get(&acme).unwrap();
+        held.kv_set("secret", b"erase-me-4c2a").unwrap();
+        assert!(matches!(stores.erase(&acme), Err(StorageError::Busy(_))));
+        drop(held);
+        // A copy taken before the erasure (a backup, say), and another
+        // tenant whose key the node still holds.
+        let db = stores.tenant_dir(&acme).join(TENANT_DB_FILE);
+        let copy = dir.path().join("copy.db");
+        std::fs::copy(&db, &copy).unwrap();
+        let globex = tenant(2);
+        stores.get(&globex).unwrap().kv_set("k", b"v").unwrap();
+
+        stores.erase(&acme).unwrap();
+        assert!(!stores.tenant_dir(&acme).exists());
+        assert!(matches!(stores.get(&acme), Err(StorageError::Denied(_))));
+        assert!(!stores.tenant_dir(&acme).exists(), "not recreated empty");
+        // Every key the node still holds fails to open the copy.
+        let globex_db = stores.tenant_dir(&globex).join(TENANT_DB_FILE);
+        std::fs::copy(
+            crate::sealing::key_file::path_for(&globex_db),
+            crate::sealing::key_file::path_for(&copy),
+        )
+        .unwrap();
+        let with_remaining_key =
+            crate::sealing::SealedDatabase::existing(&copy, &key, "tenant/t2").unwrap();
+        assert!(matches!(
+            with_remaining_key.open_read_write(),
+            Err(crate::sealing::SealingError::NoKeyOpens { .. })
+        ));
+
+        stores.admit(&acme);
+        assert_eq!(stores.get(&acme).unwrap().kv_get("secret").unwrap(), None);
     }
 }

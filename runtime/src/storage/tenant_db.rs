@@ -1,18 +1,20 @@
-//! One tenant's SQLite database, opened twice: a host connection for the
+//! One tenant's SQLite database, encrypted at rest under its own key (see
+//! [`crate::sealing`]) and opened twice: a host connection for the
 //! host-owned key/value and vector tables, and a guest connection for agent SQL that runs under the
 //! authorizer and SQLite's own limits.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use rusqlite::Connection;
 use rusqlite::config::DbConfig;
 use rusqlite::limits::Limit;
-use rusqlite::{Connection, OpenFlags};
 
 use super::StorageError;
 use super::authorizer::GuestAuthorizer;
 use crate::limits::{MAX_SQL_PARAMS, MAX_SQL_STATEMENT_BYTES, MAX_VALUE_BYTES};
+use crate::sealing::{NodeKey, SealedDatabase, SealingError};
 
 /// SQLite page size used for quota accounting.
 const PAGE_SIZE: u64 = 4096;
@@ -29,7 +31,7 @@ pub(super) const KV_TABLE: &str = "_sovra_kv";
 /// A tenant's database.
 #[derive(Debug)]
 pub struct TenantDb {
-    path: PathBuf,
+    sealed: SealedDatabase,
     quota_bytes: u64,
     host: Mutex<Connection>,
     guest: Mutex<GuestConnection>,
@@ -44,13 +46,25 @@ pub(super) struct GuestConnection {
 
 impl TenantDb {
     /// Opens (creating if needed) the database at `path`, limited to
-    /// `quota_bytes` of pages.
-    pub fn open(path: &Path, quota_bytes: u64) -> Result<Self, StorageError> {
+    /// `quota_bytes` of pages, encrypted under a key sealed by `node_key`
+    /// (a plain database from before is encrypted in place first). `label`
+    /// names the database in its key file (`tenant/<id>`).
+    pub fn open(
+        path: &Path,
+        quota_bytes: u64,
+        node_key: &NodeKey,
+        label: &str,
+    ) -> Result<Self, StorageError> {
         let open_error = |e: rusqlite::Error| StorageError::Open {
             path: path.to_owned(),
             message: e.to_string(),
         };
-        let host = open_connection(path, quota_bytes).map_err(open_error)?;
+        let sealing_error = |e: SealingError| StorageError::Open {
+            path: path.to_owned(),
+            message: e.to_string(),
+        };
+        let sealed = SealedDatabase::prepare(path, node_key, label).map_err(sealing_error)?;
+        let host = open_connection(&sealed, quota_bytes).map_err(sealing_error)?;
         host.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {KV_TABLE} (
                  key TEXT PRIMARY KEY NOT NULL,
@@ -61,12 +75,12 @@ impl TenantDb {
         Self::create_vector_table(&host).map_err(open_error)?;
         Self::create_episode_tables(&host).map_err(open_error)?;
 
-        let guest = open_connection(path, quota_bytes).map_err(open_error)?;
+        let guest = open_connection(&sealed, quota_bytes).map_err(sealing_error)?;
         configure_guest_connection(&guest).map_err(open_error)?;
         let authorizer = GuestAuthorizer::install(&guest);
 
         Ok(TenantDb {
-            path: path.to_owned(),
+            sealed,
             quota_bytes,
             host: Mutex::new(host),
             guest: Mutex::new(GuestConnection {
@@ -77,7 +91,12 @@ impl TenantDb {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.sealed.path()
+    }
+
+    /// Another keyed connection to this database, outside its two.
+    pub fn connect(&self) -> Result<Connection, SealingError> {
+        self.sealed.open_read_write()
     }
 
     pub fn quota_bytes(&self) -> u64 {
@@ -97,13 +116,15 @@ impl TenantDb {
     }
 }
 
-/// Opens a connection in WAL mode with full durability: a write the guest was
-/// told succeeded is on disk.
-fn open_connection(path: &Path, quota_bytes: u64) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
+/// Opens a keyed connection in WAL mode with full durability: a write the
+/// guest was told succeeded is on disk.
+fn open_connection(sealed: &SealedDatabase, quota_bytes: u64) -> Result<Connection, SealingError> {
+    let conn = sealed.open_read_write()?;
+    configure_host_connection(&conn, quota_bytes).map_err(SealingError::sqlite(sealed.path()))?;
+    Ok(conn)
+}
+
+fn configure_host_connection(conn: &Connection, quota_bytes: u64) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -113,7 +134,7 @@ fn open_connection(path: &Path, quota_bytes: u64) -> rusqlite::Result<Connection
         "max_page_count",
         quota_bytes.div_ceil(PAGE_SIZE).max(16),
     )?;
-    Ok(conn)
+    Ok(())
 }
 
 /// Hardens the guest connection beyond the authorizer: defensive mode (no

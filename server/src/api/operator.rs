@@ -56,6 +56,7 @@ pub async fn create_tenant(
             format!("tenant `{id}` already exists"),
         ));
     }
+    state.runtime.admit_tenant(&id);
     Ok((StatusCode::CREATED, Json(json!({"id": id.as_str()}))))
 }
 
@@ -114,6 +115,55 @@ pub async fn enable_tenant(
     body: Result<NoFields, ApiError>,
 ) -> Reply {
     set_disabled(&state, &headers, &tenant, false, body).await
+}
+
+/// `DELETE /v1/tenants/{tenant}`: crypto-erases the tenant. It is disabled
+/// first (no new invocation starts), its database key is destroyed and its
+/// files removed (refused as busy, the tenant left disabled, while one of its
+/// invocations still runs), then its keys, installs and cached state go, and
+/// the publisher log and the tenant's audit chain record the erasure.
+pub async fn erase_tenant(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Result<NoFields, ApiError>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    body?;
+    let id = tenant_id(&tenant)?;
+    existing_tenant(&state, &tenant)?;
+    let started = (crate::db::now_ms(), std::time::Instant::now());
+    state.db.set_tenant_disabled(&tenant, true)?;
+    state.forget_keys();
+    state
+        .runtime
+        .erase_tenant(&id)
+        .map_err(|error| match error {
+            sovra_runtime::storage::StorageError::Busy(message) => {
+                ApiError::conflict("tenant-busy", message)
+            }
+            other => ApiError::internal(other),
+        })?;
+    state.db.erase_tenant(&tenant)?;
+    state.forget_keys();
+    state.forget_installs_of(&tenant);
+    state
+        .runtime
+        .audit()
+        .record(sovra_runtime::audit::AuditRecord {
+            invocation_id: format!("erase-{}-{tenant}", started.0),
+            tenant: tenant.clone(),
+            agent: "operator".into(),
+            agent_digest: String::new(),
+            started_at_ms: started.0.max(0) as u64,
+            duration_us: started.1.elapsed().as_micros() as u64,
+            outcome: "tenant-erased".into(),
+            error: None,
+            denials: Vec::new(),
+            usage: Vec::new(),
+            parent: None,
+        });
+    ok(json!({"id": tenant, "erased": true}))
 }
 
 pub async fn create_key(

@@ -108,6 +108,7 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
         endpoint(M::POST, "/v1/tenants", operator::create_tenant),
         endpoint(M::GET, "/v1/tenants", operator::list_tenants),
         endpoint(M::GET, "/v1/tenants/{tenant}", operator::show_tenant),
+        endpoint(M::DELETE, "/v1/tenants/{tenant}", operator::erase_tenant),
         endpoint(
             M::POST,
             "/v1/tenants/{tenant}/disable",

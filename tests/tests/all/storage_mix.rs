@@ -8,7 +8,7 @@ use std::time::Duration;
 use sovra_runtime::Grants;
 use sovra_test_artifacts::STORAGE_MIX;
 
-use crate::support::runtime;
+use crate::support::{keyed_connection, runtime};
 
 /// Writes of each kind, all started at once.
 const EACH: usize = 200;
@@ -74,7 +74,7 @@ async fn storage_held_past_the_busy_timeout_is_unavailable_not_the_agents_fault(
     // Another writer (an operator's sqlite3, a stuck backup) holds the
     // tenant's write lock for longer than writers wait.
     let path = test.dir.path().join("tenants/acme/tenant.db");
-    let holder = rusqlite::Connection::open(&path).unwrap();
+    let holder = keyed_connection(test.dir.path(), &path, "tenant/acme");
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let waits = acme.with_timeout(Duration::from_secs(20));
     let report = waits.report("incr:hits").await;

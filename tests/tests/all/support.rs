@@ -32,6 +32,16 @@ pub fn config(data_dir: &Path) -> RuntimeConfig {
     }
 }
 
+/// A connection to one of the runtime's databases under `data_dir`, keyed
+/// as an operator holding the node key would open it.
+pub fn keyed_connection(data_dir: &Path, db: &Path, label: &str) -> rusqlite::Connection {
+    use sovra_runtime::sealing::{NodeKey, NodeKeySource, SealedDatabase};
+    let key = NodeKey::load(&NodeKeySource::Default, data_dir, || true).expect("node key");
+    SealedDatabase::existing(db, &key, label)
+        .and_then(|db| db.open_read_write())
+        .expect("keyed connection")
+}
+
 pub fn runtime() -> TestRuntime {
     let dir = tempfile::tempdir().expect("temporary directory");
     let runtime = Runtime::new(config(dir.path())).expect("runtime starts");
