@@ -1,13 +1,82 @@
-//! The audit journal: records appended as JSON lines to a file of this
-//! process's (one `write` for all records pending), so that they survive a
-//! crash of the process until the writer commits them to the database; and
-//! finding, after a crash, the journals no live process holds any more.
+//! The audit journal: records appended as lines to a file of this process's
+//! (one `write` for all records pending), so that they survive a crash of
+//! the process until the writer commits them to the database; and finding,
+//! after a crash, the journals no live process holds any more. Each line is
+//! a record's JSON sealed (ChaCha20-Poly1305) under a key derived from the
+//! audit database's key: a record's error text may quote a guest, and the
+//! journal is on the same disk as the encrypted database.
 
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+
 use super::AuditRecord;
+use crate::sealing::DatabaseKey;
+
+/// Bytes of a line's nonce (XChaCha20: large enough that a random start per
+/// process never meets another process's).
+const NONCE_BYTES: usize = 24;
+
+/// Bytes of a nonce drawn at random once per [`LineSeal`]; the rest counts.
+const NONCE_PREFIX_BYTES: usize = 16;
+
+/// Seals and opens journal lines. Nonces are a random prefix drawn once and
+/// a counter, so sealing a line costs no system call.
+pub(super) struct LineSeal {
+    cipher: XChaCha20Poly1305,
+    prefix: [u8; NONCE_PREFIX_BYTES],
+    counter: AtomicU64,
+}
+
+impl std::fmt::Debug for LineSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LineSeal(..)")
+    }
+}
+
+impl LineSeal {
+    /// The seal of the journals of the audit database keyed by `key`.
+    pub(super) fn new(key: &DatabaseKey) -> Self {
+        let mut prefix = [0u8; NONCE_PREFIX_BYTES];
+        getrandom::fill(&mut prefix).expect("the operating system's random source failed");
+        LineSeal {
+            cipher: XChaCha20Poly1305::new(Key::from_slice(key.derive("audit journal").as_slice())),
+            prefix,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// `plain` sealed as one line of hex (no newline).
+    pub(super) fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        nonce[..NONCE_PREFIX_BYTES].copy_from_slice(&self.prefix);
+        let count = self.counter.fetch_add(1, Ordering::Relaxed);
+        nonce[NONCE_PREFIX_BYTES..].copy_from_slice(&count.to_le_bytes());
+        let sealed = self
+            .cipher
+            .encrypt(XNonce::from_slice(&nonce), plain)
+            .expect("sealing a record cannot fail");
+        let mut line = hex::encode(nonce).into_bytes();
+        line.extend_from_slice(hex::encode(sealed).as_bytes());
+        line
+    }
+
+    /// What `line` sealed, or `None` for a line that is not one of this
+    /// seal's whole lines (cut short by a crash, or altered).
+    pub(super) fn open(&self, line: &[u8]) -> Option<Vec<u8>> {
+        let bytes = hex::decode(line).ok()?;
+        if bytes.len() < NONCE_BYTES {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_BYTES);
+        self.cipher.decrypt(XNonce::from_slice(nonce), sealed).ok()
+    }
+}
 
 /// The journal being appended to and the records not yet committed.
 #[derive(Debug)]
@@ -20,6 +89,7 @@ pub(super) struct Journal {
     /// Sequence number of `records[0]`: every record before it is
     /// committed (or being committed, journaled first).
     pub(super) first: u64,
+    pub(super) seal: LineSeal,
 }
 
 impl Journal {
@@ -35,7 +105,8 @@ impl Journal {
         }
         let mut lines = Vec::with_capacity(256 * (self.records.len() - self.journaled));
         for record in &self.records[self.journaled..] {
-            serde_json::to_writer(&mut lines, record).map_err(std::io::Error::other)?;
+            let json = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+            lines.extend_from_slice(&self.seal.seal(&json));
             lines.push(b'\n');
         }
         self.file.write_all(&lines)?;
@@ -83,8 +154,12 @@ pub(super) fn journals(db: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// The records of a journal that no live process holds (a crash left it),
 /// or `None` while its process still writes it (it holds a lock on it). A
-/// line cut short by the crash is skipped.
-pub(super) fn orphaned_journal(path: &Path) -> std::io::Result<Option<Vec<AuditRecord>>> {
+/// line cut short by the crash (or one that does not open under `seal`) is
+/// skipped.
+pub(super) fn orphaned_journal(
+    path: &Path,
+    seal: &LineSeal,
+) -> std::io::Result<Option<Vec<AuditRecord>>> {
     let file = File::open(path)?;
     if file.try_lock().is_err() {
         return Ok(None);
@@ -93,7 +168,8 @@ pub(super) fn orphaned_journal(path: &Path) -> std::io::Result<Option<Vec<AuditR
     Ok(Some(
         text.split(|b| *b == b'\n')
             .filter(|line| !line.is_empty())
-            .filter_map(|line| serde_json::from_slice(line).ok())
+            .filter_map(|line| seal.open(line))
+            .filter_map(|json| serde_json::from_slice(&json).ok())
             .collect(),
     ))
 }

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 pub use chain::{ChainReport, GENESIS};
 use chain::{StoredRecord, load_heads, record_hash};
-use journal::{Journal, journal_path, journals, open_journal, orphaned_journal};
+use journal::{Journal, LineSeal, journal_path, journals, open_journal, orphaned_journal};
 
 use crate::sealing::{NodeKey, SealedDatabase, SealingError};
 
@@ -220,8 +220,9 @@ impl AuditLog {
         conn.busy_timeout(Duration::from_secs(5)).map_err(error)?;
         prepare_schema(&conn).map_err(error)?;
         let mut heads = load_heads(&conn).map_err(error)?;
+        let seal = LineSeal::new(sealed.key());
         for journal in journals(path).map_err(io_error)? {
-            if let Some(records) = orphaned_journal(&journal).map_err(io_error)? {
+            if let Some(records) = orphaned_journal(&journal, &seal).map_err(io_error)? {
                 write_batch(&mut conn, &mut heads, &records).map_err(error)?;
                 std::fs::remove_file(&journal).map_err(io_error)?;
             }
@@ -238,6 +239,7 @@ impl AuditLog {
                 records: Vec::new(),
                 journaled: 0,
                 first: 0,
+                seal,
             }),
             writer: Mutex::new(Writer { conn, heads }),
         });
@@ -553,6 +555,15 @@ mod tests {
         KEY.get_or_init(NodeKey::generate).clone()
     }
 
+    /// The seal of `db`'s journals.
+    fn seal_of(db: &Path) -> LineSeal {
+        LineSeal::new(
+            SealedDatabase::existing(db, &key(), AUDIT_LABEL)
+                .unwrap()
+                .key(),
+        )
+    }
+
     /// A keyed connection to `db`, as an operator with the node key and
     /// sqlite3 would have.
     fn keyed(db: &Path) -> Connection {
@@ -593,14 +604,16 @@ mod tests {
         assert_eq!(journal(), "", "queued, not yet journaled");
         // Awaiting the later receipt journals both, in one write.
         futures_executor(second.durable()).unwrap();
+        let seal = seal_of(&db);
+        let opened: Vec<String> = journal()
+            .lines()
+            .map(|line| String::from_utf8(seal.open(line.as_bytes()).unwrap()).unwrap())
+            .collect();
+        assert!(opened[0].contains("\"invocation_id\":\"a\""), "{opened:?}");
+        assert!(opened[1].contains("\"invocation_id\":\"b\""), "{opened:?}");
         assert!(
-            journal().contains("\"invocation_id\":\"a\""),
-            "{}",
-            journal()
-        );
-        assert!(
-            journal().contains("\"invocation_id\":\"b\""),
-            "{}",
+            !journal().contains("invocation_id") && !journal().contains("acme"),
+            "the journal is sealed: {}",
             journal()
         );
         futures_executor(first.durable()).unwrap();
@@ -625,9 +638,13 @@ mod tests {
         // What a process killed mid-write leaves: whole lines, one of them
         // already committed before the crash, and half a line.
         let crashed = db.with_file_name("audit.db.journal.999999.3");
+        let seal = seal_of(&db);
         let lines: Vec<String> = ["a", "b", "c"]
             .iter()
-            .map(|id| serde_json::to_string(&record(id)).unwrap())
+            .map(|id| {
+                let json = serde_json::to_vec(&record(id)).unwrap();
+                String::from_utf8(seal.seal(&json)).unwrap()
+            })
             .collect();
         std::fs::write(
             &crashed,

@@ -16,6 +16,13 @@ use super::{NodeKey, SealingError, parent_dir, sync_dir};
 /// random salt there instead, so an encrypted file never starts with them.
 const PLAIN_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
+/// The page authentication every sealed database is written with: HMAC-SHA256,
+/// not SQLCipher's default HMAC-SHA512, because both processor families the
+/// node runs on (AMD EPYC, Intel Xeon) compute SHA-256 in hardware (SHA-NI)
+/// and not SHA-512; every page read and written is authenticated. Fixed for
+/// the life of a database: one written under another setting does not open.
+const HMAC_ALGORITHM: &str = "HMAC_SHA256";
+
 /// Suffix of the encrypted copy written while a plain database is encrypted.
 const ENCRYPTING_SUFFIX: &str = ".encrypting";
 /// Suffix of the copy written while a database's key changes.
@@ -123,12 +130,20 @@ impl SealedDatabase {
         &self.path
     }
 
+    /// The database's key, for what is sealed alongside the database.
+    pub(crate) fn key(&self) -> &DatabaseKey {
+        &self.key
+    }
+
     /// Opens a keyed connection with `flags`, checking that the key opens
     /// the file.
     pub fn open(&self, flags: OpenFlags) -> Result<Connection, SealingError> {
         let conn = Connection::open_with_flags(&self.path, flags)
             .map_err(SealingError::sqlite(&self.path))?;
         conn.execute_batch(&self.key.key_statement(None))
+            .and_then(|()| {
+                conn.execute_batch(&format!("PRAGMA cipher_hmac_algorithm = {HMAC_ALGORITHM};"))
+            })
             .map_err(SealingError::sqlite(&self.path))?;
         silence_cipher_log(&conn);
         match conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(())) {
@@ -268,7 +283,10 @@ fn write_copy(
     )
     .map_err(&sqlite)?;
     let exported = conn
-        .query_row("SELECT sqlcipher_export('sealed_copy')", [], |_| Ok(()))
+        .execute_batch(&format!(
+            "PRAGMA sealed_copy.cipher_hmac_algorithm = {HMAC_ALGORITHM};"
+        ))
+        .and_then(|()| conn.query_row("SELECT sqlcipher_export('sealed_copy')", [], |_| Ok(())))
         .and_then(|()| {
             conn.execute_batch(&format!(
                 "PRAGMA sealed_copy.user_version = {user_version};"
@@ -342,6 +360,12 @@ mod tests {
         );
         let again = SealedDatabase::prepare(&path, &node, "t").unwrap();
         assert_eq!(rows(&again), [MARKER]);
+        let hmac: String = again
+            .open_read_write()
+            .unwrap()
+            .query_row("PRAGMA cipher_hmac_algorithm", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(hmac, HMAC_ALGORITHM);
     }
 
     #[test]

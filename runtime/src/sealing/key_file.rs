@@ -69,6 +69,18 @@ impl DatabaseKey {
         })
     }
 
+    /// A key for another use than the database's pages (`purpose` names
+    /// it), independent of the database key and of every other purpose's.
+    pub(crate) fn derive(&self, purpose: &str) -> Zeroizing<[u8; KEY_BYTES]> {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        hash.update(b"sovra derived key v1\0");
+        hash.update(purpose.as_bytes());
+        hash.update([0]);
+        hash.update(self.bytes);
+        Zeroizing::new(hash.finalize().into())
+    }
+
     /// The `KEY` clause value for `ATTACH ... KEY`.
     pub(crate) fn attach_literal(&self) -> Zeroizing<String> {
         Zeroizing::new(format!("\"x'{}'\"", hex::encode(self.bytes)))
