@@ -6,8 +6,8 @@
 //! - `sovra plugin`: publisher keys, signatures, submission, the log.
 //! - `sovra serve`: run a node for tenants and publishers.
 //! - `sovra audit verify`: check the audit log's per-tenant hash chains.
-//! - `sovra tenant rekey|erase`: put tenants' databases under new keys;
-//!   crypto-erase a tenant.
+//! - `sovra tenant rekey|erase|export|verify-export`: new database keys,
+//!   crypto-erase, a tenant's signed export and its check.
 
 mod audit;
 mod control;
@@ -50,7 +50,7 @@ enum Command {
     /// The runtime's audit log: verify its per-tenant hash chains.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Offline tenant maintenance: new database keys, crypto-erase.
+    /// Tenant maintenance: new database keys, crypto-erase, signed exports.
     #[command(subcommand)]
     Tenant(tenant::TenantCommand),
     /// Compile one submitted component under resource limits (started by the node).

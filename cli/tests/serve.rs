@@ -851,3 +851,123 @@ fn an_erased_tenant_is_unreadable_everywhere_and_other_tenants_keep_everything()
     let audit = sovra(&["audit", "verify", "--data-dir", data.to_str().unwrap()]);
     succeeds(&audit);
 }
+
+/// The files of an export archive, unpacked.
+fn unpack(archive: &[u8]) -> std::collections::BTreeMap<String, String> {
+    use std::io::Read;
+    let mut tar = tar::Archive::new(zstd::Decoder::new(archive).unwrap());
+    tar.entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            (name, String::from_utf8_lossy(&bytes).into_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_tenant_export_is_signed_complete_and_checked_offline() {
+    let (dir, node, client) = start_node("");
+    let acme = tenant_with(
+        &client,
+        "acme",
+        &[
+            (COUNTER, "counter", json!({"kv": true})),
+            (NOTES, "notes", json!({"sql": true})),
+        ],
+    );
+    let globex = tenant(&client, "globex");
+    assert_eq!(
+        invoke(&client, "acme", &acme, "counter", "exported-kv-3f1c").status,
+        200
+    );
+    let added = invoke(&client, "acme", &acme, "notes", "add exported-row-8d2e");
+    assert_eq!(added.status, 200, "{}", added.text);
+
+    let (status, _, _) = client.get_bytes("/v1/tenants/acme/export", &globex);
+    assert_eq!(status, 403, "another tenant's key");
+    let (status, content_type, archive) = client.get_bytes("/v1/tenants/acme/export", &acme);
+    assert_eq!((status, content_type.as_str()), (200, "application/zstd"));
+    let files = unpack(&archive);
+    assert!(
+        files["kv.jsonl"].contains("count/exported-kv-3f1c"),
+        "{}",
+        files["kv.jsonl"]
+    );
+    assert!(
+        files["sql.jsonl"].contains("exported-row-8d2e"),
+        "{}",
+        files["sql.jsonl"]
+    );
+    assert!(
+        files["installs.json"].contains("notes"),
+        "{}",
+        files["installs.json"]
+    );
+    // Two invocations, and globex's refused attempt on acme's export.
+    let audit = &files["audit.jsonl"];
+    assert_eq!(audit.lines().count(), 3, "{audit}");
+    assert!(audit.contains("refused-403"), "{audit}");
+    assert!(
+        files["tenant.db"].starts_with("SQLite format 3"),
+        "plain SQLite"
+    );
+
+    // The same export offline (beside the running node) names the node's key.
+    let data = dir.path().join("data");
+    let offline = dir.path().join("offline.tar.zst");
+    let out = sovra(&[
+        "tenant",
+        "export",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        offline.to_str().unwrap(),
+        "acme",
+    ]);
+    succeeds(&out);
+    let node_key = text(&out.stdout)
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert_eq!(node_key.len(), 64, "{}", text(&out.stdout));
+    node.stop();
+
+    let saved = dir.path().join("acme.tar.zst");
+    std::fs::write(&saved, &archive).unwrap();
+    let verify = |path: &std::path::Path, key: &str| {
+        sovra(&[
+            "tenant",
+            "verify-export",
+            path.to_str().unwrap(),
+            "--node-public-key",
+            key,
+        ])
+    };
+    let out = verify(&saved, &node_key);
+    succeeds(&out);
+    assert!(
+        text(&out.stdout).contains("verified: tenant acme, 7 files"),
+        "{}",
+        text(&out.stdout)
+    );
+    succeeds(&verify(&offline, &node_key));
+    fails_with(&verify(&saved, &"ab".repeat(32)), 3, "signed by node key");
+
+    // Any byte changed: refused, never verified.
+    let mut tampered = archive.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 0x40;
+    std::fs::write(&saved, &tampered).unwrap();
+    let out = verify(&saved, &node_key);
+    assert!(
+        matches!(out.status.code(), Some(2 | 3)),
+        "{}",
+        text(&out.stderr)
+    );
+}

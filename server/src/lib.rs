@@ -20,6 +20,7 @@ pub mod compile;
 pub mod config;
 pub mod db;
 pub mod episodes;
+pub mod export;
 pub mod keys;
 pub mod ledger;
 pub mod limiter;

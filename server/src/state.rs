@@ -77,6 +77,8 @@ pub struct AppState {
     /// Compile workers that may run at once.
     /// Stops: a burst of submissions starting a 2 GiB worker each.
     pub compile_slots: Semaphore,
+    /// The node's Ed25519 key that signs tenant exports.
+    pub signer: ed25519_dalek::SigningKey,
     operator_token: String,
     keys: Generational<String, Caller>,
     /// Hashes of the live keys: an unknown key is refused without a lookup.
@@ -205,6 +207,11 @@ impl AppState {
         .map_err(|e| StartError::Runtime(e.into()))?;
         tracing::info!(fingerprint = %node_key.fingerprint(), "node key");
         let db = NodeDb::open(&node_db, &node_key)?;
+        let signer =
+            crate::export::signing_key(&data_dir, &node_key).map_err(|e| StartError::Io {
+                path: data_dir.join(crate::export::SIGNING_KEY_FILE),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let live_keys = LiveKeys::load(|| db.live_key_hashes())?;
         let artifacts = ArtifactStore::open(&data_dir).map_err(io(&data_dir))?;
         let budget = DescriptorBudget::for_this_process(
@@ -246,6 +253,7 @@ impl AppState {
             in_flight: InFlight::default(),
             episodes: Arc::default(),
             compile_slots: Semaphore::new(MAX_CONCURRENT_COMPILES),
+            signer,
             operator_token,
             keys: Generational::new(),
             live_keys,
@@ -298,6 +306,31 @@ impl AppState {
         if let Err(error) = self.live_keys.reload(|| self.db.live_key_hashes()) {
             tracing::warn!(%error, "cannot reread the live API keys; unknown keys reach the database until the next change");
         }
+    }
+
+    /// `tenant`'s signed export (see [`crate::export`]): its database, kv,
+    /// SQL and vector contents, installs, usage and audit chain.
+    pub fn export_tenant(&self, tenant: &sovra_runtime::TenantId) -> Result<Vec<u8>, String> {
+        let db = self
+            .runtime
+            .tenant_storage(tenant)
+            .map_err(|e| e.to_string())?;
+        let conn = db.connect().map_err(|e| e.to_string())?;
+        let audit = self.runtime.audit();
+        let records = crate::export::TenantRecords {
+            tenant: tenant.to_string(),
+            installs: serde_json::json!(
+                self.db
+                    .installs(tenant.as_str())
+                    .map_err(|e| e.to_string())?
+            ),
+            usage: serde_json::json!(audit.usage(tenant.as_str(), 0).map_err(|e| e.to_string())?),
+            audit: audit.chain_of(tenant.as_str()).map_err(|e| e.to_string())?,
+        };
+        let mut archive = Vec::new();
+        crate::export::write(&conn, &records, &self.signer, &mut archive)
+            .map_err(|e| e.to_string())?;
+        Ok(archive)
     }
 
     /// Forgets every cached install of `tenant` (after it was erased).

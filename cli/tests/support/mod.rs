@@ -246,6 +246,30 @@ impl Client {
         request.send(bytes).map(reply)
     }
 
+    /// A GET whose answer is bytes: its status, content type and body.
+    pub fn get_bytes(&self, path: &str, token: &str) -> (u16, String, Vec<u8>) {
+        let mut response = self
+            .agent
+            .get(format!("{}{path}", self.url))
+            .header("authorization", format!("Bearer {token}"))
+            .call()
+            .expect("the node answers");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_vec()
+            .unwrap();
+        (status, content_type, body)
+    }
+
     /// An invocation streamed as server-sent events: `(event, data)` pairs.
     pub fn invoke_stream(&self, path: &str, token: &str, body: Value) -> Vec<(String, Value)> {
         let mut response = self

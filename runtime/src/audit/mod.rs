@@ -314,6 +314,41 @@ impl AuditLog {
         })
     }
 
+    /// Every record of `tenant`'s chain, oldest first, each with its chain
+    /// hash (`null` for records from before chaining): what a tenant's
+    /// export carries so that the chain can be checked outside the node.
+    pub fn chain_of(&self, tenant: &str) -> Result<Vec<serde_json::Value>, AuditError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT invocation_id, agent, agent_digest, started_at_ms, duration_us,
+                        outcome, error, denials, usage, parent, hash
+                 FROM invocations WHERE tenant = ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([tenant], |row| {
+                let json = |i: usize| -> rusqlite::Result<serde_json::Value> {
+                    Ok(row
+                        .get::<_, Option<String>>(i)?
+                        .and_then(|text| serde_json::from_str(&text).ok())
+                        .unwrap_or(serde_json::Value::Null))
+                };
+                Ok(serde_json::json!({
+                    "invocation_id": row.get::<_, String>(0)?,
+                    "agent": row.get::<_, String>(1)?,
+                    "agent_digest": row.get::<_, String>(2)?,
+                    "started_at_ms": row.get::<_, i64>(3)?,
+                    "duration_us": row.get::<_, i64>(4)?,
+                    "outcome": row.get::<_, String>(5)?,
+                    "error": row.get::<_, Option<String>>(6)?,
+                    "denials": json(7)?,
+                    "usage": json(8)?,
+                    "parent": row.get::<_, Option<String>>(9)?,
+                    "hash": row.get::<_, Option<String>>(10)?,
+                }))
+            })?;
+            rows.collect()
+        })
+    }
+
     /// Runs a query on the reader connection, after committing what is
     /// queued (a caller reads what it has recorded).
     fn read<T>(

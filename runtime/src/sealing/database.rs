@@ -199,6 +199,26 @@ pub fn rekey(path: &Path, node_key: &NodeKey, label: &str) -> Result<(), Sealing
     key_file::write(&key_path, node_key, label, &[&new])
 }
 
+/// Everything `conn` (a keyed connection) holds, as the bytes of a plain
+/// SQLite database: what a tenant's export carries, readable by any SQLite
+/// without the node's keys. Built in memory: the plaintext never touches
+/// the disk.
+pub fn plain_image(conn: &Connection) -> Result<Vec<u8>, SealingError> {
+    let sqlite = |e: rusqlite::Error| SealingError::Sqlite {
+        path: PathBuf::from(":memory:"),
+        message: e.to_string(),
+    };
+    conn.execute_batch("ATTACH DATABASE ':memory:' AS plain_copy KEY ''")
+        .map_err(sqlite)?;
+    let image = conn
+        .query_row("SELECT sqlcipher_export('plain_copy')", [], |_| Ok(()))
+        .and_then(|()| conn.serialize("plain_copy").map(|data| data.to_vec()));
+    let detached = conn.execute_batch("DETACH DATABASE plain_copy");
+    let image = image.map_err(sqlite)?;
+    detached.map_err(sqlite)?;
+    Ok(image)
+}
+
 /// The key a database's key file names first.
 fn current_key(
     key_path: &Path,

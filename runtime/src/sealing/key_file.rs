@@ -133,6 +133,23 @@ pub(crate) fn write(
     write_atomically(path, text.as_bytes())
 }
 
+/// A 32-byte secret other than a database key (the node's signing key),
+/// sealed into the key file `path` under `label` like a database key, and
+/// created there on first use.
+pub fn load_or_create_secret(
+    path: &Path,
+    node_key: &NodeKey,
+    label: &str,
+) -> Result<Zeroizing<[u8; KEY_BYTES]>, SealingError> {
+    if path.exists() {
+        let keys = read(path, node_key, label)?;
+        return Ok(Zeroizing::new(keys[0].bytes));
+    }
+    let secret = DatabaseKey::generate();
+    write(path, node_key, label, &[&secret])?;
+    Ok(Zeroizing::new(secret.bytes))
+}
+
 /// Destroys the key file at `path` (crypto-erase): overwrites it with random
 /// bytes, flushes that to the disk, then removes it. Once this returns, no
 /// copy of the database it keyed can be read with any key the node holds.

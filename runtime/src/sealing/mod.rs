@@ -20,7 +20,7 @@ mod node_key;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use database::{SealedDatabase, rekey};
+pub use database::{SealedDatabase, plain_image, rekey};
 pub use key_file::DatabaseKey;
 pub use node_key::{DEFAULT_NODE_KEY_ENV, NODE_KEY_FILE, NodeKey, NodeKeySource};
 

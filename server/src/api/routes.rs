@@ -189,6 +189,7 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
         ),
         endpoint(M::GET, "/v1/tenants/{tenant}/invocations", tenant::history),
         endpoint(M::GET, "/v1/tenants/{tenant}/usage", tenant::usage),
+        endpoint(M::GET, "/v1/tenants/{tenant}/export", tenant::export),
     ]
 }
 

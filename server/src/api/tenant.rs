@@ -279,3 +279,34 @@ pub async fn usage(
         })),
     ))
 }
+
+/// `GET /v1/tenants/{tenant}/export`: the tenant's signed `.tar.zst` export
+/// (see `crate::export`), for the tenant's key or the operator.
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    require_tenant(&state, &headers, &tenant, OperatorToo::Yes)?;
+    let id = sovra_runtime::TenantId::new(&tenant)
+        .map_err(|e| ApiError::bad_request("bad-tenant-id", e.to_string()))?;
+    let exporter = Arc::clone(&state);
+    let archive = tokio::task::spawn_blocking(move || exporter.export_tenant(&id))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    let disposition = format!("attachment; filename=\"{tenant}.tar.zst\"");
+    Ok((
+        StatusCode::OK,
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/zstd".to_owned(),
+            ),
+            (axum::http::header::CONTENT_DISPOSITION, disposition),
+        ],
+        archive,
+    )
+        .into_response())
+}
