@@ -95,6 +95,22 @@ pub fn tenant(command: TenantCommand) -> Result<ExitCode, Failure> {
     }
 }
 
+/// `tenant`'s database under `runtime_dir`, which must exist.
+fn tenant_db(runtime_dir: &Path, tenant: &TenantId) -> Result<PathBuf, Failure> {
+    let path = runtime_dir
+        .join(TENANTS_DIR)
+        .join(tenant.as_str())
+        .join(TENANT_DB_FILE);
+    if !path.exists() {
+        return Err(anyhow::anyhow!(
+            "tenant {tenant} has no database in {}",
+            runtime_dir.display()
+        ))
+        .code(Code::Usage);
+    }
+    Ok(path)
+}
+
 fn rekey_tenants(
     data_dir: &Path,
     node_key: &NodeKeyArgs,
@@ -105,17 +121,7 @@ fn rekey_tenants(
     let _lock = DataDirLock::exclusive(&runtime_dir).code(Code::Usage)?;
     for tenant in tenants {
         let tenant = TenantId::new(tenant).code(Code::Usage)?;
-        let path = runtime_dir
-            .join(TENANTS_DIR)
-            .join(tenant.as_str())
-            .join(TENANT_DB_FILE);
-        if !path.exists() {
-            return Err(anyhow::anyhow!(
-                "tenant {tenant} has no database in {}",
-                runtime_dir.display()
-            ))
-            .code(Code::Usage);
-        }
+        let path = tenant_db(&runtime_dir, &tenant)?;
         rekey(&path, &node_key, &tenant_label(&tenant)).code(Code::Host)?;
         println!("rekeyed {tenant}");
     }
@@ -187,17 +193,7 @@ fn export(
     let runtime_dir = runtime_dir(data_dir);
     // Shared: a running node may keep serving; maintenance may not start.
     let _lock = DataDirLock::shared(&runtime_dir).code(Code::Usage)?;
-    let path = runtime_dir
-        .join(TENANTS_DIR)
-        .join(tenant.as_str())
-        .join(TENANT_DB_FILE);
-    if !path.exists() {
-        return Err(anyhow::anyhow!(
-            "tenant {tenant} has no database in {}",
-            runtime_dir.display()
-        ))
-        .code(Code::Usage);
-    }
+    let path = tenant_db(&runtime_dir, &tenant)?;
     let db = SealedDatabase::existing(&path, &node_key, &tenant_label(&tenant))
         // Read-write: the export builds its plain copy in an attached
         // in-memory database; the tenant's own is only read.

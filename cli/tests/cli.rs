@@ -387,6 +387,12 @@ fn make_plain(dir: &Path, tenant: &str) {
     assert!(header.starts_with(b"SQLite format 3\0"));
 }
 
+/// `sovra tenant rekey` of tenant `dev` under `dir`, run to its end.
+fn rekey(dir: &Path) -> Output {
+    let data_dir = dir.to_str().unwrap();
+    sovra(dir, &["tenant", "rekey", "--data-dir", data_dir, "dev"])
+}
+
 /// Runs `sovra tenant rekey` and kills it (SIGKILL) `after` its start.
 fn rekey_killed_after(dir: &Path, after: std::time::Duration) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sovra"))
@@ -442,16 +448,7 @@ fn encryption_and_rekey_killed_at_any_moment_lose_nothing() {
     // And uninterrupted: the old key file no longer opens the database.
     let key_file = tenant_db(dir.path(), "dev").with_file_name("tenant.db.key");
     let before = std::fs::read(&key_file).unwrap();
-    let out = sovra(
-        dir.path(),
-        &[
-            "tenant",
-            "rekey",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "dev",
-        ],
-    );
+    let out = rekey(dir.path());
     succeeds(&out);
     assert_ne!(std::fs::read(&key_file).unwrap(), before);
     count(expected);
@@ -474,16 +471,7 @@ fn rekey_refuses_while_a_runtime_has_the_data_directory_open() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    let out = sovra(
-        dir.path(),
-        &[
-            "tenant",
-            "rekey",
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "dev",
-        ],
-    );
+    let out = rekey(dir.path());
     let _ = running.kill();
     running.wait().unwrap();
     fails_with(&out, 2, "stop the node or `sovra run` using it first");

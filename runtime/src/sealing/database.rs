@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::key_file::{self, DatabaseKey};
-use super::{NodeKey, SealingError, parent_dir, sync_dir};
+use super::{NodeKey, SealingError, parent_dir, sync_dir, with_dir_locked};
 
 /// The first 16 bytes of every plain SQLite database. SQLCipher stores a
 /// random salt there instead, so an encrypted file never starts with them.
@@ -51,6 +51,13 @@ impl SealedDatabase {
     /// database in its key file's seals (`tenant/acme`, `audit`, `node`).
     /// No connection to `path` may be open while this runs.
     pub fn prepare(path: &Path, node_key: &NodeKey, label: &str) -> Result<Self, SealingError> {
+        with_dir_locked(&parent_dir(path), || {
+            Self::prepare_locked(path, node_key, label)
+        })
+    }
+
+    /// [`SealedDatabase::prepare`], the database's directory locked.
+    fn prepare_locked(path: &Path, node_key: &NodeKey, label: &str) -> Result<Self, SealingError> {
         let key_path = key_file::path_for(path);
         for suffix in [ENCRYPTING_SUFFIX, REKEYING_SUFFIX] {
             remove_if_present(&sibling(path, suffix))?;
@@ -190,7 +197,11 @@ fn silence_cipher_log(conn: &Connection) {
 /// old key is dropped from the file only after. No connection to `path` may
 /// be open while this runs.
 pub fn rekey(path: &Path, node_key: &NodeKey, label: &str) -> Result<(), SealingError> {
-    let current = SealedDatabase::prepare(path, node_key, label)?;
+    with_dir_locked(&parent_dir(path), || rekey_locked(path, node_key, label))
+}
+
+fn rekey_locked(path: &Path, node_key: &NodeKey, label: &str) -> Result<(), SealingError> {
+    let current = SealedDatabase::prepare_locked(path, node_key, label)?;
     let key_path = key_file::path_for(path);
     let new = DatabaseKey::generate();
     key_file::write(&key_path, node_key, label, &[&new, &current.key])?;
@@ -386,6 +397,27 @@ mod tests {
             .query_row("PRAGMA cipher_hmac_algorithm", [], |r| r.get(0))
             .unwrap();
         assert_eq!(hmac, HMAC_ALGORITHM);
+    }
+
+    #[test]
+    fn openers_racing_on_a_new_database_agree_on_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let node = NodeKey::generate();
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let (path, node) = (&path, &node);
+                scope.spawn(move || {
+                    let db = SealedDatabase::prepare(path, node, "t").unwrap();
+                    let conn = db.open_read_write().unwrap();
+                    conn.busy_timeout(std::time::Duration::from_secs(10))
+                        .unwrap();
+                    write_row(&conn, &format!("row {i}"));
+                });
+            }
+        });
+        let db = SealedDatabase::prepare(&path, &node, "t").unwrap();
+        assert_eq!(rows(&db).len(), 8);
     }
 
     #[test]

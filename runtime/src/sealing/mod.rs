@@ -97,6 +97,22 @@ pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(
     sync_dir(&dir)
 }
 
+/// Runs `f` holding an exclusive lock on the directory `dir` (an advisory
+/// `flock` on the directory itself, released when `f` returns or the process
+/// dies). Two processes that would both create a key there (two `sovra run`
+/// starting on a new data directory) take turns, and the second finds the
+/// first one's key instead of sealing data under a key that is then lost.
+pub(crate) fn with_dir_locked<T>(
+    dir: &std::path::Path,
+    f: impl FnOnce() -> Result<T, SealingError>,
+) -> Result<T, SealingError> {
+    let handle = std::fs::File::open(dir).map_err(SealingError::io(dir))?;
+    handle.lock().map_err(SealingError::io(dir))?;
+    let result = f();
+    drop(handle);
+    result
+}
+
 /// Makes a rename or removal in `dir` durable.
 pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<(), SealingError> {
     std::fs::File::open(dir)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
-use super::{SealingError, write_atomically};
+use super::{SealingError, with_dir_locked, write_atomically};
 
 /// Environment variable a node key is read from when no other source is named.
 pub const DEFAULT_NODE_KEY_ENV: &str = "SOVRA_NODE_KEY";
@@ -103,26 +103,41 @@ impl NodeKey {
                 if path.exists() {
                     return Self::from_file(&path);
                 }
-                if sealed_files() {
-                    return Err(SealingError::NodeKeyMissing(format!(
-                        "{} holds encrypted data but its node key file {} is gone; restore \
-                         it, or name the key with node-key-file or {DEFAULT_NODE_KEY_ENV}",
-                        data_dir.display(),
-                        path.display()
-                    )));
-                }
-                let key = Self::generate();
-                write_atomically(&path, format!("{}\n", hex::encode(key.bytes)).as_bytes())?;
-                tracing::info!(
-                    path = %path.display(),
-                    fingerprint = %key.fingerprint(),
-                    "generated a node key inside the data directory; for protection against \
-                     a copy of this disk keep the key elsewhere (node-key-file or \
-                     {DEFAULT_NODE_KEY_ENV})"
-                );
-                Ok(key)
+                std::fs::create_dir_all(data_dir).map_err(SealingError::io(data_dir))?;
+                with_dir_locked(data_dir, || {
+                    Self::create_default(&path, data_dir, sealed_files)
+                })
             }
         }
+    }
+
+    /// Generates the default key file at `path` (the data directory locked),
+    /// unless another process just did or sealed data exists without it.
+    fn create_default(
+        path: &Path,
+        data_dir: &Path,
+        sealed_files: impl FnOnce() -> bool,
+    ) -> Result<Self, SealingError> {
+        if path.exists() {
+            return Self::from_file(path);
+        }
+        if sealed_files() {
+            return Err(SealingError::NodeKeyMissing(format!(
+                "{} holds encrypted data but its node key file {} is gone; restore it, or \
+                 name the key with node-key-file or {DEFAULT_NODE_KEY_ENV}",
+                data_dir.display(),
+                path.display()
+            )));
+        }
+        let key = Self::generate();
+        write_atomically(path, format!("{}\n", hex::encode(key.bytes)).as_bytes())?;
+        tracing::info!(
+            path = %path.display(),
+            fingerprint = %key.fingerprint(),
+            "generated a node key inside the data directory; for protection against a copy \
+             of this disk keep the key elsewhere (node-key-file or {DEFAULT_NODE_KEY_ENV})"
+        );
+        Ok(key)
     }
 
     fn from_env(name: &str) -> Result<Self, SealingError> {
@@ -200,6 +215,28 @@ mod tests {
         std::fs::remove_file(dir.path().join(NODE_KEY_FILE)).unwrap();
         let error = NodeKey::load(&NodeKeySource::Default, dir.path(), || true).unwrap_err();
         assert!(matches!(error, SealingError::NodeKeyMissing(_)), "{error}");
+    }
+
+    #[test]
+    fn processes_starting_together_on_a_new_directory_get_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let fingerprints: Vec<String> = std::thread::scope(|scope| {
+            let starts: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        NodeKey::load(&NodeKeySource::Default, dir.path(), || false)
+                            .unwrap()
+                            .fingerprint()
+                    })
+                })
+                .collect();
+            starts.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        let on_disk = NodeKey::load(&NodeKeySource::Default, dir.path(), || true).unwrap();
+        assert!(
+            fingerprints.iter().all(|f| *f == on_disk.fingerprint()),
+            "{fingerprints:?}"
+        );
     }
 
     #[test]
