@@ -407,6 +407,53 @@ mod tests {
     }
 
     #[test]
+    fn hostile_archives_are_refused_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let (archive, _) = export(dir.path());
+        let files = unpack(&archive);
+        // A fixed xorshift: the same mutations on every run.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        for round in 0..300 {
+            let mutated = if round % 2 == 0 {
+                // Bytes flipped in the compressed archive.
+                let mut bytes = archive.clone();
+                for _ in 0..1 + next(4) {
+                    let at = next(bytes.len());
+                    bytes[at] ^= 1 << next(8);
+                }
+                bytes
+            } else {
+                // A well-formed archive whose files were changed.
+                let mut files = files.clone();
+                let file = next(files.len());
+                let content = &mut files[file].1;
+                if content.is_empty() || next(3) == 0 {
+                    content.extend_from_slice(b"{");
+                } else {
+                    let at = next(content.len());
+                    content[at] = content[at].wrapping_add(1 + next(255) as u8);
+                }
+                repack(&files)
+            };
+            // Refused, or (a flip in tar padding, say) verified with every
+            // signed file exactly as written.
+            if verify(&mutated[..], None).is_ok() {
+                assert_eq!(
+                    unpack(&mutated),
+                    files,
+                    "round {round}: a changed archive verified"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_change_after_signing_is_caught() {
         let dir = tempfile::tempdir().unwrap();
         let (archive, _) = export(dir.path());

@@ -277,6 +277,38 @@ mod tests {
     }
 
     #[test]
+    fn hostile_key_files_are_refused_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db.key");
+        let node = NodeKey::generate();
+        write(&path, &node, "t", &[&DatabaseKey::generate()]).unwrap();
+        let good = std::fs::read_to_string(&path).unwrap();
+        let fields: Vec<&str> = good.split_whitespace().collect();
+        let line = |f: &[&str]| f.join(" ");
+        let mut hostile = vec![
+            String::new(),
+            "\n\n".into(),
+            "x".repeat(5000),
+            good.repeat(3),
+            line(&fields[..4]),
+            line(&[fields[0], fields[1], fields[2], "zz", fields[4]]),
+            line(&[fields[0], fields[1], fields[2], fields[3], "ab"]),
+            line(&[fields[0], fields[1], fields[2], fields[3], ""]),
+            line(&[fields[0], "v2", fields[2], fields[3], fields[4]]),
+            line(&[fields[0], fields[1], fields[2], &fields[3][..8], fields[4]]),
+            String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x80]).into_owned(),
+        ];
+        hostile.push(good.replace(fields[4], &fields[4][..fields[4].len() - 2]));
+        for text in hostile {
+            std::fs::write(&path, &text).unwrap();
+            assert!(
+                read(&path, &node, "t").is_err(),
+                "{text:?} was read as a key file"
+            );
+        }
+    }
+
+    #[test]
     fn a_destroyed_key_file_is_gone_and_destroying_nothing_says_so() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db.key");
