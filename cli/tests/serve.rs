@@ -971,3 +971,67 @@ fn a_tenant_export_is_signed_complete_and_checked_offline() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_tenant_over_its_daily_quota_is_refused_until_tomorrow_even_after_a_restart() {
+    let (dir, node, client) = start_node("");
+    let acme = tenant_with(
+        &client,
+        "acme",
+        &[(COUNTER, "counter", json!({"kv": true}))],
+    );
+    let quotas = json!({"invocations_per_day": 2, "storage_bytes": 1 << 20});
+    let refused = client.put("/v1/tenants/acme/quotas", Some(&acme), quotas.clone());
+    assert_eq!(refused.status, 403, "a tenant cannot set its own quotas");
+    let bad = client.put("/v1/tenants/acme/quotas", OP, json!({"storage_bytes": 1}));
+    assert_eq!(
+        (bad.status, bad.code()),
+        (422, "bad-quotas"),
+        "{}",
+        bad.text
+    );
+    let unknown = client.put("/v1/tenants/acme/quotas", OP, json!({"tokens": 1}));
+    assert_eq!(unknown.status, 422, "{}", unknown.text);
+    let set = client.put("/v1/tenants/acme/quotas", OP, quotas.clone());
+    assert_eq!(set.status, 200, "{}", set.text);
+
+    for _ in 0..2 {
+        assert_eq!(
+            invoke(&client, "acme", &acme, "counter", "apples").status,
+            200
+        );
+    }
+    let over = invoke(&client, "acme", &acme, "counter", "apples");
+    assert_eq!(
+        (over.status, over.code()),
+        (429, "quota-exceeded"),
+        "{}",
+        over.text
+    );
+    let retry: u64 = over.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=86_400).contains(&retry), "{retry}");
+    let usage = client.get("/v1/tenants/acme/usage", Some(&acme));
+    assert_eq!(usage.body["quotas"], quotas, "{}", usage.text);
+    assert_eq!(usage.body["used"]["invocations_today"], 2, "{}", usage.text);
+    assert!(usage.body["used"]["storage_bytes"].as_u64().unwrap() > 0);
+    node.stop();
+
+    // Kept across a restart, with what was used today.
+    let node = Node::start(dir.path(), "");
+    let client = node.client();
+    let over = invoke(&client, "acme", &acme, "counter", "apples");
+    assert_eq!(
+        (over.status, over.code()),
+        (429, "quota-exceeded"),
+        "{}",
+        over.text
+    );
+    // Lifted, the tenant runs again.
+    assert_eq!(
+        client.put("/v1/tenants/acme/quotas", OP, json!({})).status,
+        200
+    );
+    let again = invoke(&client, "acme", &acme, "counter", "apples");
+    assert_eq!(again.body["output"], "apples: 3", "{}", again.text);
+    node.stop();
+}

@@ -271,6 +271,15 @@ impl Runtime {
         self.inner.stores.erase(tenant)
     }
 
+    /// Sets `tenant`'s storage limit (`None`: the node's), at once.
+    pub fn set_storage_quota(
+        &self,
+        tenant: &TenantId,
+        bytes: Option<u64>,
+    ) -> Result<(), StorageError> {
+        self.inner.stores.set_quota(tenant, bytes)
+    }
+
     /// Lets a tenant created anew under an erased tenant's name have
     /// (empty) storage.
     pub fn admit_tenant(&self, tenant: &TenantId) {

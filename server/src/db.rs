@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS installs (
     installed_ms INTEGER NOT NULL,
     PRIMARY KEY (tenant, plugin)
 );
+CREATE TABLE IF NOT EXISTS quotas (
+    tenant TEXT PRIMARY KEY REFERENCES tenants(id),
+    spec TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS publisher_log (
     seq INTEGER PRIMARY KEY,
     at_ms INTEGER NOT NULL,
@@ -585,6 +589,24 @@ impl NodeDb {
         Ok(changed == 1)
     }
 
+    /// Sets `tenant`'s quotas (a JSON object, replacing any before).
+    pub fn set_quotas(&self, tenant: &str, spec: &str) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT INTO quotas (tenant, spec) VALUES (?1, ?2)
+             ON CONFLICT (tenant) DO UPDATE SET spec = excluded.spec",
+            [tenant, spec],
+        )?;
+        Ok(())
+    }
+
+    /// Every tenant's quotas: `(tenant, JSON object)`.
+    pub fn all_quotas(&self) -> Result<Vec<(String, String)>, DbError> {
+        let connection = self.lock();
+        let mut stmt = connection.prepare("SELECT tenant, spec FROM quotas ORDER BY tenant")?;
+        let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Removes `tenant`, its API keys and its installs, and logs the
     /// erasure (the tenant's name only), in one transaction; `false` if
     /// there is no such tenant.
@@ -593,6 +615,7 @@ impl NodeDb {
         let transaction = connection.transaction()?;
         transaction.execute("DELETE FROM installs WHERE tenant = ?1", [tenant])?;
         transaction.execute("DELETE FROM api_keys WHERE tenant = ?1", [tenant])?;
+        transaction.execute("DELETE FROM quotas WHERE tenant = ?1", [tenant])?;
         let removed = transaction.execute("DELETE FROM tenants WHERE id = ?1", [tenant])?;
         if removed == 1 {
             ledger::append(&transaction, "tenant-erased", tenant, "")?;

@@ -25,6 +25,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limiter;
 pub mod metrics;
+pub mod quotas;
 pub mod refusals;
 pub mod signature;
 pub mod state;

@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::{Notify, Semaphore};
 
 use sovra_gpu::ModelRegistry;
+use sovra_runtime::TenantId;
 use sovra_runtime::sealing::NodeKey;
 use sovra_runtime::{Agent, Grants, Limits, Runtime, RuntimeConfig};
 
@@ -27,6 +28,7 @@ use crate::episodes::Episodes;
 use crate::keys::{LiveKeys, hash_key, is_operator_token};
 use crate::limiter::TenantLimiter;
 use crate::metrics::Metrics;
+use crate::quotas::{QuotaBook, Quotas};
 use crate::refusals::RefusalAudit;
 use crate::transport::connections::Connections;
 use crate::transport::descriptors::DescriptorBudget;
@@ -79,6 +81,8 @@ pub struct AppState {
     pub compile_slots: Semaphore,
     /// The node's Ed25519 key that signs tenant exports.
     pub signer: ed25519_dalek::SigningKey,
+    /// Each tenant's quotas and today's invocations.
+    pub quotas: QuotaBook,
     operator_token: String,
     keys: Generational<String, Caller>,
     /// Hashes of the live keys: an unknown key is refused without a lookup.
@@ -233,6 +237,22 @@ impl AppState {
         runtime_config.compiled_dir = Some(compiled_dir.clone());
         std::fs::create_dir_all(&compiled_dir).map_err(io(&compiled_dir))?;
         let runtime = Runtime::new(runtime_config)?;
+        let mut quotas = Vec::new();
+        for (tenant, spec) in db.all_quotas()? {
+            let parsed: Quotas = serde_json::from_str(&spec).map_err(|e| StartError::Io {
+                path: data_dir.join(NODE_DB_FILE),
+                source: std::io::Error::other(format!("quotas of tenant {tenant}: {e}")),
+            })?;
+            if let (Some(bytes), Ok(id)) = (parsed.storage_bytes, TenantId::new(&tenant)) {
+                runtime
+                    .set_storage_quota(&id, Some(bytes))
+                    .map_err(|e| StartError::Io {
+                        path: data_dir.join(NODE_DB_FILE),
+                        source: std::io::Error::other(e.to_string()),
+                    })?;
+            }
+            quotas.push((tenant, parsed));
+        }
         Ok(AppState {
             compiler: CompileWorker {
                 program: worker,
@@ -254,6 +274,7 @@ impl AppState {
             episodes: Arc::default(),
             compile_slots: Semaphore::new(MAX_CONCURRENT_COMPILES),
             signer,
+            quotas: QuotaBook::new(quotas),
             operator_token,
             keys: Generational::new(),
             live_keys,

@@ -314,6 +314,20 @@ impl AuditLog {
         })
     }
 
+    /// How many invocations `tenant` ran since `since_ms`: calls that did
+    /// work (OpenAI-compatible ones included), not refusals, not a tool's
+    /// own invocation inside another, not the operator's records.
+    pub fn invocations_since(&self, tenant: &str, since_ms: u64) -> Result<u64, AuditError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT count(*) FROM invocations
+                 WHERE tenant = ?1 AND started_at_ms >= ?2 AND parent IS NULL
+                   AND outcome NOT LIKE 'refused-%' AND agent != 'operator'",
+            )?
+            .query_row(params![tenant, since_ms], |row| row.get(0))
+        })
+    }
+
     /// Every record of `tenant`'s chain, oldest first, each with its chain
     /// hash (`null` for records from before chaining): what a tenant's
     /// export carries so that the chain can be checked outside the node.

@@ -71,6 +71,9 @@ struct OpenDatabases {
     /// Tenants whose storage was erased while this process ran: never
     /// opened (and so never created empty) again until admitted anew.
     erased: HashSet<TenantId>,
+    /// Size limits the operator set for particular tenants, instead of the
+    /// node's.
+    quotas: HashMap<TenantId, u64>,
 }
 
 #[derive(Debug)]
@@ -138,9 +141,10 @@ impl TenantStores {
         open.make_room(self.max_open)?;
         let dir = self.tenant_dir(tenant);
         create_private_dir(&dir)?;
+        let quota_bytes = open.quotas.get(tenant).copied().unwrap_or(self.quota_bytes);
         let db = Arc::new(TenantDb::open(
             &dir.join(TENANT_DB_FILE),
-            self.quota_bytes,
+            quota_bytes,
             &self.node_key,
             &tenant_label(tenant),
         )?);
@@ -171,6 +175,20 @@ impl TenantStores {
         }
         open.erased.insert(tenant.clone());
         erase_files(&self.tenant_dir(tenant))
+    }
+
+    /// Sets `tenant`'s size limit (`None`: the node's), applied at once if
+    /// its database is open.
+    pub fn set_quota(&self, tenant: &TenantId, bytes: Option<u64>) -> Result<(), StorageError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        match bytes {
+            Some(bytes) => open.quotas.insert(tenant.clone(), bytes),
+            None => open.quotas.remove(tenant),
+        };
+        match open.by_tenant.get(tenant) {
+            Some(entry) => entry.db.set_quota_bytes(bytes.unwrap_or(self.quota_bytes)),
+            None => Ok(()),
+        }
     }
 
     /// Lets `tenant` have storage again (a tenant created anew under an
@@ -312,6 +330,44 @@ mod bounded_open {
             stores.get(&tenant(3)).unwrap(),
         );
         assert!(matches!(stores.get(&tenant(4)), Err(StorageError::Busy(_))));
+    }
+
+    #[test]
+    fn a_tenant_quota_applies_to_an_open_database_and_to_the_next_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = TenantStores::new(dir.path(), 16 << 20, 8, Arc::new(NodeKey::generate()));
+        let acme = tenant(1);
+        let db = stores.get(&acme).unwrap();
+        let value = vec![7u8; 32 << 10];
+        db.kv_set("a", &value).unwrap();
+        stores.set_quota(&acme, Some(128 << 10)).unwrap();
+        let mut result = Ok(());
+        for i in 0..8 {
+            result = db.kv_set(&format!("k{i}"), &value);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(
+            matches!(
+                result,
+                Err(StorageError::QuotaExceeded {
+                    quota_bytes: 131_072
+                })
+            ),
+            "{result:?}"
+        );
+        assert!(db.used_bytes().unwrap() <= 128 << 10);
+        drop(db);
+        // Evicted and reopened, it keeps the tenant's limit; lifting it
+        // gives the node's back.
+        let other = stores.get(&tenant(2)).unwrap();
+        drop(other);
+        let db = stores.get(&acme).unwrap();
+        assert_eq!(db.quota_bytes(), 128 << 10);
+        stores.set_quota(&acme, None).unwrap();
+        assert_eq!(db.quota_bytes(), 16 << 20);
+        db.kv_set("more", &value).unwrap();
     }
 
     #[test]

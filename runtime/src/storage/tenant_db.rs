@@ -4,6 +4,7 @@
 //! authorizer and SQLite's own limits.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ pub(super) const KV_TABLE: &str = "_sovra_kv";
 #[derive(Debug)]
 pub struct TenantDb {
     sealed: SealedDatabase,
-    quota_bytes: u64,
+    quota_bytes: AtomicU64,
     host: Mutex<Connection>,
     guest: Mutex<GuestConnection>,
 }
@@ -81,7 +82,7 @@ impl TenantDb {
 
         Ok(TenantDb {
             sealed,
-            quota_bytes,
+            quota_bytes: AtomicU64::new(quota_bytes),
             host: Mutex::new(host),
             guest: Mutex::new(GuestConnection {
                 conn: guest,
@@ -100,7 +101,31 @@ impl TenantDb {
     }
 
     pub fn quota_bytes(&self) -> u64 {
-        self.quota_bytes
+        self.quota_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Changes the size limit, on both connections at once. A limit below
+    /// what the database holds keeps it from growing; nothing is removed.
+    pub fn set_quota_bytes(&self, quota_bytes: u64) -> Result<(), StorageError> {
+        let pages = max_pages(quota_bytes);
+        let set = |conn: &Connection| conn.pragma_update(None, "max_page_count", pages);
+        set(&self.host()).map_err(|e| self.sqlite_error(e))?;
+        let guest = self.guest();
+        guest
+            .authorizer
+            .as_host(|| set(&guest.conn))
+            .map_err(|e| self.sqlite_error(e))?;
+        self.quota_bytes.store(quota_bytes, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes the database holds now (its pages).
+    pub fn used_bytes(&self) -> Result<u64, StorageError> {
+        let pages: u64 = self
+            .host()
+            .query_row("PRAGMA page_count", [], |row| row.get(0))
+            .map_err(|e| self.sqlite_error(e))?;
+        Ok(pages * PAGE_SIZE)
     }
 
     pub(super) fn host(&self) -> MutexGuard<'_, Connection> {
@@ -112,7 +137,7 @@ impl TenantDb {
     }
 
     pub(super) fn sqlite_error(&self, error: rusqlite::Error) -> StorageError {
-        StorageError::from_sqlite(error, self.quota_bytes, None)
+        StorageError::from_sqlite(error, self.quota_bytes(), None)
     }
 }
 
@@ -129,12 +154,14 @@ fn configure_host_connection(conn: &Connection, quota_bytes: u64) -> rusqlite::R
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(
-        None,
-        "max_page_count",
-        quota_bytes.div_ceil(PAGE_SIZE).max(16),
-    )?;
+    conn.pragma_update(None, "max_page_count", max_pages(quota_bytes))?;
     Ok(())
+}
+
+/// The page limit that keeps a database within `quota_bytes` (at least the
+/// few pages an empty tenant database needs).
+fn max_pages(quota_bytes: u64) -> u64 {
+    quota_bytes.div_ceil(PAGE_SIZE).max(16)
 }
 
 /// Hardens the guest connection beyond the authorizer: defensive mode (no

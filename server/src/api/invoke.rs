@@ -144,8 +144,30 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.contains("text/event-stream"))
 }
 
-/// The tenant's admission permit, or the 429 that says which limit it hit.
+/// The tenant's admission permit, or the 429 that says which limit it hit:
+/// its rate, its calls in flight, or its daily quota (checked last, so that
+/// only a call that runs is counted against it).
 pub(super) fn admit(state: &AppState, tenant: &str) -> Result<OwnedSemaphorePermit, ApiError> {
+    let permit = admit_within_rate(state, tenant)?;
+    let now = crate::db::now_ms().max(0) as u64;
+    state
+        .quotas
+        .admit(tenant, state.runtime.audit(), now)
+        .map_err(|exceeded| {
+            state.metrics.refused(tenant, "quota");
+            ApiError::too_many(
+                "quota-exceeded",
+                format!(
+                    "tenant `{tenant}` used its {} invocations of today (UTC)",
+                    exceeded.limit
+                ),
+                exceeded.retry_after,
+            )
+        })?;
+    Ok(permit)
+}
+
+fn admit_within_rate(state: &AppState, tenant: &str) -> Result<OwnedSemaphorePermit, ApiError> {
     state
         .limiter
         .admit(tenant)

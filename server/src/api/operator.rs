@@ -13,6 +13,7 @@ use super::body::{JsonObject, NoFields};
 use super::{ApiError, require_operator};
 use crate::keys::new_key;
 use crate::ledger;
+use crate::quotas::Quotas;
 use crate::signature::PublisherId;
 use crate::state::AppState;
 
@@ -164,6 +165,32 @@ pub async fn erase_tenant(
             parent: None,
         });
     ok(json!({"id": tenant, "erased": true}))
+}
+
+/// `PUT /v1/tenants/{tenant}/quotas`: sets the tenant's quotas (replacing
+/// those before; `{}` lifts them), kept in the node database and applied at
+/// once.
+pub async fn set_quotas(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Result<JsonObject<Quotas>, ApiError>,
+) -> Reply {
+    require_operator(&state, &headers)?;
+    let JsonObject(quotas) = body?;
+    let id = tenant_id(&tenant)?;
+    existing_tenant(&state, &tenant)?;
+    quotas
+        .validate(sovra_runtime::limits::DEFAULT_STORAGE_QUOTA)
+        .map_err(|why| ApiError::unprocessable("bad-quotas", why))?;
+    let spec = serde_json::to_string(&quotas).map_err(ApiError::internal)?;
+    state.db.set_quotas(&tenant, &spec)?;
+    state
+        .runtime
+        .set_storage_quota(&id, quotas.storage_bytes)
+        .map_err(ApiError::internal)?;
+    state.quotas.set(&tenant, quotas.clone());
+    ok(json!({"tenant": tenant, "quotas": quotas}))
 }
 
 pub async fn create_key(

@@ -109,6 +109,7 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
         endpoint(M::GET, "/v1/tenants", operator::list_tenants),
         endpoint(M::GET, "/v1/tenants/{tenant}", operator::show_tenant),
         endpoint(M::DELETE, "/v1/tenants/{tenant}", operator::erase_tenant),
+        endpoint(M::PUT, "/v1/tenants/{tenant}/quotas", operator::set_quotas),
         endpoint(
             M::POST,
             "/v1/tenants/{tenant}/disable",

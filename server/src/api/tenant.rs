@@ -269,6 +269,18 @@ pub async fn usage(
     let (prompt, generated) = daily.iter().fold((0, 0), |(p, g), d| {
         (p + d.prompt_tokens, g + d.generated_tokens)
     });
+    let quotas = state.quotas.get(&tenant).unwrap_or_default();
+    let invocations_today =
+        state
+            .quotas
+            .used_today(&tenant, state.runtime.audit(), now_ms().max(0) as u64);
+    let id = sovra_runtime::TenantId::new(&tenant)
+        .map_err(|e| ApiError::bad_request("bad-tenant-id", e.to_string()))?;
+    let storage_bytes = state
+        .runtime
+        .tenant_storage(&id)
+        .and_then(|db| db.used_bytes())
+        .map_err(ApiError::internal)?;
     Ok((
         StatusCode::OK,
         Json(json!({
@@ -276,6 +288,8 @@ pub async fn usage(
             "since": sovra_runtime::audit::utc_day(since),
             "usage": daily,
             "total": {"prompt_tokens": prompt, "generated_tokens": generated},
+            "quotas": quotas,
+            "used": {"invocations_today": invocations_today, "storage_bytes": storage_bytes},
         })),
     ))
 }
