@@ -1035,3 +1035,59 @@ fn a_tenant_over_its_daily_quota_is_refused_until_tomorrow_even_after_a_restart(
     assert_eq!(again.body["output"], "apples: 3", "{}", again.text);
     node.stop();
 }
+
+#[test]
+fn a_generation_that_crosses_the_token_quota_stops_for_length_and_the_next_is_refused() {
+    let Some(models) = models_file() else { return };
+    let (_dir, _node, client) = start_node(&format!("models = {:?}", models.to_str().unwrap()));
+    let acme = tenant(&client, "acme");
+    let key = publisher(&client, "pub");
+    publish(&client, &key, sovra_test_artifacts::CHAT);
+    let installed = install(
+        &client,
+        "acme",
+        &acme,
+        "chat",
+        json!({"kv": true, "models": ["smollm2"], "timeout_ms": 30000}),
+    );
+    assert_eq!(installed.status, 200, "{}", installed.text);
+    // Fewer tokens than the prompt alone: the first step crosses it.
+    let quotas = json!({"tokens_per_day": {"smollm2": 8}});
+    let set = client.put("/v1/tenants/acme/quotas", OP, quotas);
+    assert_eq!(set.status, 200, "{}", set.text);
+
+    let ask = json!({"model": "smollm2", "max_tokens": 40,
+                     "messages": [{"role": "user", "content": "Count from one to twenty."}]});
+    let first = client.post("/v1/chat/completions", Some(&acme), ask.clone());
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(
+        first.body["choices"][0]["finish_reason"], "length",
+        "{}",
+        first.text
+    );
+    let generated = first.body["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!(
+        generated < 40,
+        "stopped by the quota, not max_tokens: {}",
+        first.text
+    );
+    let prompt = first.body["usage"]["prompt_tokens"].as_u64().unwrap();
+
+    let second = client.post("/v1/chat/completions", Some(&acme), ask);
+    assert_eq!(
+        (second.status, second.code()),
+        (429, "quota-exceeded"),
+        "{}",
+        second.text
+    );
+    // An agent's generation is refused inside its sandbox, by name.
+    let invoked = invoke(&client, "acme", &acme, "chat", "Hello");
+    assert!(invoked.text.contains("quota-exceeded"), "{}", invoked.text);
+    let usage = client.get("/v1/tenants/acme/usage", Some(&acme));
+    assert_eq!(
+        usage.body["used"]["tokens_today"]["smollm2"].as_u64(),
+        Some(prompt + generated),
+        "{}",
+        usage.text
+    );
+}

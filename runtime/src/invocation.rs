@@ -32,6 +32,9 @@ pub struct Invocation {
     pub tools: Option<Arc<dyn ToolCatalog>>,
     /// Set by the host on a tool's own invocation: who called it, how deep.
     pub call_chain: Option<CallChain>,
+    /// What the tenant may still spend on models (none: no token quota);
+    /// charged at each step of every generation, tools' included.
+    pub token_budget: Option<Arc<dyn crate::budget::TokenBudget>>,
 }
 
 /// Receives an invocation's [`LiveEvent`]s as they happen. Their number is
@@ -59,6 +62,7 @@ impl Invocation {
             events: None,
             tools: None,
             call_chain: None,
+            token_budget: None,
         }
     }
 }

@@ -29,6 +29,7 @@
 
 pub mod audit;
 mod bindings;
+pub mod budget;
 pub mod capability;
 pub mod component;
 pub mod controller;

@@ -748,6 +748,7 @@ impl Runtime {
                     registry: Arc::clone(&self.inner.models),
                     grants: Arc::new(invocation.grants.clone()),
                     deadline,
+                    budget: invocation.token_budget.clone(),
                 },
                 tools: ToolAccess {
                     catalog: invocation.tools.clone(),

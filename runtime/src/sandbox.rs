@@ -133,6 +133,8 @@ pub(crate) struct InferenceAccess {
     pub(crate) registry: Arc<ModelRegistry>,
     pub(crate) grants: Arc<Grants>,
     pub(crate) deadline: Instant,
+    /// The tenant's token quotas, charged at each step.
+    pub(crate) budget: Option<Arc<dyn crate::budget::TokenBudget>>,
 }
 
 /// What the tools capability may reach: the tenant's tools, and where this

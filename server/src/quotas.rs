@@ -1,19 +1,22 @@
-//! Per-tenant quotas the operator sells: invocations per UTC day and the
+//! Per-tenant quotas the operator sells: invocations per UTC day, tokens
+//! (prompt and generated together) per model per UTC day and month, and the
 //! size of the tenant's storage. They live in the node database (so they
 //! outlive restarts), are checked before any work starts (every call that
-//! runs an agent or a model counts as an invocation), and a tenant sees
+//! runs an agent or a model counts as an invocation), tokens again at each
+//! step of a generation (see `sovra_runtime::budget`), and a tenant sees
 //! them, with what it used, beside its usage.
 //!
-//! Today's count is kept in memory and seeded from the audit log the first
-//! time a tenant with a daily quota calls each day, so a restart neither
-//! forgets what was used nor starts a new allowance.
+//! What was used is kept in memory and seeded from the audit log the first
+//! time a tenant with a quota calls each day (and month), so a restart
+//! neither forgets what was used nor starts a new allowance.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use sovra_runtime::audit::AuditLog;
+use sovra_runtime::audit::{AuditLog, utc_day};
+use sovra_runtime::budget::TokenBudget;
 
 /// Smallest storage quota accepted. Stops: a limit below what an empty
 /// tenant database needs, which would fail every call with a confusing error.
@@ -29,6 +32,12 @@ pub struct Quotas {
     /// Invocations (agent calls and OpenAI-compatible calls) per UTC day.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocations_per_day: Option<u64>,
+    /// Tokens (prompt and generated) per model per UTC day.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens_per_day: BTreeMap<String, u64>,
+    /// Tokens (prompt and generated) per model per UTC calendar month.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens_per_month: BTreeMap<String, u64>,
     /// Size of the tenant's database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_bytes: Option<u64>,
@@ -58,11 +67,21 @@ pub struct QuotaExceeded {
     pub retry_after: Duration,
 }
 
-/// Every tenant's quotas and today's invocation counts.
+/// Every tenant's quotas, today's invocation counts and token ledgers.
 #[derive(Debug, Default)]
 pub struct QuotaBook {
     quotas: RwLock<HashMap<String, Quotas>>,
     today: Mutex<HashMap<String, DayCount>>,
+    tokens: Mutex<HashMap<String, TokenLedger>>,
+}
+
+/// One tenant's tokens per model this UTC day and month.
+#[derive(Debug, Default)]
+struct TokenLedger {
+    day: String,
+    month: String,
+    used_day: HashMap<String, u64>,
+    used_month: HashMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +96,7 @@ impl QuotaBook {
         QuotaBook {
             quotas: RwLock::new(quotas.into_iter().collect()),
             today: Mutex::default(),
+            tokens: Mutex::default(),
         }
     }
 
@@ -105,6 +125,103 @@ impl QuotaBook {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(tenant);
+        self.tokens
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
+    }
+
+    /// The token budget of `tenant`'s calls from `now_ms`, if it has token
+    /// quotas: its ledger seeded from the audit log for this day and month.
+    pub fn token_budget(
+        self: &Arc<Self>,
+        tenant: &str,
+        audit: &AuditLog,
+        now_ms: u64,
+    ) -> Option<Arc<dyn TokenBudget>> {
+        let quotas = self.get(tenant)?;
+        if quotas.tokens_per_day.is_empty() && quotas.tokens_per_month.is_empty() {
+            return None;
+        }
+        let (day, month) = day_and_month(now_ms);
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let ledger = tokens.entry(tenant.to_owned()).or_default();
+        if ledger.month != month || ledger.day != day {
+            let month_start = month_start_ms(now_ms);
+            match audit.usage(tenant, month_start) {
+                Ok(daily) => {
+                    *ledger = TokenLedger {
+                        day: day.clone(),
+                        month,
+                        ..TokenLedger::default()
+                    };
+                    for used in daily {
+                        let tokens = used.prompt_tokens + used.generated_tokens;
+                        *ledger.used_month.entry(used.model.clone()).or_default() += tokens;
+                        if used.day == day {
+                            *ledger.used_day.entry(used.model).or_default() += tokens;
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, tenant, "cannot read this month's tokens; counting from now");
+                    *ledger = TokenLedger {
+                        day,
+                        month,
+                        ..TokenLedger::default()
+                    };
+                }
+            }
+        }
+        Some(Arc::new(TenantBudget {
+            book: Arc::clone(self),
+            tenant: tenant.to_owned(),
+        }))
+    }
+
+    /// Tokens `tenant` used on each model this day and month, as counted.
+    pub fn tokens_used(&self, tenant: &str) -> (HashMap<String, u64>, HashMap<String, u64>) {
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens
+            .get(tenant)
+            .map(|ledger| (ledger.used_day.clone(), ledger.used_month.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Why `tenant` may not use `model` now, if it may not.
+    fn over(&self, tenant: &str, model: &str) -> Result<(), String> {
+        let Some(quotas) = self.get(tenant) else {
+            return Ok(());
+        };
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ledger) = tokens.get(tenant) else {
+            return Ok(());
+        };
+        for (period, limits, used) in [
+            ("today (UTC)", &quotas.tokens_per_day, &ledger.used_day),
+            (
+                "this month (UTC)",
+                &quotas.tokens_per_month,
+                &ledger.used_month,
+            ),
+        ] {
+            if let Some(&limit) = limits.get(model) {
+                let used = used.get(model).copied().unwrap_or(0);
+                if used >= limit {
+                    return Err(format!(
+                        "tenant `{tenant}` used {used} of its {limit} tokens of `{model}` {period}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn add_tokens(&self, tenant: &str, model: &str, tokens: u64) {
+        let mut ledgers = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let ledger = ledgers.entry(tenant.to_owned()).or_default();
+        *ledger.used_day.entry(model.to_owned()).or_default() += tokens;
+        *ledger.used_month.entry(model.to_owned()).or_default() += tokens;
     }
 
     /// Counts one invocation of `tenant` at `now_ms`, or refuses it when its
@@ -158,6 +275,41 @@ impl QuotaBook {
     }
 }
 
+/// A tenant's token budget: the book's ledger, charged by the runtime.
+#[derive(Debug)]
+struct TenantBudget {
+    book: Arc<QuotaBook>,
+    tenant: String,
+}
+
+impl TokenBudget for TenantBudget {
+    fn check(&self, model: &str) -> Result<(), String> {
+        self.book.over(&self.tenant, model)
+    }
+
+    fn charge(&self, model: &str, tokens: u64) -> Result<(), String> {
+        self.book.add_tokens(&self.tenant, model, tokens);
+        self.book.over(&self.tenant, model)
+    }
+}
+
+/// The UTC day (`YYYY-MM-DD`) and month (`YYYY-MM`) of `now_ms`.
+fn day_and_month(now_ms: u64) -> (String, String) {
+    let day = utc_day(now_ms);
+    let month = day[..7].to_owned();
+    (day, month)
+}
+
+/// The first millisecond of the UTC month of `now_ms`.
+fn month_start_ms(now_ms: u64) -> u64 {
+    let mut start = now_ms / DAY_MS * DAY_MS;
+    let month = &utc_day(now_ms)[..7];
+    while start >= DAY_MS && utc_day(start - DAY_MS).starts_with(month) {
+        start -= DAY_MS;
+    }
+    start
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +346,7 @@ mod tests {
             "acme".to_owned(),
             Quotas {
                 invocations_per_day: Some(3),
-                storage_bytes: None,
+                ..Quotas::default()
             },
         )]);
         let now = day + 10_000;
@@ -216,11 +368,91 @@ mod tests {
     #[test]
     fn storage_quotas_are_bounded() {
         let quota = |bytes| Quotas {
-            invocations_per_day: None,
             storage_bytes: Some(bytes),
+            ..Quotas::default()
         };
         assert!(quota(1 << 20).validate(256 << 20).is_ok());
         assert!(quota(1).validate(256 << 20).is_err());
         assert!(quota(1 << 30).validate(256 << 20).is_err());
+    }
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+    use sovra_runtime::ModelUsage;
+    use sovra_runtime::audit::AuditRecord;
+    use sovra_runtime::sealing::NodeKey;
+
+    #[test]
+    fn months_start_on_their_first_day() {
+        let day = |d: &str| -> u64 {
+            (0..30_000u64)
+                .map(|n| n * DAY_MS)
+                .find(|&ms| utc_day(ms) == d)
+                .unwrap()
+        };
+        assert_eq!(month_start_ms(day("2026-12-07") + 5_000), day("2026-12-01"));
+        assert_eq!(month_start_ms(day("2024-03-01")), day("2024-03-01"));
+        assert_eq!(month_start_ms(day("2024-02-29") + 1), day("2024-02-01"));
+    }
+
+    #[test]
+    fn a_token_budget_counts_the_month_from_the_audit_log_and_stops_at_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = AuditLog::open(&dir.path().join("audit.db"), &NodeKey::generate()).unwrap();
+        let now = 20_431 * DAY_MS + 1_000; // 2025-12-09
+        let used = |id: &str, at: u64, tokens: u64| AuditRecord {
+            invocation_id: id.into(),
+            tenant: "acme".into(),
+            agent: "chat".into(),
+            agent_digest: String::new(),
+            started_at_ms: at,
+            duration_us: 1,
+            outcome: "ok".into(),
+            error: None,
+            denials: Vec::new(),
+            usage: vec![ModelUsage {
+                model: "smollm2".into(),
+                prompt_tokens: tokens,
+                generated_tokens: tokens,
+            }],
+            parent: None,
+        };
+        audit.record(used("earlier", now - 3 * DAY_MS, 30)); // this month
+        audit.record(used("today", now - 500, 5));
+        let quotas = |day: u64, month: u64| {
+            let mut quotas = Quotas::default();
+            quotas.tokens_per_day.insert("smollm2".into(), day);
+            quotas.tokens_per_month.insert("smollm2".into(), month);
+            Arc::new(QuotaBook::new([("acme".to_owned(), quotas)]))
+        };
+        let book = quotas(50, 1000);
+        let budget = book.token_budget("acme", &audit, now).unwrap();
+        assert_eq!(book.tokens_used("acme").0["smollm2"], 10);
+        assert_eq!(book.tokens_used("acme").1["smollm2"], 70);
+        budget.check("smollm2").unwrap();
+        budget.check("other").unwrap();
+        budget.charge("smollm2", 39).unwrap();
+        let over = budget.charge("smollm2", 1).unwrap_err();
+        assert!(
+            over.contains("50 of its 50 tokens of `smollm2` today"),
+            "{over}"
+        );
+        assert!(budget.check("smollm2").is_err());
+        // The next day has a new allowance.
+        let tomorrow = book.token_budget("acme", &audit, now + DAY_MS).unwrap();
+        tomorrow.check("smollm2").unwrap();
+        tomorrow.charge("smollm2", 10).unwrap();
+        // The month counts every day of it.
+        let book = quotas(1000, 80);
+        let budget = book.token_budget("acme", &audit, now).unwrap();
+        budget.charge("smollm2", 9).unwrap();
+        let over = budget.charge("smollm2", 1).unwrap_err();
+        assert!(
+            over.contains("80 of its 80 tokens of `smollm2` this month"),
+            "{over}"
+        );
+        assert!(book.token_budget("globex", &audit, now).is_none());
     }
 }

@@ -81,8 +81,8 @@ pub struct AppState {
     pub compile_slots: Semaphore,
     /// The node's Ed25519 key that signs tenant exports.
     pub signer: ed25519_dalek::SigningKey,
-    /// Each tenant's quotas and today's invocations.
-    pub quotas: QuotaBook,
+    /// Each tenant's quotas, today's invocations and its tokens.
+    pub quotas: Arc<QuotaBook>,
     operator_token: String,
     keys: Generational<String, Caller>,
     /// Hashes of the live keys: an unknown key is refused without a lookup.
@@ -274,7 +274,7 @@ impl AppState {
             episodes: Arc::default(),
             compile_slots: Semaphore::new(MAX_CONCURRENT_COMPILES),
             signer,
-            quotas: QuotaBook::new(quotas),
+            quotas: Arc::new(QuotaBook::new(quotas)),
             operator_token,
             keys: Generational::new(),
             live_keys,
@@ -352,6 +352,16 @@ impl AppState {
         crate::export::write(&conn, &records, &self.signer, &mut archive)
             .map_err(|e| e.to_string())?;
         Ok(archive)
+    }
+
+    /// What `tenant`'s calls starting now may spend on models, if it has
+    /// token quotas.
+    pub fn token_budget(
+        &self,
+        tenant: &str,
+    ) -> Option<Arc<dyn sovra_runtime::budget::TokenBudget>> {
+        let now = crate::db::now_ms().max(0) as u64;
+        self.quotas.token_budget(tenant, self.runtime.audit(), now)
     }
 
     /// Forgets every cached install of `tenant` (after it was erased).

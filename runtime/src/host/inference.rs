@@ -16,6 +16,7 @@ use crate::bindings::sovra::agent::inference::{
     Message, ModelInfo, ModelKind, NamedTensor, Prompt, Role, Sampling, TensorSpec, TensorType,
     Usage,
 };
+use crate::budget::BudgetedGeneration;
 use crate::host::HostError;
 use crate::invocation::LiveEvent;
 use crate::limits::{MAX_EMBED_TEXTS, MAX_TENSOR_RANK};
@@ -25,7 +26,7 @@ use crate::sandbox::Sandbox;
 #[derive(Debug)]
 pub struct GenerationStream {
     model: String,
-    generation: gpu::Generation,
+    generation: BudgetedGeneration,
     finished: Option<(FinishReason, Usage)>,
 }
 
@@ -44,8 +45,32 @@ impl Sandbox {
             prompt_tokens: tokens,
             generated_tokens: 0,
         };
+        if let Some(budget) = &self.inference.budget {
+            // Counted whatever the quota says: the work is done.
+            let _ = budget.charge(&model, u64::from(tokens));
+        }
         self.meters
             .push((model, Arc::new(gpu::UsageMeter::counted(usage))));
+    }
+
+    /// Refuses work on `model` once the tenant is over a token quota on it.
+    fn check_budget(&mut self, model: &str) -> Result<(), HostError> {
+        let Some(budget) = &self.inference.budget else {
+            return Ok(());
+        };
+        budget.check(model).map_err(|why| {
+            let denial = format!("quota-exceeded: {why}");
+            self.denials.push(denial.clone());
+            GuestError::LimitExceeded(denial).into()
+        })
+    }
+
+    /// Records in the invocation's denials that `generation` was stopped
+    /// for the tenant's quota, if it was.
+    fn note_quota_stop(&mut self, generation: &BudgetedGeneration) {
+        if let Some(why) = generation.quota_exceeded() {
+            self.denials.push(format!("quota-exceeded: {why}"));
+        }
     }
 
     /// The model `name`, if the tenant allowed it and the node has it.
@@ -57,16 +82,21 @@ impl Sandbox {
         Ok(self.inference.registry.lookup(tenant, name)?)
     }
 
-    fn start(&mut self, request: GenerateRequest) -> Result<gpu::Generation, HostError> {
+    fn start(&mut self, request: GenerateRequest) -> Result<BudgetedGeneration, HostError> {
         let service = self.allowed_model(&request.model)?;
+        self.check_budget(&request.model)?;
         let request = to_engine_request(request);
         request.sampling.validate()?;
         let context = self.request_context();
         let model = request.model.clone();
         let generation = service.start_generation(&context, request)?;
         // Counted from here whatever happens to the generation.
-        self.meters.push((model, generation.meter()));
-        Ok(generation)
+        self.meters.push((model.clone(), generation.meter()));
+        Ok(BudgetedGeneration::new(
+            generation,
+            self.inference.budget.clone(),
+            model,
+        ))
     }
 }
 
@@ -111,6 +141,7 @@ impl Host for Sandbox {
                     text.push_str(&piece);
                 }
                 Some(gpu::GenerationEvent::Finished { reason, usage }) => {
+                    self.note_quota_stop(&generation);
                     return Ok(Completion {
                         text,
                         finish_reason: to_guest_reason(reason),
@@ -216,6 +247,10 @@ impl HostGeneration for Sandbox {
             Some(gpu::GenerationEvent::Finished { reason, usage }) => {
                 let finished = (to_guest_reason(reason), to_guest_usage(usage));
                 stream.finished = Some(finished);
+                let why = stream.generation.quota_exceeded().map(str::to_owned);
+                if let Some(why) = why {
+                    self.denials.push(format!("quota-exceeded: {why}"));
+                }
                 Ok(GenerationEvent::Finished(finished))
             }
             Some(gpu::GenerationEvent::Failed(error)) => {

@@ -125,6 +125,7 @@ impl Host for Sandbox {
             .into());
         }
         let mut invocation = Invocation::new(self.identity.tenant.clone(), input);
+        invocation.token_budget = self.inference.budget.clone();
         invocation.grants = tool.grants;
         invocation.limits = Limits {
             timeout: tool.limits.timeout.min(left),

@@ -68,6 +68,7 @@ pub async fn invoke(
     invocation.tools = Some(Arc::new(NodeTools {
         state: Arc::clone(&state),
     }));
+    invocation.token_budget = state.token_budget(&tenant);
     let streamed = body.stream || accepts_event_stream(&headers);
     if !streamed {
         let outcome = spawn_invocation(state, tenant, ready, invocation, permit)
@@ -165,6 +166,18 @@ pub(super) fn admit(state: &AppState, tenant: &str) -> Result<OwnedSemaphorePerm
             )
         })?;
     Ok(permit)
+}
+
+/// The 429 for a call refused by a token quota (`why` names it).
+pub(super) fn token_quota_exceeded(state: &AppState, tenant: &str, why: String) -> ApiError {
+    state.metrics.refused(tenant, "quota");
+    let now = crate::db::now_ms().max(0) as u64;
+    let next_day = now / 86_400_000 * 86_400_000 + 86_400_000;
+    ApiError::too_many(
+        "quota-exceeded",
+        why,
+        std::time::Duration::from_millis(next_day - now),
+    )
 }
 
 fn admit_within_rate(state: &AppState, tenant: &str) -> Result<OwnedSemaphorePermit, ApiError> {

@@ -276,6 +276,9 @@ pub async fn usage(
             .used_today(&tenant, state.runtime.audit(), now_ms().max(0) as u64);
     let id = sovra_runtime::TenantId::new(&tenant)
         .map_err(|e| ApiError::bad_request("bad-tenant-id", e.to_string()))?;
+    // Seeds the tenant's token ledger when it has token quotas.
+    drop(state.token_budget(&tenant));
+    let (tokens_today, tokens_month) = state.quotas.tokens_used(&tenant);
     let storage_bytes = state
         .runtime
         .tenant_storage(&id)
@@ -289,7 +292,12 @@ pub async fn usage(
             "usage": daily,
             "total": {"prompt_tokens": prompt, "generated_tokens": generated},
             "quotas": quotas,
-            "used": {"invocations_today": invocations_today, "storage_bytes": storage_bytes},
+            "used": {
+                "invocations_today": invocations_today,
+                "storage_bytes": storage_bytes,
+                "tokens_today": tokens_today,
+                "tokens_this_month": tokens_month,
+            },
         })),
     ))
 }

@@ -17,7 +17,7 @@ use sovra_gpu::{ModelService, RequestContext, Usage};
 use super::request::OneOrMany;
 use super::{Answer, Served, body, inference_error, new_id, tenant};
 use crate::api::ApiError;
-use crate::api::invoke::admit;
+use crate::api::invoke::{admit, token_quota_exceeded};
 use crate::state::AppState;
 
 /// Texts one embeddings request may carry.
@@ -70,6 +70,12 @@ pub async fn embeddings(
         .into());
     }
     let _permit = admit(&state, &tenant)?;
+    let budget = state.token_budget(&tenant);
+    if let Some(budget) = &budget {
+        budget
+            .check(&body.model)
+            .map_err(|why| token_quota_exceeded(&state, &tenant, why))?;
+    }
     let service: Arc<dyn ModelService> = state
         .models
         .lookup(&tenant, &body.model)
@@ -100,6 +106,10 @@ pub async fn embeddings(
         prompt_tokens: embedded.tokens,
         generated_tokens: 0,
     };
+    if let Some(budget) = &budget {
+        // Counted whatever the quota says: the work is done.
+        let _ = budget.charge(&body.model, u64::from(embedded.tokens));
+    }
     if !served.audit(&state, used, None).await {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

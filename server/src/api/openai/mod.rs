@@ -38,10 +38,11 @@ use sovra_runtime::ModelUsage;
 use sovra_runtime::audit::AuditRecord;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::invoke::admit;
+use super::invoke::{admit, token_quota_exceeded};
 use super::{ApiError, Caller, caller};
 use crate::state::AppState;
 use request::{CompletionRequest, Prepared, Shape};
+use sovra_runtime::budget::BudgetedGeneration;
 
 mod embeddings;
 mod request;
@@ -309,10 +310,17 @@ async fn complete(state: Arc<AppState>, headers: HeaderMap, bytes: Bytes, shape:
         tenant: tenant.clone(),
         deadline: Some(Instant::now() + state.config.ceilings.timeout),
     };
+    let budget = state.token_budget(&tenant);
+    if let Some(budget) = &budget {
+        budget
+            .check(&model)
+            .map_err(|why| token_quota_exceeded(&state, &tenant, why))?;
+    }
     let started = (SystemTime::now(), Instant::now());
     let generation = service
         .start_generation(&context, request)
         .map_err(inference_error)?;
+    let generation = BudgetedGeneration::new(generation, budget, model.clone());
     let call = Call {
         state,
         tenant,
@@ -378,7 +386,7 @@ impl Call {
     }
 
     /// The whole completion as one JSON answer.
-    async fn whole(self, mut generation: sovra_gpu::Generation) -> Answer {
+    async fn whole(self, mut generation: BudgetedGeneration) -> Answer {
         let meter = generation.meter();
         let mut text = String::new();
         let finished = loop {
@@ -421,7 +429,7 @@ impl Call {
     /// generating if the client goes away only until the stream is dropped
     /// (dropping the generation cancels it); the tokens computed are audited
     /// either way.
-    fn stream(self, mut generation: sovra_gpu::Generation, include_usage: bool) -> Response {
+    fn stream(self, mut generation: BudgetedGeneration, include_usage: bool) -> Response {
         let meter = generation.meter();
         let (events, receiver) = tokio::sync::mpsc::unbounded_channel::<Event>();
         tokio::spawn(async move {
