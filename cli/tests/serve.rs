@@ -1014,6 +1014,14 @@ fn a_tenant_over_its_daily_quota_is_refused_until_tomorrow_even_after_a_restart(
     assert_eq!(usage.body["quotas"], quotas, "{}", usage.text);
     assert_eq!(usage.body["used"]["invocations_today"], 2, "{}", usage.text);
     assert!(usage.body["used"]["storage_bytes"].as_u64().unwrap() > 0);
+    let metrics = client.get("/metrics/tenants", OP).text;
+    for line in [
+        "sovra_tenant_quota{tenant=\"acme\",quota=\"invocations_per_day\"} 2",
+        "sovra_tenant_quota_used{tenant=\"acme\",quota=\"invocations_per_day\"} 2",
+        "sovra_tenant_invocations_refused_total{tenant=\"acme\",reason=\"quota\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
     node.stop();
 
     // Kept across a restart, with what was used today.

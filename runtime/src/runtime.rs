@@ -271,13 +271,13 @@ impl Runtime {
         self.inner.stores.erase(tenant)
     }
 
-    /// Sets `tenant`'s storage limit (`None`: the node's), at once.
-    pub fn set_storage_quota(
+    /// Sets what `tenant`'s storage is limited to, at once.
+    pub fn set_storage_limits(
         &self,
         tenant: &TenantId,
-        bytes: Option<u64>,
+        limits: crate::storage::TenantLimits,
     ) -> Result<(), StorageError> {
-        self.inner.stores.set_quota(tenant, bytes)
+        self.inner.stores.set_limits(tenant, limits)
     }
 
     /// Lets a tenant created anew under an erased tenant's name have

@@ -43,7 +43,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 /// Escapes a label value (`\`, `"` and newlines).
-fn label(value: &str) -> String {
+pub(crate) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -76,7 +76,8 @@ impl Metrics {
         }
     }
 
-    /// Records an invocation refused before it ran (`rate`, `concurrency`).
+    /// Records an invocation refused before it ran (`rate`, `concurrency`,
+    /// `quota`).
     pub fn refused(&self, tenant: &str, reason: &'static str) {
         *self
             .counters()
@@ -135,7 +136,7 @@ impl Metrics {
             &mut out,
             "sovra_invocations_refused_total",
             "counter",
-            "Invocations refused before running (rate or concurrency).",
+            "Invocations refused before running (rate, concurrency or quota).",
         );
         for (reason, n) in &refused {
             let _ = writeln!(
@@ -199,7 +200,7 @@ impl Metrics {
             &mut out,
             "sovra_tenant_invocations_refused_total",
             "counter",
-            "Invocations refused before running, by tenant (rate or concurrency).",
+            "Invocations refused before running, by tenant (rate, concurrency or quota).",
         );
         for ((tenant, reason), n) in &counters.refused {
             let _ = writeln!(

@@ -1,6 +1,6 @@
 //! Per-tenant quotas the operator sells: invocations per UTC day, tokens
-//! (prompt and generated together) per model per UTC day and month, and the
-//! size of the tenant's storage. They live in the node database (so they
+//! (prompt and generated together) per model per UTC day and month, the
+//! size of the tenant's storage and the entries in its vector memory. They live in the node database (so they
 //! outlive restarts), are checked before any work starts (every call that
 //! runs an agent or a model counts as an invocation), tokens again at each
 //! step of a generation (see `sovra_runtime::budget`), and a tenant sees
@@ -41,9 +41,20 @@ pub struct Quotas {
     /// Size of the tenant's database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_bytes: Option<u64>,
+    /// Entries in the tenant's vector memory, all collections together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vectors: Option<u64>,
 }
 
 impl Quotas {
+    /// What the runtime limits the tenant's storage to.
+    pub fn storage_limits(&self) -> sovra_runtime::storage::TenantLimits {
+        sovra_runtime::storage::TenantLimits {
+            storage_bytes: self.storage_bytes,
+            vectors: self.vectors,
+        }
+    }
+
     /// Checks the values; `node_storage` is the most one tenant's storage
     /// may hold on this node.
     pub fn validate(&self, node_storage: u64) -> Result<(), String> {
@@ -272,6 +283,64 @@ impl QuotaBook {
             *count = DayCount { day_start_ms, used };
         }
         count
+    }
+}
+
+impl QuotaBook {
+    /// Prometheus lines of every tenant's quotas and what it used of them
+    /// (the operator's `/metrics/tenants`).
+    pub fn render_metrics(self: &Arc<Self>, audit: &AuditLog, now_ms: u64) -> String {
+        use std::fmt::Write;
+        let quotas: Vec<(String, Quotas)> = {
+            let quotas = self.quotas.read().unwrap_or_else(|p| p.into_inner());
+            let mut all: Vec<_> = quotas.iter().map(|(t, q)| (t.clone(), q.clone())).collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        let mut out = String::from(
+            "# HELP sovra_tenant_quota A tenant's quota (tokens per model).\n\
+             # TYPE sovra_tenant_quota gauge\n\
+             # HELP sovra_tenant_quota_used What a tenant used of its quota this period.\n\
+             # TYPE sovra_tenant_quota_used gauge\n",
+        );
+        let mut line =
+            |tenant: &str, quota: &str, model: Option<&str>, limit: u64, used: Option<u64>| {
+                let model = model.map_or(String::new(), |m| {
+                    format!(",model=\"{}\"", crate::metrics::label(m))
+                });
+                let labels = format!(
+                    "tenant=\"{}\",quota=\"{quota}\"{model}",
+                    crate::metrics::label(tenant)
+                );
+                let _ = writeln!(out, "sovra_tenant_quota{{{labels}}} {limit}");
+                if let Some(used) = used {
+                    let _ = writeln!(out, "sovra_tenant_quota_used{{{labels}}} {used}");
+                }
+            };
+        for (tenant, quotas) in &quotas {
+            if let Some(limit) = quotas.invocations_per_day {
+                let used = self.used_today(tenant, audit, now_ms);
+                line(tenant, "invocations_per_day", None, limit, Some(used));
+            }
+            // Seeds the tenant's ledger from the audit log if need be.
+            drop(self.token_budget(tenant, audit, now_ms));
+            let (day, month) = self.tokens_used(tenant);
+            for (model, &limit) in &quotas.tokens_per_day {
+                let used = day.get(model).copied().unwrap_or(0);
+                line(tenant, "tokens_per_day", Some(model), limit, Some(used));
+            }
+            for (model, &limit) in &quotas.tokens_per_month {
+                let used = month.get(model).copied().unwrap_or(0);
+                line(tenant, "tokens_per_month", Some(model), limit, Some(used));
+            }
+            if let Some(limit) = quotas.storage_bytes {
+                line(tenant, "storage_bytes", None, limit, None);
+            }
+            if let Some(limit) = quotas.vectors {
+                line(tenant, "vectors", None, limit, None);
+            }
+        }
+        out
     }
 }
 

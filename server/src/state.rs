@@ -243,9 +243,9 @@ impl AppState {
                 path: data_dir.join(NODE_DB_FILE),
                 source: std::io::Error::other(format!("quotas of tenant {tenant}: {e}")),
             })?;
-            if let (Some(bytes), Ok(id)) = (parsed.storage_bytes, TenantId::new(&tenant)) {
+            if let Ok(id) = TenantId::new(&tenant) {
                 runtime
-                    .set_storage_quota(&id, Some(bytes))
+                    .set_storage_limits(&id, parsed.storage_limits())
                     .map_err(|e| StartError::Io {
                         path: data_dir.join(NODE_DB_FILE),
                         source: std::io::Error::other(e.to_string()),

@@ -71,9 +71,18 @@ struct OpenDatabases {
     /// Tenants whose storage was erased while this process ran: never
     /// opened (and so never created empty) again until admitted anew.
     erased: HashSet<TenantId>,
-    /// Size limits the operator set for particular tenants, instead of the
-    /// node's.
-    quotas: HashMap<TenantId, u64>,
+    /// Limits the operator set for particular tenants.
+    quotas: HashMap<TenantId, TenantLimits>,
+}
+
+/// What the operator limits one tenant's storage to, beyond the node's
+/// limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    /// Size of its database (`None`: the node's quota).
+    pub storage_bytes: Option<u64>,
+    /// Entries in its vector memory, all collections together.
+    pub vectors: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -141,13 +150,15 @@ impl TenantStores {
         open.make_room(self.max_open)?;
         let dir = self.tenant_dir(tenant);
         create_private_dir(&dir)?;
-        let quota_bytes = open.quotas.get(tenant).copied().unwrap_or(self.quota_bytes);
+        let limits = open.quotas.get(tenant).copied().unwrap_or_default();
+        let quota_bytes = limits.storage_bytes.unwrap_or(self.quota_bytes);
         let db = Arc::new(TenantDb::open(
             &dir.join(TENANT_DB_FILE),
             quota_bytes,
             &self.node_key,
             &tenant_label(tenant),
         )?);
+        db.set_vector_quota(limits.vectors);
         open.by_tenant.insert(
             tenant.clone(),
             OpenDatabase {
@@ -177,16 +188,21 @@ impl TenantStores {
         erase_files(&self.tenant_dir(tenant))
     }
 
-    /// Sets `tenant`'s size limit (`None`: the node's), applied at once if
-    /// its database is open.
-    pub fn set_quota(&self, tenant: &TenantId, bytes: Option<u64>) -> Result<(), StorageError> {
+    /// Sets `tenant`'s limits, applied at once if its database is open.
+    pub fn set_limits(&self, tenant: &TenantId, limits: TenantLimits) -> Result<(), StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        match bytes {
-            Some(bytes) => open.quotas.insert(tenant.clone(), bytes),
-            None => open.quotas.remove(tenant),
-        };
+        if limits == TenantLimits::default() {
+            open.quotas.remove(tenant);
+        } else {
+            open.quotas.insert(tenant.clone(), limits);
+        }
         match open.by_tenant.get(tenant) {
-            Some(entry) => entry.db.set_quota_bytes(bytes.unwrap_or(self.quota_bytes)),
+            Some(entry) => {
+                entry.db.set_vector_quota(limits.vectors);
+                entry
+                    .db
+                    .set_quota_bytes(limits.storage_bytes.unwrap_or(self.quota_bytes))
+            }
             None => Ok(()),
         }
     }
@@ -340,7 +356,11 @@ mod bounded_open {
         let db = stores.get(&acme).unwrap();
         let value = vec![7u8; 32 << 10];
         db.kv_set("a", &value).unwrap();
-        stores.set_quota(&acme, Some(128 << 10)).unwrap();
+        let limits = |storage_bytes| TenantLimits {
+            storage_bytes,
+            vectors: None,
+        };
+        stores.set_limits(&acme, limits(Some(128 << 10))).unwrap();
         let mut result = Ok(());
         for i in 0..8 {
             result = db.kv_set(&format!("k{i}"), &value);
@@ -365,7 +385,7 @@ mod bounded_open {
         drop(other);
         let db = stores.get(&acme).unwrap();
         assert_eq!(db.quota_bytes(), 128 << 10);
-        stores.set_quota(&acme, None).unwrap();
+        stores.set_limits(&acme, limits(None)).unwrap();
         assert_eq!(db.quota_bytes(), 16 << 20);
         db.kv_set("more", &value).unwrap();
     }

@@ -34,6 +34,8 @@ pub(super) const KV_TABLE: &str = "_sovra_kv";
 pub struct TenantDb {
     sealed: SealedDatabase,
     quota_bytes: AtomicU64,
+    /// Most vector entries, all collections together (`u64::MAX`: none).
+    vector_quota: AtomicU64,
     host: Mutex<Connection>,
     guest: Mutex<GuestConnection>,
 }
@@ -83,6 +85,7 @@ impl TenantDb {
         Ok(TenantDb {
             sealed,
             quota_bytes: AtomicU64::new(quota_bytes),
+            vector_quota: AtomicU64::new(u64::MAX),
             host: Mutex::new(host),
             guest: Mutex::new(GuestConnection {
                 conn: guest,
@@ -117,6 +120,18 @@ impl TenantDb {
             .map_err(|e| self.sqlite_error(e))?;
         self.quota_bytes.store(quota_bytes, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Sets the most vector entries the tenant may keep (`None`: no quota
+    /// beyond each collection's limit).
+    pub fn set_vector_quota(&self, vectors: Option<u64>) {
+        self.vector_quota
+            .store(vectors.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The most vector entries the tenant may keep, if limited.
+    pub(super) fn vector_quota(&self) -> Option<u64> {
+        Some(self.vector_quota.load(Ordering::Relaxed)).filter(|&n| n != u64::MAX)
     }
 
     /// Bytes the database holds now (its pages).

@@ -122,6 +122,24 @@ impl TenantDb {
                 "collection `{collection}` already holds {MAX_COLLECTION_ENTRIES} entries"
             )));
         }
+        if let Some(quota) = self.vector_quota() {
+            let (total, replaces): (i64, bool) = tx
+                .query_row(
+                    &format!(
+                        "SELECT count(*),
+                                count(*) FILTER (WHERE collection = ?1 AND id = ?2) > 0
+                         FROM {VECTOR_TABLE}"
+                    ),
+                    [collection, id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(|e| self.sqlite_error(e))?;
+            if !replaces && total as u64 >= quota {
+                return Err(StorageError::LimitExceeded(format!(
+                    "quota-exceeded: the tenant's quota of {quota} vectors is used up"
+                )));
+            }
+        }
         let metadata =
             serde_json::to_string(metadata).map_err(|e| StorageError::Internal(e.to_string()))?;
         tx.prepare_cached(&format!(
@@ -198,6 +216,31 @@ impl TenantDb {
             .and_then(|mut stmt| stmt.execute([collection, id]))
             .map(|n| n > 0)
             .map_err(|e| self.sqlite_error(e))
+    }
+}
+
+#[cfg(test)]
+mod quota_tests {
+    use crate::storage::tests::db;
+
+    #[test]
+    fn a_vector_quota_counts_every_collection_and_a_replacement_is_not_a_new_entry() {
+        let (_dir, db) = db();
+        db.set_vector_quota(Some(2));
+        db.vector_upsert("a", "1", &[1.0, 0.0], "one", &[]).unwrap();
+        db.vector_upsert("b", "1", &[0.0, 1.0], "two", &[]).unwrap();
+        let refused = db
+            .vector_upsert("a", "2", &[1.0, 1.0], "three", &[])
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("quota of 2 vectors"),
+            "{refused}"
+        );
+        db.vector_upsert("a", "1", &[0.5, 0.5], "one again", &[])
+            .unwrap();
+        db.set_vector_quota(None);
+        db.vector_upsert("a", "2", &[1.0, 1.0], "three", &[])
+            .unwrap();
     }
 }
 

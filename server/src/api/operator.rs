@@ -187,7 +187,7 @@ pub async fn set_quotas(
     state.db.set_quotas(&tenant, &spec)?;
     state
         .runtime
-        .set_storage_quota(&id, quotas.storage_bytes)
+        .set_storage_limits(&id, quotas.storage_limits())
         .map_err(ApiError::internal)?;
     state.quotas.set(&tenant, quotas.clone());
     ok(json!({"tenant": tenant, "quotas": quotas}))

@@ -96,6 +96,8 @@ pub async fn tenant_metrics(State(state): State<Arc<AppState>>, headers: HeaderM
     }
     let mut text = state.metrics.render_tenants();
     text.push_str(&render_tenant_models(&state.models.statuses()));
+    let now = crate::db::now_ms().max(0) as u64;
+    text.push_str(&state.quotas.render_metrics(state.runtime.audit(), now));
     exposition(Ok::<_, ()>(text))
 }
 
