@@ -1048,17 +1048,12 @@ fn a_tenant_over_its_daily_quota_is_refused_until_tomorrow_even_after_a_restart(
 fn a_generation_that_crosses_the_token_quota_stops_for_length_and_the_next_is_refused() {
     let Some(models) = models_file() else { return };
     let (_dir, _node, client) = start_node(&format!("models = {:?}", models.to_str().unwrap()));
-    let acme = tenant(&client, "acme");
-    let key = publisher(&client, "pub");
-    publish(&client, &key, sovra_test_artifacts::CHAT);
-    let installed = install(
+    let chat = json!({"kv": true, "models": ["smollm2"], "timeout_ms": 30000});
+    let acme = tenant_with(
         &client,
         "acme",
-        &acme,
-        "chat",
-        json!({"kv": true, "models": ["smollm2"], "timeout_ms": 30000}),
+        &[(sovra_test_artifacts::CHAT, "chat", chat)],
     );
-    assert_eq!(installed.status, 200, "{}", installed.text);
     // Fewer tokens than the prompt alone: the first step crosses it.
     let quotas = json!({"tokens_per_day": {"smollm2": 8}});
     let set = client.put("/v1/tenants/acme/quotas", OP, quotas);
