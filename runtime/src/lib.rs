@@ -25,7 +25,7 @@
 //! the per-tenant databases; [`tools`] is how an agent's tool calls reach
 //! the tenant's tool plugins; [`policy`] computes what an invocation runs
 //! with; [`audit`] records every invocation; [`sealing`] encrypts every database
-//! at rest.
+//! at rest; [`budget`] charges a tenant's token quotas at each step.
 
 pub mod audit;
 mod bindings;
