@@ -173,7 +173,9 @@ impl TenantStores {
     /// (crypto-erase: any copy of the database, a backup or a file the
     /// filesystem kept, stays unreadable), then its files. Refused as
     /// [`StorageError::Busy`] while an invocation uses the database; until
-    /// [`TenantStores::admit`], the tenant's storage is not opened again.
+    /// [`TenantStores::admit`], the tenant's storage is not opened again. Its
+    /// limits go too: a tenant created anew under the name starts with the
+    /// node's.
     pub fn erase(&self, tenant: &TenantId) -> Result<(), StorageError> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(entry) = open.by_tenant.get(tenant) {
@@ -185,6 +187,7 @@ impl TenantStores {
             open.by_tenant.remove(tenant);
         }
         open.erased.insert(tenant.clone());
+        open.quotas.remove(tenant);
         erase_files(&self.tenant_dir(tenant))
     }
 
@@ -398,6 +401,11 @@ mod bounded_open {
         let acme = tenant(1);
         let held = stores.get(&acme).unwrap();
         held.kv_set("secret", b"erase-me-4c2a").unwrap();
+        let limits = TenantLimits {
+            storage_bytes: Some(1 << 20),
+            vectors: Some(5),
+        };
+        stores.set_limits(&acme, limits).unwrap();
         assert!(matches!(stores.erase(&acme), Err(StorageError::Busy(_))));
         drop(held);
         // A copy taken before the erasure (a backup, say), and another
@@ -427,6 +435,12 @@ mod bounded_open {
         ));
 
         stores.admit(&acme);
-        assert_eq!(stores.get(&acme).unwrap().kv_get("secret").unwrap(), None);
+        let fresh = stores.get(&acme).unwrap();
+        assert_eq!(fresh.kv_get("secret").unwrap(), None);
+        assert_eq!(
+            fresh.quota_bytes(),
+            16 << 20,
+            "the node's limit, not the erased one's"
+        );
     }
 }
