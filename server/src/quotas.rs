@@ -201,7 +201,9 @@ impl QuotaBook {
 
     /// Why `tenant` may not use `model` now, if it may not.
     fn over(&self, tenant: &str, model: &str) -> Result<(), String> {
-        let Some(quotas) = self.get(tenant) else {
+        // Borrowed, not cloned: this runs at every step of a generation.
+        let quotas = self.quotas.read().unwrap_or_else(|p| p.into_inner());
+        let Some(quotas) = quotas.get(tenant) else {
             return Ok(());
         };
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
