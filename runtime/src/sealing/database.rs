@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::key_file::{self, DatabaseKey};
+use super::openssl::keep_openssl_until_exit;
 use super::{NodeKey, SealingError, parent_dir, sync_dir, with_dir_locked};
 
 /// The first 16 bytes of every plain SQLite database. SQLCipher stores a
@@ -51,6 +52,7 @@ impl SealedDatabase {
     /// database in its key file's seals (`tenant/acme`, `audit`, `node`).
     /// No connection to `path` may be open while this runs.
     pub fn prepare(path: &Path, node_key: &NodeKey, label: &str) -> Result<Self, SealingError> {
+        keep_openssl_until_exit();
         with_dir_locked(&parent_dir(path), || {
             Self::prepare_locked(path, node_key, label)
         })
@@ -119,6 +121,7 @@ impl SealedDatabase {
     /// key, with nothing recovered, encrypted or written (a node may be
     /// using it).
     pub fn existing(path: &Path, node_key: &NodeKey, label: &str) -> Result<Self, SealingError> {
+        keep_openssl_until_exit();
         let key_path = key_file::path_for(path);
         if !key_path.exists() {
             return Err(SealingError::KeyFileMissing {
@@ -197,6 +200,7 @@ fn silence_cipher_log(conn: &Connection) {
 /// old key is dropped from the file only after. No connection to `path` may
 /// be open while this runs.
 pub fn rekey(path: &Path, node_key: &NodeKey, label: &str) -> Result<(), SealingError> {
+    keep_openssl_until_exit();
     with_dir_locked(&parent_dir(path), || rekey_locked(path, node_key, label))
 }
 
@@ -215,6 +219,7 @@ fn rekey_locked(path: &Path, node_key: &NodeKey, label: &str) -> Result<(), Seal
 /// without the node's keys. Built in memory: the plaintext never touches
 /// the disk.
 pub fn plain_image(conn: &Connection) -> Result<Vec<u8>, SealingError> {
+    keep_openssl_until_exit();
     let sqlite = |e: rusqlite::Error| SealingError::Sqlite {
         path: PathBuf::from(":memory:"),
         message: e.to_string(),

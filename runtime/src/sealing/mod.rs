@@ -16,6 +16,7 @@
 pub mod database;
 pub mod key_file;
 mod node_key;
+mod openssl;
 
 use std::path::PathBuf;
 use std::sync::Arc;
