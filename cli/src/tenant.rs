@@ -164,19 +164,7 @@ fn erase(data_dir: &Path, node_key: &NodeKeyArgs, tenant: &str) -> Result<ExitCo
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let audit = AuditLog::open(&runtime_dir.join(AUDIT_DB_FILE), &node_key).code(Code::Host)?;
-    audit.record(AuditRecord {
-        invocation_id: format!("erase-{started}-{tenant}"),
-        tenant: tenant.to_string(),
-        agent: "operator".into(),
-        agent_digest: String::new(),
-        started_at_ms: started,
-        duration_us: 0,
-        outcome: "tenant-erased".into(),
-        error: None,
-        denials: Vec::new(),
-        usage: Vec::new(),
-        parent: None,
-    });
+    audit.record(AuditRecord::erasure(tenant.as_str(), started, 0));
     audit.flush();
     println!("erased {tenant}");
     Ok(ExitCode::SUCCESS)
@@ -202,17 +190,13 @@ fn export(
     let node_db = data_dir.join(NODE_DB_FILE);
     let installs = if node_db.exists() {
         let node = NodeDb::open(&node_db, &node_key).code(Code::Host)?;
-        serde_json::json!(node.installs(tenant.as_str()).code(Code::Host)?)
+        node.installs(tenant.as_str()).code(Code::Host)?
     } else {
-        serde_json::json!([])
+        Vec::new()
     };
     let audit = AuditLog::open(&runtime_dir.join(AUDIT_DB_FILE), &node_key).code(Code::Host)?;
-    let records = export::TenantRecords {
-        tenant: tenant.to_string(),
-        installs,
-        usage: serde_json::json!(audit.usage(tenant.as_str(), 0).code(Code::Host)?),
-        audit: audit.chain_of(tenant.as_str()).code(Code::Host)?,
-    };
+    let records =
+        export::TenantRecords::gather(tenant.as_str(), &installs, &audit).code(Code::Host)?;
     let signer = export::signing_key(data_dir, &node_key).code(Code::Host)?;
     let mut archive = Vec::new();
     export::write(&db, &records, &signer, &mut archive).code(Code::Host)?;

@@ -658,6 +658,18 @@ fn ceilings_lowered_after_an_install_apply_to_it_and_hung_up_calls_finish_before
     );
 }
 
+/// Tenant `acme` with `counter` (kv) and `notes` (sql) installed; its key.
+fn acme_with_counter_and_notes(client: &support::Client) -> String {
+    tenant_with(
+        client,
+        "acme",
+        &[
+            (COUNTER, "counter", json!({"kv": true})),
+            (NOTES, "notes", json!({"sql": true})),
+        ],
+    )
+}
+
 /// Every file under `dir`, read whole.
 fn files_under(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut files = Vec::new();
@@ -693,14 +705,7 @@ fn no_plaintext(data: &std::path::Path, secrets: &[&str]) {
 #[test]
 fn nothing_a_tenant_stores_is_on_the_disk_in_plaintext() {
     let (dir, node, client) = start_node("");
-    let key = tenant_with(
-        &client,
-        "acme",
-        &[
-            (COUNTER, "counter", json!({"kv": true})),
-            (NOTES, "notes", json!({"sql": true})),
-        ],
-    );
+    let key = acme_with_counter_and_notes(&client);
     let kv_key = "kv-key-marker-5d1e";
     let row = "sql-row-marker-9b27";
     assert_eq!(invoke(&client, "acme", &key, "counter", kv_key).status, 200);
@@ -871,14 +876,7 @@ fn unpack(archive: &[u8]) -> std::collections::BTreeMap<String, String> {
 #[test]
 fn a_tenant_export_is_signed_complete_and_checked_offline() {
     let (dir, node, client) = start_node("");
-    let acme = tenant_with(
-        &client,
-        "acme",
-        &[
-            (COUNTER, "counter", json!({"kv": true})),
-            (NOTES, "notes", json!({"sql": true})),
-        ],
-    );
+    let acme = acme_with_counter_and_notes(&client);
     let globex = tenant(&client, "globex");
     assert_eq!(
         invoke(&client, "acme", &acme, "counter", "exported-kv-3f1c").status,

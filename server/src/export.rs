@@ -80,6 +80,23 @@ pub struct TenantRecords {
     pub audit: Vec<Value>,
 }
 
+impl TenantRecords {
+    /// `tenant`'s usage and audit chain from `audit`, with its `installs`.
+    pub fn gather(
+        tenant: &str,
+        installs: &[crate::db::InstallRow],
+        audit: &sovra_runtime::audit::AuditLog,
+    ) -> Result<Self, ExportError> {
+        let failed = |e: sovra_runtime::audit::AuditError| ExportError::Write(e.to_string());
+        Ok(TenantRecords {
+            tenant: tenant.to_owned(),
+            installs: json!(installs),
+            usage: json!(audit.usage(tenant, 0).map_err(failed)?),
+            audit: audit.chain_of(tenant).map_err(failed)?,
+        })
+    }
+}
+
 /// One file of the manifest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ManifestFile {

@@ -337,17 +337,13 @@ impl AppState {
             .tenant_storage(tenant)
             .map_err(|e| e.to_string())?;
         let conn = db.connect().map_err(|e| e.to_string())?;
-        let audit = self.runtime.audit();
-        let records = crate::export::TenantRecords {
-            tenant: tenant.to_string(),
-            installs: serde_json::json!(
-                self.db
-                    .installs(tenant.as_str())
-                    .map_err(|e| e.to_string())?
-            ),
-            usage: serde_json::json!(audit.usage(tenant.as_str(), 0).map_err(|e| e.to_string())?),
-            audit: audit.chain_of(tenant.as_str()).map_err(|e| e.to_string())?,
-        };
+        let installs = self
+            .db
+            .installs(tenant.as_str())
+            .map_err(|e| e.to_string())?;
+        let records =
+            crate::export::TenantRecords::gather(tenant.as_str(), &installs, self.runtime.audit())
+                .map_err(|e| e.to_string())?;
         let mut archive = Vec::new();
         crate::export::write(&conn, &records, &self.signer, &mut archive)
             .map_err(|e| e.to_string())?;

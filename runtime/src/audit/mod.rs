@@ -78,6 +78,26 @@ pub struct AuditRecord {
     pub parent: Option<String>,
 }
 
+impl AuditRecord {
+    /// The record that ends an erased tenant's chain: who erased it and
+    /// when, nothing of what it held.
+    pub fn erasure(tenant: &str, started_at_ms: u64, duration_us: u64) -> Self {
+        AuditRecord {
+            invocation_id: format!("erase-{started_at_ms}-{tenant}"),
+            tenant: tenant.to_owned(),
+            agent: "operator".into(),
+            agent_digest: String::new(),
+            started_at_ms,
+            duration_us,
+            outcome: "tenant-erased".into(),
+            error: None,
+            denials: Vec::new(),
+            usage: Vec::new(),
+            parent: None,
+        }
+    }
+}
+
 /// A recorded invocation's place in the log; awaiting [`Self::durable`]
 /// journals it (with every record before it not yet journaled).
 #[derive(Debug, Default)]

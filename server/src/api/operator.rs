@@ -151,19 +151,11 @@ pub async fn erase_tenant(
     state
         .runtime
         .audit()
-        .record(sovra_runtime::audit::AuditRecord {
-            invocation_id: format!("erase-{}-{tenant}", started.0),
-            tenant: tenant.clone(),
-            agent: "operator".into(),
-            agent_digest: String::new(),
-            started_at_ms: started.0.max(0) as u64,
-            duration_us: started.1.elapsed().as_micros() as u64,
-            outcome: "tenant-erased".into(),
-            error: None,
-            denials: Vec::new(),
-            usage: Vec::new(),
-            parent: None,
-        });
+        .record(sovra_runtime::audit::AuditRecord::erasure(
+            &tenant,
+            started.0.max(0) as u64,
+            started.1.elapsed().as_micros() as u64,
+        ));
     ok(json!({"id": tenant, "erased": true}))
 }
 
