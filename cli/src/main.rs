@@ -14,6 +14,7 @@ mod control;
 mod exit;
 mod inspect;
 mod node_key;
+mod pack;
 mod plugin;
 mod run;
 mod serve;

@@ -1,6 +1,8 @@
-//! `sovra plugin`: what publishers do: make a key, sign a component with its
-//! manifest, check a signature, submit to a node; and what operators do
-//! with a node's publisher log: read it and verify its hash chain.
+//! `sovra plugin`: what publishers do: build against the world their
+//! manifest calls for and pack the manifest in (agents in any language),
+//! make a key, sign a component with its manifest, check a signature,
+//! submit to a node; and what operators do with a node's publisher log:
+//! read it and verify its hash chain.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,6 +20,27 @@ const SUBMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
 
 #[derive(Subcommand)]
 pub enum PluginCommand {
+    /// Write the WIT world an agent.toml calls for (only the interfaces it
+    /// requests), to build a Python or JavaScript agent against; prints the
+    /// world's name.
+    Wit {
+        /// The agent's manifest (agent.toml).
+        manifest: PathBuf,
+        /// The directory to write (world.wit and deps/).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Embed an agent.toml into a component built by any toolchain
+    /// (componentize-py, componentize-js), after checking that they match.
+    Pack {
+        component: PathBuf,
+        /// The agent's manifest (agent.toml).
+        #[arg(long)]
+        manifest: PathBuf,
+        /// Where to write the packed component.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Make a publisher key pair: NAME.key (secret, mode 0600) and NAME.pub.
     Keygen {
         /// Path prefix of the two files.
@@ -106,6 +129,12 @@ fn component_and_manifest(
 
 pub fn plugin(command: PluginCommand) -> Result<ExitCode, Failure> {
     match command {
+        PluginCommand::Wit { manifest, out } => crate::pack::write_world(&manifest, &out)?,
+        PluginCommand::Pack {
+            component,
+            manifest,
+            out,
+        } => crate::pack::pack(&component, &manifest, &out)?,
         PluginCommand::Keygen { out } => {
             let key = PublisherKey::generate().code(Code::Host)?;
             key.save(&with_extension(&out, ".key")).code(Code::Usage)?;

@@ -108,13 +108,15 @@ pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport>
                 _ => Err(unsupported("")),
             }
         }
-        "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" | "wasi:filesystem" => {
+        // `wasi:sockets` is linked with every use refused (no socket is ever
+        // created): language runtimes such as CPython import it regardless.
+        "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:cli" | "wasi:filesystem"
+        | "wasi:sockets" => {
             if version.is_none_or(|v| (v.major, v.minor) != (0, 2)) {
                 return Err(unsupported(" (this host serves WASI 0.2)"));
             }
             Ok(ImportNeed::Always)
         }
-        "wasi:sockets" => Err(unsupported(" (agents have no network access)")),
         "wasi:http" => Err(unsupported(
             " (agents have no network access; use sovra:agent/inference for models)",
         )),
@@ -182,8 +184,13 @@ mod tests {
             classify_import("wasi:cli/environment@0.2.4"),
             Ok(ImportNeed::Always)
         );
+        // Linked, every use refused (see `host::wasi`).
+        assert_eq!(
+            classify_import("wasi:sockets/tcp@0.2.9"),
+            Ok(ImportNeed::Always)
+        );
         for refused in [
-            "wasi:sockets/tcp@0.2.0",
+            "wasi:sockets/tcp@0.3.0",
             "wasi:http/outgoing-handler@0.2.0",
             "sovra:agent/kv@0.2.0",
             "sovra:agent/shell@0.1.0",

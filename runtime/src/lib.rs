@@ -25,7 +25,9 @@
 //! the per-tenant databases; [`tools`] is how an agent's tool calls reach
 //! the tenant's tool plugins; [`policy`] computes what an invocation runs
 //! with; [`audit`] records every invocation; [`sealing`] encrypts every database
-//! at rest; [`budget`] charges a tenant's token quotas at each step.
+//! at rest; [`budget`] charges a tenant's token quotas at each step;
+//! [`packaging`] builds the WIT world and embeds the manifest for agents in
+//! any language.
 
 pub mod audit;
 mod bindings;
@@ -45,6 +47,7 @@ pub mod manifest;
 mod names;
 mod outcome;
 mod output;
+pub mod packaging;
 pub mod policy;
 mod runtime;
 mod sandbox;

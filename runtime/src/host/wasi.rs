@@ -3,8 +3,12 @@
 //!
 //! `wasi:filesystem` is linked only because Rust's standard library imports
 //! it at start-up; no directory is ever preopened, so no path resolves to
-//! anything. `wasi:sockets` and `wasi:http` are not linked at all: a component
-//! that imports them is refused before it runs (see
+//! anything. `wasi:sockets` is linked only because the runtimes of other
+//! languages (CPython under componentize-py) import it whether or not the
+//! agent uses the network: TCP, UDP and name lookups are all disallowed, so
+//! creating a socket fails with `access-denied` before any socket of the
+//! host's exists, and a lookup resolves nothing. `wasi:http` is not linked at
+//! all: a component that imports it is refused before it runs (see
 //! [`crate::capability`]).
 
 use std::sync::Arc;
@@ -13,8 +17,9 @@ use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
-use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random};
+use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
+use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
 use wasmtime_wasi_io::bindings::wasi::io;
 use wasmtime_wasi_io::poll::DynPollable;
@@ -157,6 +162,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
 
     filesystem::types::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?;
     filesystem::preopens::add_to_linker::<T, WasiFilesystem>(linker, T::filesystem)?;
+
+    // Every use refused by the context (`sandbox_ctx`): no TCP, no UDP, no
+    // name lookup.
+    sockets::network::add_to_linker::<T, WasiSockets>(linker, &Default::default(), T::sockets)?;
+    sockets::instance_network::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
+    sockets::tcp_create_socket::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
+    sockets::tcp::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
+    sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
+    sockets::udp::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
+    sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
     Ok(())
 }
 
@@ -168,7 +183,8 @@ pub(crate) struct CapturedStdio {
 }
 
 /// A WASI context with no environment, arguments, stdin, preopens or
-/// network, and bounded captured stdout/stderr.
+/// network (no socket can be created, no name resolved), and bounded
+/// captured stdout/stderr.
 pub(crate) fn sandbox_ctx() -> (WasiCtx, CapturedStdio) {
     let stdio = CapturedStdio {
         stdout: CapturedOutput::new(StreamName::Stdout, MAX_CAPTURED_OUTPUT),

@@ -1,4 +1,5 @@
-//! Tries to open a TCP connection; importing wasi:sockets at all is refused.
+//! Tries to open a TCP connection: wasi:sockets is linked, but every socket
+//! is refused before the host makes one.
 
 use sovra_sdk::{Agent, Error, Request, Response};
 
