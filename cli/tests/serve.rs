@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{Value, json};
 use sovra_server::signature::PublisherKey;
-use sovra_test_artifacts::{COUNTER, HELLO, NET_CONNECT, NOTES, SPIN};
+use sovra_test_artifacts::{COUNTER, HELLO, HTTP_FETCH, NOTES, SPIN};
 use support::{
     Node, OP, OPERATOR_TOKEN, fails_with, install, invoke, publish, publisher, signature, sovra,
     start_node, succeeds, tenant, tenant_with, text,
@@ -186,12 +186,12 @@ fn every_bad_submission_is_refused_by_name_and_leaves_nothing_behind() {
         "wrong-world",
         "sovra",
     );
-    let net = std::fs::read(NET_CONNECT).unwrap();
+    let http = std::fs::read(HTTP_FETCH).unwrap();
     check(
-        client.submit(&net, Some(&sign(&net))),
+        client.submit(&http, Some(&sign(&http))),
         422,
         "forbidden-import",
-        "wasi:sockets",
+        "wasi:http",
     );
     // A manifest edited after the build: its version is no longer semver.
     // (The custom section comes last; the data segment holds a copy too.)

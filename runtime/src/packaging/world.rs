@@ -16,7 +16,10 @@ use crate::manifest::{AgentManifest, World};
 /// The `sovra:agent` WIT package this host serves, file by file.
 pub const SOVRA_WIT_FILES: &[(&str, &str)] = &[
     ("agent.wit", include_str!("../../../wit/agent.wit")),
-    ("controller.wit", include_str!("../../../wit/controller.wit")),
+    (
+        "controller.wit",
+        include_str!("../../../wit/controller.wit"),
+    ),
     ("inference.wit", include_str!("../../../wit/inference.wit")),
     ("kv.wit", include_str!("../../../wit/kv.wit")),
     ("log.wit", include_str!("../../../wit/log.wit")),
@@ -90,9 +93,15 @@ fn world_wit(manifest: &AgentManifest) -> String {
         manifest.world.as_str()
     );
     for interface in imported_interfaces(manifest) {
-        let _ = writeln!(text, "    import sovra:agent/{interface}@{SOVRA_WIT_VERSION};");
+        let _ = writeln!(
+            text,
+            "    import sovra:agent/{interface}@{SOVRA_WIT_VERSION};"
+        );
     }
-    let _ = writeln!(text, "    export sovra:agent/{export}@{SOVRA_WIT_VERSION};\n}}");
+    let _ = writeln!(
+        text,
+        "    export sovra:agent/{export}@{SOVRA_WIT_VERSION};\n}}"
+    );
     text
 }
 
@@ -116,7 +125,11 @@ mod tests {
         let embedded: Vec<&str> = SOVRA_WIT_FILES.iter().map(|(name, _)| *name).collect();
         assert_eq!(on_disk, embedded);
         let header = format!("package sovra:agent@{SOVRA_WIT_VERSION};");
-        assert!(SOVRA_WIT_FILES.iter().any(|(_, text)| text.contains(&header)));
+        assert!(
+            SOVRA_WIT_FILES
+                .iter()
+                .any(|(_, text)| text.contains(&header))
+        );
     }
 
     #[test]
@@ -128,12 +141,21 @@ mod tests {
         assert_eq!(files.world, "agent");
         let world = &files.files[0].1;
         for wanted in ["inference", "vector", "log"] {
-            assert!(world.contains(&format!("import sovra:agent/{wanted}@0.1.0;")), "{world}");
+            assert!(
+                world.contains(&format!("import sovra:agent/{wanted}@0.1.0;")),
+                "{world}"
+            );
         }
         for unwanted in ["kv", "sql", "tools", "safety"] {
-            assert!(!world.contains(&format!("sovra:agent/{unwanted}@")), "{world}");
+            assert!(
+                !world.contains(&format!("sovra:agent/{unwanted}@")),
+                "{world}"
+            );
         }
-        assert!(world.contains("export sovra:agent/handler@0.1.0;"), "{world}");
+        assert!(
+            world.contains("export sovra:agent/handler@0.1.0;"),
+            "{world}"
+        );
     }
 
     #[test]
@@ -141,7 +163,11 @@ mod tests {
         let tool = world_files(&manifest(
             "name = \"t\"\nversion = \"0.1.0\"\nworld = \"tool\"\n[capabilities]\nkv = true",
         ));
-        assert!(tool.files[0].1.contains("export sovra:agent/tool-handler@0.1.0;"));
+        assert!(
+            tool.files[0]
+                .1
+                .contains("export sovra:agent/tool-handler@0.1.0;")
+        );
         let controller = world_files(&manifest(
             "name = \"c\"\nversion = \"0.1.0\"\nworld = \"controller\"",
         ));

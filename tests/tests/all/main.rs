@@ -15,6 +15,7 @@ mod deep_recursion;
 mod echo_tool;
 mod hello;
 mod host_call_flood;
+mod http_fetch;
 mod huge_output;
 mod memory_bomb;
 mod nested_tool;
@@ -34,6 +35,7 @@ mod units;
 mod isolation;
 mod loading;
 mod persistence;
+mod polyglot;
 mod tensor_models;
 
 /// Fails to compile when a guest has no test module of its name.
