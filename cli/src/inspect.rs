@@ -67,7 +67,13 @@ fn render_text(info: &ComponentInfo, imports: &[(String, String)]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digest:  {}", info.digest);
     let _ = writeln!(out, "size:    {} bytes", info.size);
-    let _ = writeln!(out, "world:   sovra:agent/{}", info.world.as_str());
+    let world = match info.world {
+        sovra_runtime::World::Command => {
+            "wasi:cli/command (input on stdin, output from stdout)".to_owned()
+        }
+        world => format!("sovra:agent/{}", world.as_str()),
+    };
+    let _ = writeln!(out, "world:   {world}");
     match &info.manifest {
         Some(manifest) => {
             let _ = writeln!(out, "agent:   {} {}", manifest.name, manifest.version);

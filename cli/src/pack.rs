@@ -20,7 +20,12 @@ pub fn write_world(manifest: &Path, out: &Path) -> Result<(), Failure> {
     let manifest = AgentManifest::parse(&bytes)
         .with_context(|| format!("{} is not a valid manifest", manifest.display()))
         .code(Code::Usage)?;
-    let world = world_files(&manifest);
+    let world = world_files(&manifest)
+        .context(
+            "a command (world = \"command\") is built against wasi:cli/command by its own \
+             toolchain; pack it with `sovra plugin pack`",
+        )
+        .code(Code::Usage)?;
     for (relative, text) in &world.files {
         let path = out.join(relative);
         if let Some(parent) = path.parent() {

@@ -56,3 +56,20 @@ pub mod controller {
 }
 
 pub use sovra::agent::types::{Error as GuestError, Pair, ToolInfo};
+
+/// Bindings of `wasi:nn` (0.2.0-rc-2024-10-28, as wasmtime-wasi-nn 48 has it),
+/// for guests written for wasi-nn; implemented over sovra's tensor models in
+/// [`crate::host::nn`].
+pub mod nn {
+    wasmtime::component::bindgen!({
+        path: "wit-nn",
+        world: "ml",
+        imports: { default: async | trappable },
+        with: {
+            "wasi:nn/tensor.tensor": crate::host::nn::NnTensor,
+            "wasi:nn/graph.graph": crate::host::nn::NnGraph,
+            "wasi:nn/inference.graph-execution-context": crate::host::nn::NnExecution,
+            "wasi:nn/errors.error": crate::host::nn::NnError,
+        },
+    });
+}

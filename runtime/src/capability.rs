@@ -13,6 +13,9 @@ use std::fmt;
 pub const SOVRA_PACKAGE: &str = "sovra:agent";
 const SOVRA_MAJOR_MINOR: (u64, u64) = (0, 1);
 
+/// The `wasi:nn` version this host implements (wasmtime-wasi-nn 48's).
+pub const WASI_NN_VERSION: &str = "0.2.0-rc-2024-10-28";
+
 /// A capability a tenant can grant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Capability {
@@ -117,6 +120,20 @@ pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport>
             }
             Ok(ImportNeed::Always)
         }
+        // Guests written for wasi-nn: the tenant's tensor models, by name.
+        "wasi:nn" => {
+            if version.as_ref().map(ToString::to_string).as_deref() != Some(WASI_NN_VERSION) {
+                return Err(unsupported(
+                    " (this host serves wasi:nn@0.2.0-rc-2024-10-28, as wasmtime 48 does)",
+                ));
+            }
+            match name {
+                "tensor" | "graph" | "inference" | "errors" => {
+                    Ok(ImportNeed::Grant(Capability::Inference))
+                }
+                _ => Err(unsupported("")),
+            }
+        }
         "wasi:http" => Err(unsupported(
             " (agents have no network access; use sovra:agent/inference for models)",
         )),
@@ -184,6 +201,10 @@ mod tests {
             classify_import("wasi:cli/environment@0.2.4"),
             Ok(ImportNeed::Always)
         );
+        assert_eq!(
+            classify_import("wasi:nn/graph@0.2.0-rc-2024-10-28"),
+            Ok(ImportNeed::Grant(Capability::Inference))
+        );
         // Linked, every use refused (see `host::wasi`).
         assert_eq!(
             classify_import("wasi:sockets/tcp@0.2.9"),
@@ -191,6 +212,8 @@ mod tests {
         );
         for refused in [
             "wasi:sockets/tcp@0.3.0",
+            "wasi:nn/graph@0.2.0-rc-2024-08-19",
+            "wasi:nn/graph@0.2.0",
             "wasi:http/outgoing-handler@0.2.0",
             "sovra:agent/kv@0.2.0",
             "sovra:agent/shell@0.1.0",

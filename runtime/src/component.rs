@@ -9,6 +9,9 @@ use crate::digest::Digest;
 use crate::error::LoadError;
 use crate::manifest::{AgentManifest, MANIFEST_SECTION, World};
 
+/// The export that makes a component a WASI command.
+const WASI_CLI_RUN_PREFIX: &str = "wasi:cli/run@0.2.";
+
 /// What a component is, read from its bytes.
 #[derive(Debug, Clone)]
 pub struct ComponentInfo {
@@ -157,6 +160,10 @@ fn detect_world(exports: &[String]) -> Result<World, LoadError> {
         let prefix = format!("{SOVRA_PACKAGE}/{name}@0.1.");
         exports.iter().any(|export| export.starts_with(&prefix))
     };
+    // A WASI command that exports no sovra interface runs as a command.
+    let is_command = exports
+        .iter()
+        .any(|export| export.starts_with(WASI_CLI_RUN_PREFIX));
     let worlds: Vec<World> = [
         ("handler", World::Agent),
         ("tool-handler", World::Tool),
@@ -168,9 +175,10 @@ fn detect_world(exports: &[String]) -> Result<World, LoadError> {
     .collect();
     match worlds.as_slice() {
         [world] => Ok(*world),
+        [] if is_command => Ok(World::Command),
         [] => Err(LoadError::WrongWorld(format!(
-            "it exports none of sovra:agent/handler@0.1.x, sovra:agent/tool-handler@0.1.x \
-             and sovra:agent/control@0.1.x (its exports: {})",
+            "it exports none of sovra:agent/handler@0.1.x, sovra:agent/tool-handler@0.1.x, \
+             sovra:agent/control@0.1.x and wasi:cli/run@0.2.x (its exports: {})",
             if exports.is_empty() {
                 "none".to_owned()
             } else {

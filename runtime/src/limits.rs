@@ -139,6 +139,12 @@ pub const MAX_EMBED_TEXTS: usize = 256;
 /// Dimensions of one tensor passed to `run-tensor`.
 pub const MAX_TENSOR_RANK: usize = 8;
 
+/// Bytes of `wasi:nn` tensor data the host holds for one invocation at once
+/// (tensors the guest made and outputs it has not dropped).
+/// Stops: a guest making the host keep tensors without bound, each
+/// constructor call carrying up to [`MAX_HOSTCALL_BYTES`].
+pub const MAX_NN_TENSOR_BYTES: usize = 64 * MIB as usize;
+
 /// Length of one kv key in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 

@@ -48,6 +48,10 @@ pub enum World {
     Tool,
     /// Exports `sovra:agent/control`: runs in episodes at a fixed rate.
     Controller,
+    /// Exports `wasi:cli/run` (a WASI command, such as a guest written for
+    /// wasi-nn): each invocation runs it with the input on stdin, and its
+    /// stdout is the response.
+    Command,
 }
 
 impl World {
@@ -56,6 +60,7 @@ impl World {
             World::Agent => "agent",
             World::Tool => "tool",
             World::Controller => "controller",
+            World::Command => "command",
         }
     }
 }

@@ -119,6 +119,8 @@ enum Entry {
     Handler(bindings::AgentPre<Sandbox>),
     Tool(bindings::tool::ToolPre<Sandbox>),
     Controller(bindings::controller::ControllerPre<Sandbox>),
+    /// A WASI command (`wasi:cli/run`): input on stdin, stdout the output.
+    Command(wasmtime_wasi::p2::bindings::CommandPre<Sandbox>),
 }
 
 impl std::fmt::Debug for Agent {
@@ -375,6 +377,9 @@ impl Runtime {
             World::Controller => Entry::Controller(
                 bindings::controller::ControllerPre::new(pre).map_err(link_error)?,
             ),
+            World::Command => Entry::Command(
+                wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(link_error)?,
+            ),
         };
         inner
             .entries
@@ -508,6 +513,8 @@ impl Runtime {
                     .collect(),
             }),
             Entry::Tool(_) => Call::Tool(std::mem::take(&mut invocation.input)),
+            // The input goes to the command's stdin (see `new_store`).
+            Entry::Command(_) => Call::Run,
             Entry::Controller(_) => {
                 return empty(
                     InvokeError::InvalidInvocation(format!(
@@ -527,8 +534,10 @@ impl Runtime {
             Ok(executed) => executed,
             Err(error) => return empty(error, Vec::new()),
         };
+        let mut stdout = stdio.stdout.contents();
         let result = result.and_then(|answer| match answer {
             Answer::Response(response) => Ok(response),
+            Answer::Exited(status) => command_response(status, std::mem::take(&mut stdout), &stdio),
             Answer::Described(_) => Err(InvokeError::Internal(
                 "a call answered with a description".into(),
             )),
@@ -539,7 +548,7 @@ impl Runtime {
             InvocationReport {
                 invocation_id,
                 result,
-                stdout: stdio.stdout.contents(),
+                stdout,
                 stderr: stdio.stderr.contents(),
                 logs: sandbox.logs.lines,
                 dropped_logs: sandbox.logs.dropped,
@@ -639,7 +648,9 @@ impl Runtime {
             .map_err(|e| format!("it could not describe itself: {e}"))?;
         let info = match executed.result {
             Ok(Answer::Described(info)) => info,
-            Ok(Answer::Response(_)) => return Err("it answered `describe` with a response".into()),
+            Ok(Answer::Response(_) | Answer::Exited(_)) => {
+                return Err("it answered `describe` with a response".into());
+            }
             Err(error) => return Err(format!("it could not describe itself: {error}")),
         };
         let described = Arc::new(DescribedTool::new(
@@ -729,7 +740,9 @@ impl Runtime {
         };
         let deadline = Instant::now() + invocation.limits.timeout;
         let turns = Turns::new(Arc::clone(&self.inner.execution), invocation.tenant.clone());
-        let (wasi, stdio) = crate::host::wasi::sandbox_ctx();
+        let command_stdin = matches!(agent.entry, Entry::Command(_))
+            .then(|| (agent.manifest.name.as_str(), invocation.input.as_bytes()));
+        let (wasi, stdio) = crate::host::wasi::sandbox_ctx(command_stdin);
         let sandbox = Sandbox::new(
             wasi,
             MemoryLimiter::new(invocation.limits.max_memory),
@@ -830,12 +843,48 @@ enum Call {
     Tool(String),
     /// A tool's `describe`.
     Describe,
+    /// A command's `run`.
+    Run,
 }
 
 /// What an instance answered.
 enum Answer {
     Response(AgentResponse),
     Described(bindings::ToolInfo),
+    /// A command finished with this exit status.
+    Exited(i32),
+}
+
+/// A command's response: its stdout when it exited with status 0, else an
+/// agent error naming the status and the end of what it printed to stderr.
+fn command_response(
+    status: i32,
+    stdout: Vec<u8>,
+    stdio: &crate::host::wasi::CapturedStdio,
+) -> Result<AgentResponse, InvokeError> {
+    if status != 0 {
+        let stderr = stdio.stderr.contents();
+        let text = String::from_utf8_lossy(&stderr);
+        let last_line = text.trim_end().lines().last().unwrap_or("").trim();
+        return Err(InvokeError::Agent(AgentError {
+            kind: AgentErrorKind::Internal,
+            message: if last_line.is_empty() {
+                format!("the command exited with status {status}")
+            } else {
+                format!("the command exited with status {status}: {last_line}")
+            },
+        }));
+    }
+    match String::from_utf8(stdout) {
+        Ok(output) => Ok(AgentResponse {
+            output,
+            metadata: Vec::new(),
+        }),
+        Err(_) => Err(InvokeError::Agent(AgentError {
+            kind: AgentErrorKind::Internal,
+            message: "the command wrote output that is not UTF-8".into(),
+        })),
+    }
 }
 
 /// A finished call and the sandbox it ran in.
@@ -882,6 +931,17 @@ async fn call_entry(
                 .call_call(&mut *store, &input)
                 .await?;
             Ok(result.map(response))
+        }
+        (Entry::Command(pre), Call::Run) => {
+            let instance = pre.instantiate_async(&mut *store).await?;
+            match instance.wasi_cli_run().call_run(&mut *store).await {
+                Ok(Ok(())) => Ok(Ok(Answer::Exited(0))),
+                Ok(Err(())) => Ok(Ok(Answer::Exited(1))),
+                Err(trap) => match trap.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    Some(exit) => Ok(Ok(Answer::Exited(exit.0))),
+                    None => Err(trap),
+                },
+            }
         }
         (Entry::Tool(pre), Call::Describe) => {
             let instance = pre.instantiate_async(&mut *store).await?;

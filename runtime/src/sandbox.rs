@@ -182,6 +182,8 @@ pub(crate) struct Sandbox {
     pub(crate) turns: Arc<Turns>,
     /// A controller's episode signals (`None` for agents and tools).
     pub(crate) controller: Option<Arc<ControllerSignals>>,
+    /// Bytes of `wasi:nn` tensors the host holds for this invocation.
+    pub(crate) nn_tensor_bytes: usize,
 }
 
 /// Everything an invocation may reach through the host, and how many host
@@ -230,6 +232,7 @@ impl Sandbox {
             host_unavailable: false,
             turns,
             controller: None,
+            nn_tensor_bytes: 0,
         }
     }
 

@@ -205,15 +205,40 @@ impl Host for Sandbox {
             .map(to_engine_tensor)
             .collect::<Result<Vec<_>, _>>()
             .map_err(GuestError::InvalidInput)?;
-        let context = self.request_context();
-        // A small model's run is quicker than handing it to a worker.
-        let outputs = if service.runs_quickly(&inputs) {
-            service.run_tensor(&context, inputs)?
-        } else {
-            self.blocking(move || service.run_tensor(&context, inputs))
-                .await??
-        };
+        let outputs = self.run_tensor_model(service, inputs).await?;
         Ok(outputs.into_iter().map(to_guest_tensor).collect())
+    }
+}
+
+/// A tensor model's run: finished on the caller's thread, or to be awaited
+/// on a worker.
+enum TensorRun<W> {
+    Done(Result<Vec<gpu::NamedTensor>, gpu::InferenceError>),
+    OnWorker(W),
+}
+
+impl Sandbox {
+    /// Runs a tensor model on checked inputs under the invocation's deadline:
+    /// the one path of `run-tensor` and of `wasi:nn`'s `compute`.
+    pub(crate) fn run_tensor_model(
+        &self,
+        service: Arc<dyn ModelService>,
+        inputs: Vec<gpu::NamedTensor>,
+    ) -> impl Future<Output = Result<Vec<gpu::NamedTensor>, HostError>> + Send + 'static {
+        let context = self.request_context();
+        // A small model's run is quicker than handing it to a worker: it runs
+        // here, now; a larger one runs on a worker when awaited.
+        let run = if service.runs_quickly(&inputs) {
+            TensorRun::Done(service.run_tensor(&context, inputs))
+        } else {
+            TensorRun::OnWorker(self.blocking(move || service.run_tensor(&context, inputs)))
+        };
+        async move {
+            match run {
+                TensorRun::Done(outputs) => Ok(outputs?),
+                TensorRun::OnWorker(worker) => Ok(worker.await??),
+            }
+        }
     }
 }
 
@@ -359,6 +384,18 @@ fn to_engine_tensor(tensor: NamedTensor) -> Result<gpu::NamedTensor, String> {
         TensorType::Int64 => gpu::TensorType::I64,
         TensorType::Uint8 => gpu::TensorType::U8,
     };
+    checked_tensor(gpu::NamedTensor {
+        name: tensor.name,
+        shape: tensor.shape,
+        element_type,
+        data: tensor.data,
+    })
+}
+
+/// `tensor`, if its rank is within [`MAX_TENSOR_RANK`] and its data is
+/// exactly what its shape and element type need.
+pub(crate) fn checked_tensor(tensor: gpu::NamedTensor) -> Result<gpu::NamedTensor, String> {
+    let element_type = tensor.element_type;
     if tensor.shape.len() > MAX_TENSOR_RANK {
         return Err(format!(
             "tensor `{}` has {} dimensions; the limit is {MAX_TENSOR_RANK}",
@@ -381,12 +418,7 @@ fn to_engine_tensor(tensor: NamedTensor) -> Result<gpu::NamedTensor, String> {
             expected.map_or_else(|| "more than 2^64".to_owned(), |n| n.to_string())
         ));
     }
-    Ok(gpu::NamedTensor {
-        name: tensor.name,
-        shape: tensor.shape,
-        element_type,
-        data: tensor.data,
-    })
+    Ok(tensor)
 }
 
 fn to_guest_tensor(tensor: gpu::NamedTensor) -> NamedTensor {

@@ -1,11 +1,12 @@
 //! Host implementations of the `sovra:agent` interfaces, one module per
-//! capability. Each checks its grant first, then acts; how a failure reaches
+//! capability, and of `wasi:nn` over the same tensor models ([`nn`]). Each checks its grant first, then acts; how a failure reaches
 //! the guest (a WIT `error` value, or a trap) is decided in [`error`].
 
 pub(crate) mod error;
 pub(crate) mod inference;
 mod kv;
 mod log;
+pub(crate) mod nn;
 mod safety;
 mod sql;
 mod tools;
@@ -30,7 +31,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
     bindings::controller::sovra::agent::safety::add_to_linker::<Sandbox, HasSelf<Sandbox>>(
         linker,
         |sandbox| sandbox,
-    )
+    )?;
+    bindings::nn::Ml::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |sandbox| sandbox)
 }
 
 impl bindings::sovra::agent::types::Host for Sandbox {

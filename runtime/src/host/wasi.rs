@@ -18,6 +18,7 @@ use wasmtime_wasi::cli::{WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
 use wasmtime_wasi::p2::bindings::{cli, clocks, filesystem, random, sockets};
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
@@ -182,20 +183,26 @@ pub(crate) struct CapturedStdio {
     pub(crate) stderr: CapturedOutput,
 }
 
-/// A WASI context with no environment, arguments, stdin, preopens or
-/// network (no socket can be created, no name resolved), and bounded
-/// captured stdout/stderr.
-pub(crate) fn sandbox_ctx() -> (WasiCtx, CapturedStdio) {
+/// A WASI context with no environment, preopens or network (no socket can
+/// be created, no name resolved), and bounded captured stdout/stderr. Agents
+/// get no arguments and an empty stdin; a command (`Some((name, input))`)
+/// gets its name as its only argument and the invocation's input on stdin.
+pub(crate) fn sandbox_ctx(command: Option<(&str, &[u8])>) -> (WasiCtx, CapturedStdio) {
     let stdio = CapturedStdio {
         stdout: CapturedOutput::new(StreamName::Stdout, MAX_CAPTURED_OUTPUT),
         stderr: CapturedOutput::new(StreamName::Stderr, MAX_CAPTURED_OUTPUT),
     };
-    let ctx = WasiCtxBuilder::new()
+    let mut builder = WasiCtxBuilder::new();
+    builder
         .stdout(stdio.stdout.clone())
         .stderr(stdio.stderr.clone())
         .allow_tcp(false)
         .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .build();
-    (ctx, stdio)
+        .allow_ip_name_lookup(false);
+    if let Some((name, input)) = command {
+        builder
+            .arg(name)
+            .stdin(MemoryInputPipe::new(bytes::Bytes::copy_from_slice(input)));
+    }
+    (builder.build(), stdio)
 }

@@ -45,16 +45,24 @@ pub struct WorldFiles {
 }
 
 /// The WIT directory for `manifest`: `world.wit` (the trimmed world) and
-/// `deps/sovra-agent/*.wit`.
-pub fn world_files(manifest: &AgentManifest) -> WorldFiles {
-    let mut files = vec![("world.wit".to_owned(), world_wit(manifest))];
+/// `deps/sovra-agent/*.wit`. `None` for a command: it is built against
+/// `wasi:cli/command` (and `wasi:nn`) by its own toolchain, as any WASI
+/// command is.
+pub fn world_files(manifest: &AgentManifest) -> Option<WorldFiles> {
+    let export = match manifest.world {
+        World::Agent => "handler",
+        World::Tool => "tool-handler",
+        World::Controller => "control",
+        World::Command => return None,
+    };
+    let mut files = vec![("world.wit".to_owned(), world_wit(manifest, export))];
     for (name, text) in SOVRA_WIT_FILES {
         files.push((format!("deps/sovra-agent/{name}"), (*text).to_owned()));
     }
-    WorldFiles {
+    Some(WorldFiles {
         files,
         world: manifest.world.as_str(),
-    }
+    })
 }
 
 /// The sovra interfaces `manifest` imports, in WIT order.
@@ -80,12 +88,7 @@ fn imported_interfaces(manifest: &AgentManifest) -> Vec<&'static str> {
     interfaces
 }
 
-fn world_wit(manifest: &AgentManifest) -> String {
-    let export = match manifest.world {
-        World::Agent => "handler",
-        World::Tool => "tool-handler",
-        World::Controller => "control",
-    };
+fn world_wit(manifest: &AgentManifest, export: &str) -> String {
     let mut text = format!(
         "// The world the manifest of `{}` calls for, written by `sovra plugin wit`.\n\
          package {BUILD_PACKAGE};\n\nworld {} {{\n",
@@ -137,7 +140,8 @@ mod tests {
         let files = world_files(&manifest(
             "name = \"rag\"\nversion = \"0.1.0\"\nworld = \"agent\"\n\
              [capabilities]\nvector = true\nmodels = [\"minilm\"]",
-        ));
+        ))
+        .unwrap();
         assert_eq!(files.world, "agent");
         let world = &files.files[0].1;
         for wanted in ["inference", "vector", "log"] {
@@ -162,7 +166,8 @@ mod tests {
     fn tools_and_controllers_export_their_interface() {
         let tool = world_files(&manifest(
             "name = \"t\"\nversion = \"0.1.0\"\nworld = \"tool\"\n[capabilities]\nkv = true",
-        ));
+        ))
+        .unwrap();
         assert!(
             tool.files[0]
                 .1
@@ -170,9 +175,12 @@ mod tests {
         );
         let controller = world_files(&manifest(
             "name = \"c\"\nversion = \"0.1.0\"\nworld = \"controller\"",
-        ));
+        ))
+        .unwrap();
         let text = &controller.files[0].1;
         assert!(text.contains("import sovra:agent/safety@0.1.0;"), "{text}");
         assert!(text.contains("export sovra:agent/control@0.1.0;"), "{text}");
+        let command = manifest("name = \"c\"\nversion = \"0.1.0\"\nworld = \"command\"");
+        assert!(world_files(&command).is_none());
     }
 }

@@ -20,6 +20,7 @@ mod huge_output;
 mod memory_bomb;
 mod nested_tool;
 mod net_connect;
+mod nn_classify;
 mod notes;
 mod planner;
 mod probe;

@@ -276,12 +276,12 @@ fn unpacked(packed: &[u8]) -> Vec<u8> {
     use wasmparser::{Parser, Payload};
     let mut manifest_start = None;
     for payload in Parser::new(0).parse_all(packed) {
-        if let Payload::CustomSection(section) = payload.unwrap() {
-            if section.name() == sovra_runtime::manifest::MANIFEST_SECTION {
-                // The section's id byte and size come before its name.
-                let header = 1 + leb128_len(section.range().len());
-                manifest_start = Some(section.range().start - header);
-            }
+        if let Payload::CustomSection(section) = payload.unwrap()
+            && section.name() == sovra_runtime::manifest::MANIFEST_SECTION
+        {
+            // The section's id byte and size come before its name.
+            let header = 1 + leb128_len(section.range().len());
+            manifest_start = Some(section.range().start - header);
         }
     }
     packed[..manifest_start.expect("a manifest section")].to_vec()
