@@ -71,6 +71,9 @@ fn render_text(info: &ComponentInfo, imports: &[(String, String)]) -> String {
         sovra_runtime::World::Command => {
             "wasi:cli/command (input on stdin, output from stdout)".to_owned()
         }
+        sovra_runtime::World::Http => {
+            "wasi:http/proxy (each invocation an HTTP request to its handler)".to_owned()
+        }
         world => format!("sovra:agent/{}", world.as_str()),
     };
     let _ = writeln!(out, "world:   {world}");

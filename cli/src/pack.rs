@@ -22,7 +22,7 @@ pub fn write_world(manifest: &Path, out: &Path) -> Result<(), Failure> {
         .code(Code::Usage)?;
     let world = world_files(&manifest)
         .context(
-            "a command (world = \"command\") is built against wasi:cli/command by its own \
+            "a command or HTTP handler is built against wasi:cli or wasi:http by its own \
              toolchain; pack it with `sovra plugin pack`",
         )
         .code(Code::Usage)?;

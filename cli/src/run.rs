@@ -339,7 +339,19 @@ fn print_report(report: InvocationReport) -> Result<ExitCode, Failure> {
             if !output.ends_with('\n') {
                 let _ = stdout.write_all(b"\n");
             }
-            Ok(ExitCode::SUCCESS)
+            // An HTTP handler's error status is the agent's error.
+            let status = response
+                .metadata
+                .iter()
+                .find(|(key, _)| key == sovra_runtime::http_trigger::STATUS)
+                .and_then(|(_, status)| status.parse::<u16>().ok());
+            match status {
+                Some(status) if status >= 400 => {
+                    eprintln!("[sovra] the handler answered HTTP {status}");
+                    Ok(Code::AgentError.into())
+                }
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         Err(error) => Err(Failure {
             code: Code::of(&error),

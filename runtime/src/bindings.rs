@@ -73,3 +73,15 @@ pub mod nn {
         },
     });
 }
+
+/// Bindings of Fermyon Spin's LLM interface, as Spin 2 and later
+/// (`fermyon:spin/llm@2.0.0`) and Spin 1 (unversioned) have it, for guests
+/// written for Spin; implemented over sovra's engine in
+/// [`crate::host::spin_llm`].
+pub mod spin {
+    wasmtime::component::bindgen!({
+        path: "wit-spin",
+        world: "spin-llm",
+        imports: { default: async | trappable },
+    });
+}

@@ -134,9 +134,31 @@ pub fn classify_import(interface: &str) -> Result<ImportNeed, UnsupportedImport>
                 _ => Err(unsupported("")),
             }
         }
+        // An HTTP handler's request and response types; no request ever
+        // leaves the node (`outgoing-handler` is refused).
+        "wasi:http" if name == "types" => {
+            if version.is_none_or(|v| (v.major, v.minor) != (0, 2)) {
+                return Err(unsupported(" (this host serves WASI 0.2)"));
+            }
+            Ok(ImportNeed::Always)
+        }
         "wasi:http" => Err(unsupported(
             " (agents have no network access; use sovra:agent/inference for models)",
         )),
+        // Guests written for Spin: its LLM interface, over the tenant's models.
+        "fermyon:spin" => {
+            let spin_1 = !interface.contains('@');
+            let spin_2 = version
+                .as_ref()
+                .is_some_and(|v| *v == semver::Version::new(2, 0, 0));
+            if name == "llm" && (spin_1 || spin_2) {
+                Ok(ImportNeed::Grant(Capability::Inference))
+            } else {
+                Err(unsupported(
+                    " (of Spin's interfaces sovra serves only fermyon:spin/llm, @2.0.0 or Spin 1's)",
+                ))
+            }
+        }
         _ => Err(unsupported("")),
     }
 }
@@ -205,6 +227,16 @@ mod tests {
             classify_import("wasi:nn/graph@0.2.0-rc-2024-10-28"),
             Ok(ImportNeed::Grant(Capability::Inference))
         );
+        for spin in ["fermyon:spin/llm@2.0.0", "fermyon:spin/llm"] {
+            assert_eq!(
+                classify_import(spin),
+                Ok(ImportNeed::Grant(Capability::Inference))
+            );
+        }
+        assert_eq!(
+            classify_import("wasi:http/types@0.2.4"),
+            Ok(ImportNeed::Always)
+        );
         // Linked, every use refused (see `host::wasi`).
         assert_eq!(
             classify_import("wasi:sockets/tcp@0.2.9"),
@@ -214,6 +246,9 @@ mod tests {
             "wasi:sockets/tcp@0.3.0",
             "wasi:nn/graph@0.2.0-rc-2024-08-19",
             "wasi:nn/graph@0.2.0",
+            "fermyon:spin/key-value@2.0.0",
+            "fermyon:spin/llm@3.0.0",
+            "wasi:http/incoming-handler@0.2.0",
             "wasi:http/outgoing-handler@0.2.0",
             "sovra:agent/kv@0.2.0",
             "sovra:agent/shell@0.1.0",

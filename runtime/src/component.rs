@@ -12,6 +12,9 @@ use crate::manifest::{AgentManifest, MANIFEST_SECTION, World};
 /// The export that makes a component a WASI command.
 const WASI_CLI_RUN_PREFIX: &str = "wasi:cli/run@0.2.";
 
+/// The export that makes a component an HTTP handler.
+const WASI_HTTP_HANDLER_PREFIX: &str = "wasi:http/incoming-handler@0.2.";
+
 /// What a component is, read from its bytes.
 #[derive(Debug, Clone)]
 pub struct ComponentInfo {
@@ -160,10 +163,16 @@ fn detect_world(exports: &[String]) -> Result<World, LoadError> {
         let prefix = format!("{SOVRA_PACKAGE}/{name}@0.1.");
         exports.iter().any(|export| export.starts_with(&prefix))
     };
-    // A WASI command that exports no sovra interface runs as a command.
-    let is_command = exports
-        .iter()
-        .any(|export| export.starts_with(WASI_CLI_RUN_PREFIX));
+    // A WASI command or HTTP handler that exports no sovra interface runs
+    // as one (an HTTP handler that is also a command is an HTTP handler).
+    let exports_any = |prefix: &str| exports.iter().any(|export| export.starts_with(prefix));
+    let standard = if exports_any(WASI_HTTP_HANDLER_PREFIX) {
+        Some(World::Http)
+    } else if exports_any(WASI_CLI_RUN_PREFIX) {
+        Some(World::Command)
+    } else {
+        None
+    };
     let worlds: Vec<World> = [
         ("handler", World::Agent),
         ("tool-handler", World::Tool),
@@ -173,19 +182,20 @@ fn detect_world(exports: &[String]) -> Result<World, LoadError> {
     .filter(|(interface, _)| exports_interface(interface))
     .map(|(_, world)| world)
     .collect();
-    match worlds.as_slice() {
-        [world] => Ok(*world),
-        [] if is_command => Ok(World::Command),
-        [] => Err(LoadError::WrongWorld(format!(
+    match (worlds.as_slice(), standard) {
+        ([world], _) => Ok(*world),
+        ([], Some(world)) => Ok(world),
+        ([], None) => Err(LoadError::WrongWorld(format!(
             "it exports none of sovra:agent/handler@0.1.x, sovra:agent/tool-handler@0.1.x, \
-             sovra:agent/control@0.1.x and wasi:cli/run@0.2.x (its exports: {})",
+             sovra:agent/control@0.1.x, wasi:cli/run@0.2.x and \
+             wasi:http/incoming-handler@0.2.x (its exports: {})",
             if exports.is_empty() {
                 "none".to_owned()
             } else {
                 exports.join(", ")
             }
         ))),
-        several => Err(LoadError::WrongWorld(format!(
+        (several, _) => Err(LoadError::WrongWorld(format!(
             "it implements more than one sovra world ({})",
             several
                 .iter()

@@ -41,6 +41,7 @@ mod error;
 mod fair_share;
 pub mod guest_text;
 mod host;
+pub mod http_trigger;
 mod invocation;
 pub mod limits;
 pub mod manifest;

@@ -98,6 +98,17 @@ pub const MAX_TOOL_SCHEMA_BYTES: usize = 64 * KIB as usize;
 /// Stops: a tool whose `describe` spins to stall every caller of `list-tools`.
 pub const TOOL_DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Bytes of the response body an HTTP handler (a guest written for Spin)
+/// may give one invocation.
+/// Stops: a guest streaming an unbounded body into host memory.
+pub const MAX_HTTP_RESPONSE_BYTES: usize = 16 * MIB as usize;
+
+/// How long the host still reads an HTTP handler's response once the
+/// handler has returned (its body is in memory by then).
+/// Stops: a handler that returns without ever finishing its response
+/// holding the caller until the deadline.
+pub const HTTP_RESPONSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Bytes of stdout, and separately of stderr, captured per invocation.
 /// Stops: output floods filling host memory or logs.
 pub const MAX_CAPTURED_OUTPUT: usize = 64 * KIB as usize;

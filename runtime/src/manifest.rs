@@ -52,6 +52,9 @@ pub enum World {
     /// wasi-nn): each invocation runs it with the input on stdin, and its
     /// stdout is the response.
     Command,
+    /// Exports `wasi:http/incoming-handler` (an HTTP component, such as a
+    /// guest written for Spin): each invocation is a request to it.
+    Http,
 }
 
 impl World {
@@ -61,6 +64,7 @@ impl World {
             World::Tool => "tool",
             World::Controller => "controller",
             World::Command => "command",
+            World::Http => "http",
         }
     }
 }

@@ -121,6 +121,8 @@ enum Entry {
     Controller(bindings::controller::ControllerPre<Sandbox>),
     /// A WASI command (`wasi:cli/run`): input on stdin, stdout the output.
     Command(wasmtime_wasi::p2::bindings::CommandPre<Sandbox>),
+    /// An HTTP handler (`wasi:http/incoming-handler`): each invocation a request.
+    Http(wasmtime_wasi_http::p2::bindings::ProxyPre<Sandbox>),
 }
 
 impl std::fmt::Debug for Agent {
@@ -380,6 +382,9 @@ impl Runtime {
             World::Command => Entry::Command(
                 wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(link_error)?,
             ),
+            World::Http => Entry::Http(
+                wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(link_error)?,
+            ),
         };
         inner
             .entries
@@ -515,6 +520,13 @@ impl Runtime {
             Entry::Tool(_) => Call::Tool(std::mem::take(&mut invocation.input)),
             // The input goes to the command's stdin (see `new_store`).
             Entry::Command(_) => Call::Run,
+            Entry::Http(_) => {
+                let input = std::mem::take(&mut invocation.input);
+                match crate::http_trigger::request(input, &invocation.metadata) {
+                    Ok(request) => Call::Http(Box::new(request)),
+                    Err(error) => return empty(error, Vec::new()),
+                }
+            }
             Entry::Controller(_) => {
                 return empty(
                     InvokeError::InvalidInvocation(format!(
@@ -845,6 +857,8 @@ enum Call {
     Describe,
     /// A command's `run`.
     Run,
+    /// An HTTP handler's `handle`, with the request.
+    Http(Box<http::Request<http_body_util::Full<bytes::Bytes>>>),
 }
 
 /// What an instance answered.
@@ -931,6 +945,11 @@ async fn call_entry(
                 .call_call(&mut *store, &input)
                 .await?;
             Ok(result.map(response))
+        }
+        (Entry::Http(pre), Call::Http(request)) => {
+            Ok(crate::http_trigger::call(pre, store, *request)
+                .await?
+                .map(Answer::Response))
         }
         (Entry::Command(pre), Call::Run) => {
             let instance = pre.instantiate_async(&mut *store).await?;

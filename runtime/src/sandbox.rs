@@ -12,6 +12,7 @@ use std::time::Instant;
 use sovra_gpu::{ModelRegistry, UsageMeter};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::capability::Grants;
 use crate::controller::ControllerSignals;
@@ -184,6 +185,9 @@ pub(crate) struct Sandbox {
     pub(crate) controller: Option<Arc<ControllerSignals>>,
     /// Bytes of `wasi:nn` tensors the host holds for this invocation.
     pub(crate) nn_tensor_bytes: usize,
+    /// `wasi:http/types` state for an HTTP handler's request and response.
+    pub(crate) http: WasiHttpCtx,
+    http_hooks: NoOutgoingHttp,
 }
 
 /// Everything an invocation may reach through the host, and how many host
@@ -233,6 +237,8 @@ impl Sandbox {
             turns,
             controller: None,
             nn_tensor_bytes: 0,
+            http: WasiHttpCtx::new(),
+            http_hooks: NoOutgoingHttp,
         }
     }
 
@@ -264,6 +270,38 @@ impl WasiView for Sandbox {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl WasiHttpView for Sandbox {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
+/// `wasi:http` hooks that send nothing: `outgoing-handler` is never linked,
+/// and were it reached, every request would be denied.
+struct NoOutgoingHttp;
+
+impl wasmtime_wasi_http::WasiHttpHooks for NoOutgoingHttp {
+    fn send_request(
+        &mut self,
+        _request: http::Request<wasmtime_wasi_http::WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        _io: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<
+        dyn Future<
+                Output = wasmtime_wasi_http::Result<(
+                    http::Response<wasmtime_wasi_http::WasiBody>,
+                    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                )>,
+            > + Send,
+    > {
+        Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) })
     }
 }
 

@@ -1,5 +1,7 @@
 //! Host implementations of the `sovra:agent` interfaces, one module per
-//! capability, and of `wasi:nn` over the same tensor models ([`nn`]). Each checks its grant first, then acts; how a failure reaches
+//! capability; `wasi:nn` over the same tensor models ([`nn`]) and Spin's
+//! LLM interface over the same engine (`spin_llm`), for guests written for
+//! them. Each checks its grant first, then acts; how a failure reaches
 //! the guest (a WIT `error` value, or a trap) is decided in [`error`].
 
 pub(crate) mod error;
@@ -8,6 +10,7 @@ mod kv;
 mod log;
 pub(crate) mod nn;
 mod safety;
+mod spin_llm;
 mod sql;
 mod tools;
 mod vector;
@@ -32,7 +35,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
         linker,
         |sandbox| sandbox,
     )?;
-    bindings::nn::Ml::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |sandbox| sandbox)
+    bindings::nn::Ml::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |sandbox| sandbox)?;
+    bindings::spin::SpinLlm::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |sandbox| sandbox)
 }
 
 impl bindings::sovra::agent::types::Host for Sandbox {

@@ -8,8 +8,9 @@
 //! agent uses the network: TCP, UDP and name lookups are all disallowed, so
 //! creating a socket fails with `access-denied` before any socket of the
 //! host's exists, and a lookup resolves nothing. `wasi:http` is not linked at
-//! all: a component that imports it is refused before it runs (see
-//! [`crate::capability`]).
+//! all but `wasi:http/types` (the request and response an HTTP handler
+//! gets, see [`crate::http_trigger`]): a component that imports
+//! `outgoing-handler` is refused before it runs (see [`crate::capability`]).
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::random::{WasiRandom, WasiRandomCtx};
 use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiView};
+use wasmtime_wasi_http::{WasiHttp, WasiHttpView as _};
 use wasmtime_wasi_io::bindings::wasi::io;
 use wasmtime_wasi_io::poll::DynPollable;
 
@@ -173,6 +175,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<Sandbox>) -> wasmtime::Result<()
     sockets::udp_create_socket::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
     sockets::udp::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
     sockets::ip_name_lookup::add_to_linker::<T, WasiSockets>(linker, T::sockets)?;
+
+    // An HTTP handler's request and response types; `outgoing-handler` is
+    // never linked, so no request leaves the node.
+    wasmtime_wasi_http::p2::bindings::http::types::add_to_linker::<T, WasiHttp>(
+        linker,
+        &wasmtime_wasi_http::p2::bindings::LinkOptions::default().into(),
+        T::http,
+    )?;
     Ok(())
 }
 

@@ -45,15 +45,15 @@ pub struct WorldFiles {
 }
 
 /// The WIT directory for `manifest`: `world.wit` (the trimmed world) and
-/// `deps/sovra-agent/*.wit`. `None` for a command: it is built against
-/// `wasi:cli/command` (and `wasi:nn`) by its own toolchain, as any WASI
-/// command is.
+/// `deps/sovra-agent/*.wit`. `None` for a command or an HTTP handler: they
+/// are built against `wasi:cli/command` or `wasi:http/proxy` (with `wasi:nn`
+/// or Spin's interfaces) by their own toolchains.
 pub fn world_files(manifest: &AgentManifest) -> Option<WorldFiles> {
     let export = match manifest.world {
         World::Agent => "handler",
         World::Tool => "tool-handler",
         World::Controller => "control",
-        World::Command => return None,
+        World::Command | World::Http => return None,
     };
     let mut files = vec![("world.wit".to_owned(), world_wit(manifest, export))];
     for (name, text) in SOVRA_WIT_FILES {

@@ -28,6 +28,8 @@ mod rag;
 mod retrieval;
 mod rogue_controller;
 mod spin;
+mod spin1_llm;
+mod spin_http_llm;
 mod storage_mix;
 mod tool_caller;
 mod units;
