@@ -152,12 +152,21 @@ impl IntoResponse for ApiError {
 /// Longest plain-text error body kept as the message of its JSON form.
 const MAX_FRAMEWORK_MESSAGE: usize = 1024;
 
+/// Marks a response that is a guest's own (an HTTP handler's, through the
+/// HTTP trigger): it reaches the caller as the guest made it.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestResponse;
+
 /// Makes every error response JSON: axum's own rejections (405 with its
 /// `Allow` header, a path that is not UTF-8, a body over the limit) come as
 /// plain text or empty, and reach callers as `{"error": {"code", "message"}}`
-/// like every other, their status and headers kept.
+/// like every other, their status and headers kept. A [`GuestResponse`] is
+/// left as it is.
 pub async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
+    if response.extensions().get::<GuestResponse>().is_some() {
+        return response;
+    }
     let status = response.status();
     let is_json = response
         .headers()

@@ -32,6 +32,14 @@ use super::{ApiError, OperatorToo, require_serving, require_tenant};
 use crate::limiter::Refusal;
 use crate::state::{AppState, ReadyInstall};
 
+/// The tools a node's invocation may reach: the tenant's installs of tool
+/// plugins.
+pub(super) fn node_tools(state: &Arc<AppState>) -> Arc<dyn ToolCatalog> {
+    Arc::new(NodeTools {
+        state: Arc::clone(state),
+    })
+}
+
 /// When a caller should retry an invocation the node could not serve
 /// (its tenant storage stayed busy, or a model was over capacity).
 const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
@@ -65,9 +73,7 @@ pub async fn invoke(
     invocation.grants = ready.grants.clone();
     invocation.limits = ready.limits;
     invocation.metadata = body.metadata.into_iter().collect();
-    invocation.tools = Some(Arc::new(NodeTools {
-        state: Arc::clone(&state),
-    }));
+    invocation.tools = Some(node_tools(&state));
     invocation.token_budget = state.token_budget(&tenant);
     let streamed = body.stream || accepts_event_stream(&headers);
     if !streamed {
@@ -205,7 +211,7 @@ fn admit_within_rate(state: &AppState, tenant: &str) -> Result<OwnedSemaphorePer
 }
 
 /// What the client is told when an invocation ends.
-enum Outcome {
+pub(super) enum Outcome {
     /// The agent answered: the JSON body (without the logs when they were
     /// streamed as they happened).
     Answered(Value),
@@ -215,7 +221,7 @@ enum Outcome {
 
 /// Runs one admitted invocation in its own task; the receiver gets its
 /// outcome once its audit record is durable (see [`run_audited`]).
-fn spawn_invocation(
+pub(super) fn spawn_invocation(
     state: Arc<AppState>,
     tenant: String,
     ready: Arc<ReadyInstall>,

@@ -6,8 +6,9 @@
 //!   is the credential);
 //! - tenants (their own API keys): installs, invocations (JSON or
 //!   server-sent events), invocation history, usage, and an
-//!   OpenAI-compatible API over the models they may use ([`openai`]), and
-//!   episodes of installed controllers ([`episodes`]).
+//!   OpenAI-compatible API over the models they may use ([`openai`]),
+//!   episodes of installed controllers ([`episodes`]), and the HTTP trigger
+//!   of installed HTTP handlers such as Spin components ([`http_trigger`]).
 //!
 //! Bodies are JSON objects of the documented fields ([`body`]); handlers
 //! that take none still read the body ([`body::NoFields`]): answering before
@@ -22,6 +23,7 @@
 mod body;
 mod episodes;
 mod errors;
+mod http_trigger;
 mod invoke;
 mod openai;
 mod operator;
@@ -40,6 +42,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 
 pub use errors::ApiError;
+use errors::GuestResponse;
 
 use crate::state::{AppState, Caller};
 
@@ -55,7 +58,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Records refusals (401, 403, 429) in the audit log.
+/// Records the node's refusals (401, 403, 429) in the audit log.
 async fn audit_refusals(
     State(state): State<Arc<AppState>>,
     request: Request,
@@ -65,6 +68,11 @@ async fn audit_refusals(
     let method = request.method().clone();
     let uri = request.uri().clone();
     let response = next.run(request).await;
+    // A guest's own answer (an HTTP handler's 403, say) is no refusal of
+    // the node's: its invocation is audited already.
+    if response.extensions().get::<GuestResponse>().is_some() {
+        return response;
+    }
     state.refusals.record(
         state.runtime.audit(),
         (&method, uri.path()),

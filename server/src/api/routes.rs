@@ -13,9 +13,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, on};
 
-use super::{ApiError, episodes, invoke, openai, operator, plugins, system, tenant};
+use super::{ApiError, episodes, http_trigger, invoke, openai, operator, plugins, system, tenant};
 use crate::config::NodeConfig;
 use crate::state::AppState;
+
+/// The HTTP trigger's root and the paths below it.
+const HTTP_TRIGGER_ROOT: &str = "/v1/tenants/{tenant}/installs/{plugin}/http";
+const HTTP_TRIGGER: &str = "/v1/tenants/{tenant}/installs/{plugin}/http/{*path}";
 
 /// Time an invocation's response may take beyond its own timeout (the
 /// sandbox's outer deadline and the audit write).
@@ -172,6 +176,16 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             "/v1/tenants/{tenant}/installs/{plugin}/episodes",
             episodes::start,
         ),
+        // The HTTP trigger of installed HTTP handlers (Spin components).
+        endpoint(M::GET, HTTP_TRIGGER_ROOT, http_trigger::trigger_root)
+            .deadline(Deadline::Invocation),
+        endpoint(M::POST, HTTP_TRIGGER_ROOT, http_trigger::trigger_root)
+            .deadline(Deadline::Invocation),
+        endpoint(M::GET, HTTP_TRIGGER, http_trigger::trigger_path).deadline(Deadline::Invocation),
+        endpoint(M::POST, HTTP_TRIGGER, http_trigger::trigger_path).deadline(Deadline::Invocation),
+        endpoint(M::PUT, HTTP_TRIGGER, http_trigger::trigger_path).deadline(Deadline::Invocation),
+        endpoint(M::DELETE, HTTP_TRIGGER, http_trigger::trigger_path)
+            .deadline(Deadline::Invocation),
         endpoint(M::GET, "/v1/tenants/{tenant}/episodes", episodes::list),
         endpoint(
             M::GET,
