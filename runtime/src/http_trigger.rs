@@ -101,6 +101,10 @@ pub(crate) async fn call(
             result = &mut handled, if returned.is_none() => returned = Some(result),
             answer = &mut answered => {
                 match returned {
+                    // A response that could not be read (too large, not
+                    // text) ends the call: the guest may be blocked writing
+                    // a body no one reads.
+                    None if answer.is_err() => {}
                     None => handled.await?,
                     Some(result) => result?,
                 }

@@ -127,6 +127,24 @@ async fn a_model_off_the_allowlist_is_spins_model_not_supported_and_audited() {
         "{refused:?}"
     );
 
+    // A body larger than the host reads: a typed limit, the node unharmed.
+    let flood = failure(
+        &test.runtime,
+        &spin,
+        request(&["smollm2"], "/flood", "", &[]),
+    )
+    .await;
+    match flood {
+        InvokeError::Agent(error) => {
+            assert_eq!(
+                error.kind,
+                sovra_runtime::AgentErrorKind::LimitExceeded,
+                "{error:?}"
+            );
+        }
+        other => panic!("expected the body limit, got {other:?}"),
+    }
+
     // A request the metadata cannot make is the caller's error.
     let bad = failure(
         &test.runtime,

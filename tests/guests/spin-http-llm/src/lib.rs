@@ -1,7 +1,8 @@
 //! A Spin HTTP component using Spin's LLM interface, written as Spin's
 //! documentation shows: `POST /infer` with a prompt infers with the model
 //! named by the `x-model` header (default `smollm2`), `POST /embed` with
-//! lines of text answers the embedding length and the token count.
+//! lines of text answers the embedding length and the token count; `GET
+//! /flood` (hostile) answers a body larger than the host reads.
 
 use spin_sdk::http::{IntoResponse, Method, Request, Response};
 use spin_sdk::{http_component, llm};
@@ -38,6 +39,11 @@ fn handle(request: Request) -> anyhow::Result<impl IntoResponse> {
                 .body(format!("{} tokens={}", lengths.join(","), result.usage.prompt_token_count))
                 .build())
         }
+        // Hostile: a body larger than any host reads.
+        (Method::Get, "/flood") => Ok(Response::builder()
+            .status(200)
+            .body(vec![b'x'; 20 << 20])
+            .build()),
         _ => Ok(Response::builder().status(404).body("no such route").build()),
     }
 }
