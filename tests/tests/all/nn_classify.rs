@@ -9,7 +9,9 @@ use std::sync::Arc;
 use sovra_runtime::{Agent, AgentErrorKind, AgentManifest, Grants, InvokeError, World};
 use sovra_test_artifacts::NN_CLASSIFY;
 
-use crate::support::{agent_error, failure, grants, invocation, output, runtime_with_models};
+use crate::support::{
+    agent_error, digits_reference_image, failure, grants, invocation, output, runtime_with_models,
+};
 
 /// The guest with the manifest supplied beside it (it carries none).
 fn load(runtime: &sovra_runtime::Runtime) -> Arc<Agent> {
@@ -22,25 +24,16 @@ fn load(runtime: &sovra_runtime::Runtime) -> Arc<Agent> {
     agent
 }
 
-/// The first image of the digits reference, and the class numpy gave it.
-fn reference_image() -> (String, String) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits.reference.json");
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let pixels: Vec<String> = reference["inputs"]["pixels"]["data"].as_array().unwrap()[..64]
-        .iter()
-        .map(|p| p.as_f64().unwrap().to_string())
-        .collect();
-    let probabilities: Vec<f64> = reference["outputs"]["probabilities"]["data"]
-        .as_array()
-        .unwrap()[..10]
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
-    let class = (0..10)
-        .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
-        .unwrap();
-    (pixels.join(","), class.to_string())
+/// What the guest answers `input` with, called by a tenant that allows `digits`.
+async fn classify(runtime: &sovra_runtime::Runtime, nn: &Agent, input: &str) -> String {
+    let allowed = grants(false, false, &["digits"]);
+    output(runtime, nn, invocation("acme", allowed, input)).await
+}
+
+/// The digits reference image as the guest's input, and its class.
+fn reference_input() -> (String, String) {
+    let (image, class) = digits_reference_image();
+    (format!("digits {image}"), class.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,18 +42,8 @@ async fn a_wasi_nn_guest_classifies_with_an_allowed_named_model() {
         return;
     };
     let nn = load(&test.runtime);
-    let (image, class) = reference_image();
-    let answer = output(
-        &test.runtime,
-        &nn,
-        invocation(
-            "acme",
-            grants(false, false, &["digits"]),
-            &format!("digits {image}"),
-        ),
-    )
-    .await;
-    assert_eq!(answer.trim(), class);
+    let (input, class) = reference_input();
+    assert_eq!(classify(&test.runtime, &nn, &input).await.trim(), class);
 
     // A shape the model does not take: wasi-nn's invalid-argument, naming it.
     let (kind, message) = agent_error(
@@ -84,7 +67,7 @@ async fn wasi_nn_reaches_only_allowed_tensor_models_and_never_guest_bytes() {
         return;
     };
     let nn = load(&test.runtime);
-    let (image, _) = reference_image();
+    let (image, _) = digits_reference_image();
     let digits = || grants(false, false, &["digits"]);
 
     // Guest-supplied weights: refused, and audited as a denial.
@@ -167,16 +150,6 @@ async fn a_guest_cannot_make_the_host_hoard_tensors() {
         other => panic!("expected the tensor bound, got {other:?}"),
     }
     // The node goes on serving.
-    let (image, class) = reference_image();
-    let answer = output(
-        &test.runtime,
-        &nn,
-        invocation(
-            "acme",
-            grants(false, false, &["digits"]),
-            &format!("digits {image}"),
-        ),
-    )
-    .await;
-    assert_eq!(answer.trim(), class);
+    let (input, class) = reference_input();
+    assert_eq!(classify(&test.runtime, &nn, &input).await.trim(), class);
 }

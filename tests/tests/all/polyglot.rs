@@ -13,14 +13,13 @@ use sovra_runtime::{
 };
 use sovra_test_artifacts::HELLO;
 
-use crate::support::{failure, grants, invocation, invoke, output, runtime, runtime_with_models};
+use crate::support::{
+    HANDBOOK, assert_cites_the_refunds_passage, failure, grants, invocation, invoke, output,
+    runtime, runtime_with_models,
+};
 
 /// The agents the script builds, in both languages.
 const LANGUAGES: [&str; 2] = ["py", "js"];
-
-const HANDBOOK: &str = "ingest The office is open from 9am to 5pm on weekdays.\n\n\
-    Refunds are processed within five business days.\n\n\
-    The cafeteria serves vegetarian lunch on Fridays.";
 
 /// The packed component `name`, or `None` (a skip) when the script has not
 /// run; `SOVRA_REQUIRE_POLYGLOT` makes that a failure.
@@ -244,18 +243,7 @@ async fn rag_answers_from_the_tenants_documents_in_python_and_javascript() {
         )
         .await;
         let response = answer.result.unwrap();
-        let sources = &response
-            .metadata
-            .iter()
-            .find(|(k, _)| k == "sources")
-            .unwrap()
-            .1;
-        assert!(sources.starts_with("handbook#1"), "{language}: {sources}");
-        assert!(
-            response.output.contains("[sources: handbook#1"),
-            "{}",
-            response.output
-        );
+        assert_cites_the_refunds_passage(&response);
         // Another tenant has none of these documents.
         let other = output(
             &test.runtime,

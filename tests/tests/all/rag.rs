@@ -6,11 +6,10 @@ use std::time::Duration;
 use sovra_runtime::{AgentErrorKind, Capability, Invocation, InvokeError, Limits};
 use sovra_test_artifacts::RAG;
 
-use crate::support::{failure, grants, invocation, invoke, runtime_with_models};
-
-const HANDBOOK: &str = "ingest The office is open from 9am to 5pm on weekdays.\n\n\
-    Refunds are processed within five business days.\n\n\
-    The cafeteria serves vegetarian lunch on Fridays.";
+use crate::support::{
+    HANDBOOK, assert_cites_the_refunds_passage, failure, grants, invocation, invoke,
+    runtime_with_models,
+};
 
 fn ask(tenant: &str, input: &str) -> Invocation {
     let mut invocation = Invocation {
@@ -59,21 +58,7 @@ async fn answers_from_the_tenants_own_documents_and_cites_them() {
     )
     .await;
     let response = answer.result.unwrap();
-    let sources = &response
-        .metadata
-        .iter()
-        .find(|(k, _)| k == "sources")
-        .unwrap()
-        .1;
-    assert!(
-        sources.starts_with("handbook#1"),
-        "the refunds passage ranks first: {sources}"
-    );
-    assert!(
-        response.output.contains("[sources: handbook#1"),
-        "{}",
-        response.output
-    );
+    assert_cites_the_refunds_passage(&response);
 
     // Another tenant has no documents: nothing leaks across.
     let other = invoke(

@@ -342,3 +342,50 @@ impl TestRuntime {
         )
     }
 }
+
+/// The first held-out image of the digits reference (64 comma-separated
+/// pixel values) and the class numpy gave it.
+pub fn digits_reference_image() -> (String, usize) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits.reference.json");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let pixels: Vec<String> = reference["inputs"]["pixels"]["data"].as_array().unwrap()[..64]
+        .iter()
+        .map(|p| p.as_f64().unwrap().to_string())
+        .collect();
+    let probabilities: Vec<f64> = reference["outputs"]["probabilities"]["data"]
+        .as_array()
+        .unwrap()[..10]
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    let class = (0..10)
+        .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
+        .unwrap();
+    (pixels.join(","), class)
+}
+
+/// The `rag` agents' handbook: three passages, the refunds one second.
+pub const HANDBOOK: &str = "ingest The office is open from 9am to 5pm on weekdays.\n\n\
+    Refunds are processed within five business days.\n\n\
+    The cafeteria serves vegetarian lunch on Fridays.";
+
+/// Checks that a `rag` agent's answer to "How long do refunds take?" cites
+/// the refunds passage first, in its metadata and its text.
+pub fn assert_cites_the_refunds_passage(response: &sovra_runtime::AgentResponse) {
+    let sources = &response
+        .metadata
+        .iter()
+        .find(|(k, _)| k == "sources")
+        .expect("the answer names its sources")
+        .1;
+    assert!(
+        sources.starts_with("handbook#1"),
+        "the refunds passage ranks first: {sources}"
+    );
+    assert!(
+        response.output.contains("[sources: handbook#1"),
+        "{}",
+        response.output
+    );
+}

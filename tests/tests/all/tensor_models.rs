@@ -3,33 +3,10 @@
 //! gets numpy's answer, and a call whose tensors do not fit is its own
 //! `invalid-input`.
 
-use std::path::Path;
-
 use sovra_runtime::AgentErrorKind;
 use sovra_test_artifacts::PROBE;
 
-use crate::support::{agent_error, grants, runtime_with_models};
-
-/// A held-out image of the digits reference and the class numpy gave it.
-fn reference_image() -> (String, usize) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits.reference.json");
-    let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let pixels: Vec<String> = reference["inputs"]["pixels"]["data"].as_array().unwrap()[..64]
-        .iter()
-        .map(|p| p.as_f64().unwrap().to_string())
-        .collect();
-    let probabilities: Vec<f64> = reference["outputs"]["probabilities"]["data"]
-        .as_array()
-        .unwrap()[..10]
-        .iter()
-        .map(|p| p.as_f64().unwrap())
-        .collect();
-    let class = (0..10)
-        .max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b]))
-        .unwrap();
-    (pixels.join(","), class)
-}
+use crate::support::{agent_error, digits_reference_image, grants, runtime_with_models};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_classifies_a_digit_with_an_onnx_model() {
@@ -41,7 +18,7 @@ async fn a_guest_classifies_a_digit_with_an_onnx_model() {
         probe.output("tensor-info:digits").await,
         "pixels[0, 64] probabilities[0, 10]"
     );
-    let (image, class) = reference_image();
+    let (image, class) = digits_reference_image();
     assert_eq!(
         probe.output(&format!("classify:{image}")).await,
         class.to_string()
