@@ -108,3 +108,61 @@ pub(crate) fn agent_error(error: GuestError) -> AgentError {
     let message = escape_controls(&message).into_owned();
     AgentError { kind, message }
 }
+
+/// A command's outcome: its stdout when it exited with status 0, else an
+/// agent error naming the status and the last line it wrote to stderr.
+pub(crate) fn command_outcome(
+    status: i32,
+    stdout: Vec<u8>,
+    stderr: &[u8],
+) -> Result<crate::invocation::AgentResponse, InvokeError> {
+    let failed = |message: String| {
+        Err(InvokeError::Agent(agent_error(GuestError::Internal(
+            message,
+        ))))
+    };
+    if status != 0 {
+        let stderr = String::from_utf8_lossy(stderr);
+        return match stderr.trim_end().lines().last().map(str::trim) {
+            Some(last) if !last.is_empty() => {
+                failed(format!("the command exited with status {status}: {last}"))
+            }
+            _ => failed(format!("the command exited with status {status}")),
+        };
+    }
+    match String::from_utf8(stdout) {
+        Ok(output) => Ok(crate::invocation::AgentResponse {
+            output,
+            metadata: Vec::new(),
+        }),
+        Err(_) => failed("the command wrote output that is not UTF-8".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_answers_its_stdout_or_its_status_and_last_error_line() {
+        let ok = command_outcome(0, b"42\n".to_vec(), b"warming up\n").unwrap();
+        assert_eq!(ok.output, "42\n");
+        let failed = command_outcome(3, Vec::new(), b"first\nload failed: \x1b[31mred\n")
+            .unwrap_err()
+            .to_string();
+        assert!(failed.contains("status 3: load failed"), "{failed}");
+        assert!(
+            !failed.contains('\x1b'),
+            "control characters are escaped: {failed:?}"
+        );
+        let silent = command_outcome(1, Vec::new(), b"").unwrap_err().to_string();
+        assert!(
+            silent.ends_with("the command exited with status 1"),
+            "{silent}"
+        );
+        let binary = command_outcome(0, vec![0xff, 0xfe], b"")
+            .unwrap_err()
+            .to_string();
+        assert!(binary.contains("not UTF-8"), "{binary}");
+    }
+}

@@ -30,7 +30,7 @@ use crate::limits::{
 };
 use crate::manifest::{AgentManifest, World};
 use crate::names::TenantId;
-use crate::outcome::{agent_error, classify_trap};
+use crate::outcome::{agent_error, classify_trap, command_outcome};
 use crate::sandbox::{
     Access, DeadlineExceeded, GrantedStorage, Identity, InferenceAccess, Sandbox, ToolAccess,
 };
@@ -549,7 +549,11 @@ impl Runtime {
         let mut stdout = stdio.stdout.contents();
         let result = result.and_then(|answer| match answer {
             Answer::Response(response) => Ok(response),
-            Answer::Exited(status) => command_response(status, std::mem::take(&mut stdout), &stdio),
+            Answer::Exited(status) => command_outcome(
+                status,
+                std::mem::take(&mut stdout),
+                &stdio.stderr.contents(),
+            ),
             Answer::Described(_) => Err(InvokeError::Internal(
                 "a call answered with a description".into(),
             )),
@@ -867,38 +871,6 @@ enum Answer {
     Described(bindings::ToolInfo),
     /// A command finished with this exit status.
     Exited(i32),
-}
-
-/// A command's response: its stdout when it exited with status 0, else an
-/// agent error naming the status and the end of what it printed to stderr.
-fn command_response(
-    status: i32,
-    stdout: Vec<u8>,
-    stdio: &crate::host::wasi::CapturedStdio,
-) -> Result<AgentResponse, InvokeError> {
-    if status != 0 {
-        let stderr = stdio.stderr.contents();
-        let text = String::from_utf8_lossy(&stderr);
-        let last_line = text.trim_end().lines().last().unwrap_or("").trim();
-        return Err(InvokeError::Agent(AgentError {
-            kind: AgentErrorKind::Internal,
-            message: if last_line.is_empty() {
-                format!("the command exited with status {status}")
-            } else {
-                format!("the command exited with status {status}: {last_line}")
-            },
-        }));
-    }
-    match String::from_utf8(stdout) {
-        Ok(output) => Ok(AgentResponse {
-            output,
-            metadata: Vec::new(),
-        }),
-        Err(_) => Err(InvokeError::Agent(AgentError {
-            kind: AgentErrorKind::Internal,
-            message: "the command wrote output that is not UTF-8".into(),
-        })),
-    }
 }
 
 /// A finished call and the sandbox it ran in.
