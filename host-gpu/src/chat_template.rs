@@ -9,6 +9,16 @@ use crate::{ChatMessage, InferenceError, Role};
 /// Stops: pathological templates from model files.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 
+/// Template instructions one render may run (a chat of hundreds of
+/// messages takes tens of thousands).
+/// Stops: a template that loops for ever or for billions of steps (its
+/// loops are data-driven, and `range` is long) holding an engine thread.
+pub const MAX_TEMPLATE_FUEL: u64 = 5_000_000;
+
+/// Longest prompt a render may write.
+/// Stops: a template that multiplies its output into gigabytes.
+pub const MAX_RENDERED_BYTES: usize = 8 * 1024 * 1024;
+
 /// A compiled chat template.
 #[derive(Debug)]
 pub struct ChatTemplate {
@@ -27,6 +37,7 @@ impl ChatTemplate {
             )));
         }
         let mut env = Environment::new();
+        env.set_fuel(Some(MAX_TEMPLATE_FUEL));
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -63,16 +74,47 @@ impl ChatTemplate {
             .env
             .get_template("chat")
             .map_err(|e| InferenceError::Internal(e.to_string()))?;
+        let mut prompt = BoundedText::default();
         template
-            .render(context! {
-                messages => messages,
-                add_generation_prompt => true,
-                bos_token => self.bos,
-                eos_token => self.eos,
-            })
+            .render_captured_to(
+                context! {
+                    messages => messages,
+                    add_generation_prompt => true,
+                    bos_token => self.bos,
+                    eos_token => self.eos,
+                },
+                &mut prompt,
+            )
             .map_err(|e| {
                 InferenceError::InvalidInput(format!("cannot render the chat prompt: {e}"))
-            })
+            })?;
+        String::from_utf8(prompt.bytes).map_err(|_| {
+            InferenceError::InvalidInput(
+                "the chat template rendered bytes that are not UTF-8".into(),
+            )
+        })
+    }
+}
+
+/// The rendered prompt, refusing to grow past [`MAX_RENDERED_BYTES`].
+#[derive(Default)]
+struct BoundedText {
+    bytes: Vec<u8>,
+}
+
+impl std::io::Write for BoundedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDERED_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt would pass {MAX_RENDERED_BYTES} bytes"
+            )));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -104,5 +146,35 @@ mod tests {
         let err = template.render(&[]).unwrap_err();
         assert!(err.to_string().contains("roles must alternate"), "{err}");
         assert!(ChatTemplate::new("{% for %}", "", "").is_err());
+    }
+
+    /// A template from a hostile model file: endless loops and output bombs
+    /// end with an error, quickly, and the next render works. (A string
+    /// doubled by `~` in a short loop is not bounded: minijinja limits
+    /// repetition, not concatenation.)
+    #[test]
+    fn runaway_templates_are_stopped() {
+        let message = [ChatMessage {
+            role: Role::User,
+            content: "x".repeat(1000),
+        }];
+        for source in [
+            // Billions of steps.
+            "{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}",
+            // A thousand copies of each message, a thousand times over.
+            "{% for a in range(1000) %}{% for b in range(1000) %}{{ messages[0].content }}{% endfor %}{% endfor %}",
+        ] {
+            let started = std::time::Instant::now();
+            let template = ChatTemplate::new(source, "", "").unwrap();
+            let error = template.render(&message).unwrap_err().to_string();
+            assert!(error.contains("cannot render"), "{source}: {error}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "{source} took {:?}",
+                started.elapsed()
+            );
+        }
+        let template = ChatTemplate::new(CHATML, "", "").unwrap();
+        assert!(template.render(&message).is_ok());
     }
 }
