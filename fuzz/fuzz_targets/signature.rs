@@ -1,0 +1,4 @@
+//! Plugin signatures and publisher keys.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sovra_fuzz_targets::signature(data));

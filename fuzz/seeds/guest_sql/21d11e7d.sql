@@ -1,0 +1,1 @@
+SELECT * FROM _sovra_kv

@@ -1,0 +1,6 @@
+{
+  "component": "0acd94ec603ebeb2d2f71d088e295c701cdae40d63bbc43bde4f5c883eb1e94b",
+  "manifest": "4fb516486394c2b21f613792160581be20d59d245b01b544dac1e5caedff3bc7",
+  "publisher": "4461ea38d7a200b1953ce3c817afb26a0f99435bae7ef95ca0b201a8cff4201b",
+  "signature": "e337837602182a15aedf85dc9dd28cea25280f5562ea2f2b7c5bf0f50995efbe060dcc23c09622eba113ce0df3de0acde3d8d187fd2e6053cc36355e9ae8ff02"
+}
