@@ -19,6 +19,11 @@ pub const MAX_TEMPLATE_FUEL: u64 = 5_000_000;
 /// Stops: a template that multiplies its output into gigabytes.
 pub const MAX_RENDERED_BYTES: usize = 8 * 1024 * 1024;
 
+/// Most items a sequence or map written into the prompt may hold.
+/// Stops: `{{ [0] * 10**15 }}` (a repeated list is lazy and costs no fuel
+/// to build) iterating for ever while it is written out.
+pub const MAX_WRITTEN_ITEMS: usize = 100_000;
+
 /// A compiled chat template.
 #[derive(Debug)]
 pub struct ChatTemplate {
@@ -38,6 +43,15 @@ impl ChatTemplate {
         }
         let mut env = Environment::new();
         env.set_fuel(Some(MAX_TEMPLATE_FUEL));
+        env.set_formatter(|out, state, value| {
+            if value.len().is_some_and(|items| items > MAX_WRITTEN_ITEMS) {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("a value of more than {MAX_WRITTEN_ITEMS} items is written out"),
+                ));
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
@@ -161,6 +175,9 @@ mod tests {
         for source in [
             // Billions of steps.
             "{% for a in range(100000) %}{% for b in range(100000) %}.{% endfor %}{% endfor %}",
+            // A list repeated a quadrillion times, written out (found by
+            // the chat_template fuzz target).
+            "{{ [ 0>4]*04444444444444444 }}",
             // A thousand copies of each message, a thousand times over.
             "{% for a in range(1000) %}{% for b in range(1000) %}{{ messages[0].content }}{% endfor %}{% endfor %}",
         ] {
