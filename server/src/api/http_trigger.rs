@@ -9,6 +9,7 @@
 //! grants, limits, quotas and the audit are those of any invocation; the
 //! handler reaches no network (see `sovra_runtime::http_trigger`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -46,51 +47,18 @@ const WITHHELD_RESPONSE_HEADERS: &[HeaderName] = &[
     header::UPGRADE,
 ];
 
-/// A request to the handler's root.
-pub async fn trigger_root(
+/// A request to the handler: at its root (`/http`, no `path` parameter) or
+/// below it (`/http/{*path}`).
+pub async fn trigger(
     State(state): State<Arc<AppState>>,
     method: Method,
     headers: HeaderMap,
-    Path((tenant, plugin)): Path<(String, String)>,
+    Path(mut params): Path<HashMap<String, String>>,
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    trigger(
-        state,
-        method,
-        headers,
-        tenant,
-        plugin,
-        String::new(),
-        query,
-        body,
-    )
-    .await
-}
-
-/// A request to a path below the handler's root.
-pub async fn trigger_path(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    headers: HeaderMap,
-    Path((tenant, plugin, path)): Path<(String, String, String)>,
-    RawQuery(query): RawQuery,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    trigger(state, method, headers, tenant, plugin, path, query, body).await
-}
-
-#[expect(clippy::too_many_arguments, reason = "the parts of one HTTP request")]
-async fn trigger(
-    state: Arc<AppState>,
-    method: Method,
-    headers: HeaderMap,
-    tenant: String,
-    plugin: String,
-    path: String,
-    query: Option<String>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
+    let mut param = |name: &str| params.remove(name).unwrap_or_default();
+    let (tenant, plugin, path) = (param("tenant"), param("plugin"), param("path"));
     require_serving(&state)?;
     require_tenant(&state, &headers, &tenant, OperatorToo::No)?;
     let input = String::from_utf8(body.to_vec()).map_err(|_| {

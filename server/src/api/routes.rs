@@ -177,15 +177,12 @@ pub(super) fn endpoints() -> Vec<Endpoint> {
             episodes::start,
         ),
         // The HTTP trigger of installed HTTP handlers (Spin components).
-        endpoint(M::GET, HTTP_TRIGGER_ROOT, http_trigger::trigger_root)
-            .deadline(Deadline::Invocation),
-        endpoint(M::POST, HTTP_TRIGGER_ROOT, http_trigger::trigger_root)
-            .deadline(Deadline::Invocation),
-        endpoint(M::GET, HTTP_TRIGGER, http_trigger::trigger_path).deadline(Deadline::Invocation),
-        endpoint(M::POST, HTTP_TRIGGER, http_trigger::trigger_path).deadline(Deadline::Invocation),
-        endpoint(M::PUT, HTTP_TRIGGER, http_trigger::trigger_path).deadline(Deadline::Invocation),
-        endpoint(M::DELETE, HTTP_TRIGGER, http_trigger::trigger_path)
-            .deadline(Deadline::Invocation),
+        endpoint(M::GET, HTTP_TRIGGER_ROOT, http_trigger::trigger).deadline(Deadline::Invocation),
+        endpoint(M::POST, HTTP_TRIGGER_ROOT, http_trigger::trigger).deadline(Deadline::Invocation),
+        endpoint(M::GET, HTTP_TRIGGER, http_trigger::trigger).deadline(Deadline::Invocation),
+        endpoint(M::POST, HTTP_TRIGGER, http_trigger::trigger).deadline(Deadline::Invocation),
+        endpoint(M::PUT, HTTP_TRIGGER, http_trigger::trigger).deadline(Deadline::Invocation),
+        endpoint(M::DELETE, HTTP_TRIGGER, http_trigger::trigger).deadline(Deadline::Invocation),
         endpoint(M::GET, "/v1/tenants/{tenant}/episodes", episodes::list),
         endpoint(
             M::GET,
